@@ -1,0 +1,5 @@
+import sys
+
+from worldsim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""`worldsim <verb>`: each verb lives in its own module under worldsim/cli/ with `register(sub)`.
+
+Verb modules keep heavy imports (torch, pygame, zmq) inside their handlers so that `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from worldsim.errors import UserError
+
+# Modules that register verbs, in the order `--help` lists them.
+VERB_MODULES = (
+    "worldsim.cli.play",
+    "worldsim.cli.record",
+    "worldsim.cli.collect",
+    "worldsim.cli.train",
+    "worldsim.cli.eval",
+    "worldsim.cli.serve",
+    "worldsim.cli.bench",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="worldsim",
+        description="worldsim: a real-time neural game engine. Play, record, train, evaluate, serve.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    for name in VERB_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # verb not built yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"worldsim {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
