@@ -1,0 +1,1 @@
+"""Benchmarks behind `worldsim bench`: each module has `run(args) -> exit code`."""

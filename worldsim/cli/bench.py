@@ -1,0 +1,35 @@
+"""`worldsim bench`: speed benchmarks that print a table and optionally write JSON (never timed tests)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure speed: the real game, the neural world, or the server under load",
+        description=(
+            "Speed benchmarks. `--world game` times the raycaster; `--world neural` times the model's "
+            "per-frame step; `--serve` starts a server and real-time clients on loopback."
+        ),
+    )
+    p.add_argument("--world", choices=["game", "neural"], default="game", help="which world to time")
+    p.add_argument("--serve", action="store_true", help="benchmark the ZeroMQ server with --clients clients")
+    p.add_argument("--size", type=int, default=64, help="frame size in pixels (game world), default 64")
+    p.add_argument("--batch", type=int, default=1, help="games stepped together (game world)")
+    p.add_argument("--sessions", type=int, default=1, help="sessions stepped together (neural world)")
+    p.add_argument("--clients", type=int, default=4, help="real-time clients (with --serve)")
+    p.add_argument("--checkpoint", default=None, help="checkpoint name or path (neural world)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--seconds", type=float, default=5.0, help="how long to measure")
+    p.add_argument("--compare", action="store_true", help="neural: eager vs graph, dense vs sparse, bf16 vs 8-bit")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    target = "serve" if args.serve else args.world
+    module = importlib.import_module(f"worldsim.bench.{target}")
+    return module.run(args)
