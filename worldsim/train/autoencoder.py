@@ -1,0 +1,239 @@
+"""Train the frame autoencoder on game frames rendered on the fly (DESIGN §6.1)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from worldsim.errors import UserError
+from worldsim.model.autoencoder import AE_PRESETS, Autoencoder, AutoencoderConfig, frames_to_model
+from worldsim.train import common
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "autoencoder.pt"
+
+
+def autoencoder_config(preset: str) -> AutoencoderConfig:
+    """The autoencoder config nested in the model preset (worldsim.model.PRESETS), else AE_PRESETS."""
+    try:
+        from worldsim.model import PRESETS
+    except ImportError:
+        PRESETS = {}
+    if preset in PRESETS:
+        for v in vars(PRESETS[preset]).values():
+            if isinstance(v, AutoencoderConfig):
+                return copy.deepcopy(v)
+    if preset not in AE_PRESETS:
+        raise UserError(
+            f"--preset {preset!r} is unknown; pick one of {sorted(set(AE_PRESETS) | set(PRESETS))}"
+        )
+    return copy.deepcopy(AE_PRESETS[preset])
+
+
+def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Autoencoder:
+    """An Autoencoder (eval mode) from a train state written by `worldsim train autoencoder`."""
+    state = common.load_state(path)
+    if state.get("kind") != "autoencoder":
+        raise UserError(f"{path} is not an autoencoder train state (kind={state.get('kind')!r})")
+    ae = Autoencoder(AutoencoderConfig(**state["config"]))
+    ae.load_state_dict(state["model"])
+    return ae.to(device).eval()
+
+
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 + MSE + an L1 on image gradients (keeps wall edges and texture lines sharp)."""
+    l1 = (x_hat - x).abs().mean()
+    mse = (x_hat - x).pow(2).mean()
+
+    def grads(im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return im[..., 1:, :] - im[..., :-1, :], im[..., :, 1:] - im[..., :, :-1]
+
+    (gy, gx), (ty, tx) = grads(x_hat), grads(x)
+    edge = (gy - ty).abs().mean() + (gx - tx).abs().mean()
+    loss = l1 + mse + 0.5 * edge
+    return loss, {"l1": l1.item(), "mse": mse.item(), "edge": edge.item()}
+
+
+@torch.no_grad()
+def heldout_psnr(ae: Autoencoder, x: torch.Tensor, batch: int = 64) -> float:
+    ae.eval()
+    vals = [
+        common.psnr(ae.decode_raw(ae.encode_raw(x[i : i + batch])).float(), x[i : i + batch])
+        for i in range(0, len(x), batch)
+    ]
+    ae.train()
+    return torch.cat(vals).mean().item()
+
+
+@torch.no_grad()
+def decode_ms_per_frame(ae: Autoencoder, device: torch.device, iters: int = 30) -> float:
+    """Median wall time of one decode of a single frame's latent on `device` (fp32, eager)."""
+    dec = copy.deepcopy(ae).to(device).eval()
+    h, w = dec.cfg.latent_hw
+    z = torch.randn(1, dec.cfg.latent_channels, h, w, device=device)
+    times = []
+    for i in range(iters + 5):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        dec.decode(z)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # deliberate host sync: timing
+        if i >= 5:
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def collect_frames(batches, n: int) -> torch.Tensor:
+    """`n` frames `[n,3,H,W]` in [-1,1] from a (frames, keys) iterator."""
+    out, have = [], 0
+    while have < n:
+        frames, _ = next(batches)
+        x = frames_to_model(frames.flatten(0, 1))  # [B,F,H,W,3] -> [B*F,3,H,W]
+        out.append(x)
+        have += len(x)
+    return torch.cat(out)[:n]
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train (or resume) and return the metrics dict; writes state, plot and metrics under args.out."""
+    common.check_positive(steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes)
+    device = common.resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_FILE
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    cfg = autoencoder_config(args.preset)
+    ae = Autoencoder(cfg).to(device)
+    opt = torch.optim.AdamW(ae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    step, history, evals = 0, {"step": [], "loss": [], "l1": [], "edge": []}, []
+    if args.resume:
+        state = common.load_state(state_path)
+        if state.get("kind") != "autoencoder" or AutoencoderConfig(**state["config"]) != cfg:
+            raise UserError(
+                f"{state_path} was trained with another config; use a fresh --out or the same --preset"
+            )
+        ae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, history, evals = state["step"], state["history"], state["evals"]
+        log.info("resumed %s at step %d", state_path, step)
+    elif state_path.exists():
+        raise UserError(f"{state_path} exists; pass --resume to continue it or pick another --out")
+
+    size = cfg.hw
+    # Held-out frames come from other seeds than training ever uses.
+    held = collect_frames(
+        common.game_batches(batch=32, frames=4, size=size, device=device, seed=10_000_019 + args.seed),
+        args.heldout,
+    )
+    data = common.game_batches(
+        batch=args.batch, frames=1, size=size, device=device, seed=args.seed * 1_000 + step
+    )
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    budget = common.Budget(args.steps, args.minutes)
+    warmup = min(200, max(1, args.steps // 20))
+    bar = common.progress(args.steps, step, args.no_progress, "autoencoder")
+    ae.train()
+    t_start = time.monotonic()
+    while not budget.done(step):
+        frames, _ = next(data)
+        x = frames_to_model(frames.flatten(0, 1))  # [B,1,H,W,3] -> [B,3,H,W]
+        for g in opt.param_groups:
+            g["lr"] = args.lr * common.warmup_cosine(step, args.steps, warmup)
+        with amp:
+            x_hat = ae.decode_raw(ae.encode_raw(x))
+        loss, parts = reconstruction_loss(x_hat.float(), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        if step % 10 == 0 or step == 1:
+            history["step"].append(step)
+            history["loss"].append(loss.item())
+            history["l1"].append(parts["l1"])
+            history["edge"].append(parts["edge"])
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % args.log_every == 0:
+            p = heldout_psnr(ae, held)
+            evals.append([step, p])
+            log.info("step %d loss %.4f held-out PSNR %.2f dB", step, loss.item(), p)
+        if step % args.ckpt_every == 0:
+            _save(state_path, ae, opt, cfg, step, history, evals)
+    bar.close()
+    train_seconds = time.monotonic() - t_start
+
+    ae.eval()
+    ae.set_latent_stats(held)
+    p = heldout_psnr(ae, held)
+    evals.append([step, p])
+    metrics = {
+        "preset": args.preset,
+        "image_size": list(cfg.hw),
+        "latent_shape": [cfg.latent_channels, *cfg.latent_hw],
+        "steps": step,
+        "batch": args.batch,
+        "train_seconds_this_run": round(train_seconds, 1),
+        "device": str(device),
+        "heldout_frames": len(held),
+        "heldout_psnr_db": round(p, 2),
+        "decode_ms_per_frame_cpu": round(decode_ms_per_frame(ae, torch.device("cpu")), 3),
+        "params_encoder": sum(q.numel() for q in ae.encoder.parameters()),
+        "params_decoder": sum(q.numel() for q in ae.decoder.parameters()),
+    }
+    if device.type == "cuda":
+        metrics["decode_ms_per_frame_cuda"] = round(decode_ms_per_frame(ae, device), 3)
+    _save(state_path, ae, opt, cfg, step, history, evals, metrics)
+    common.save_loss_plot(
+        history, out / "autoencoder_loss.png", f"autoencoder ({args.preset}): held-out PSNR {p:.2f} dB"
+    )
+    common.write_json(metrics, out / "autoencoder.json")
+    log.info(
+        "autoencoder: %d steps, held-out PSNR %.2f dB, decode %.2f ms/frame on CPU",
+        step,
+        p,
+        metrics["decode_ms_per_frame_cpu"],
+    )
+    return metrics
+
+
+def _save(path, ae, opt, cfg, step, history, evals, metrics=None) -> None:
+    common.atomic_save(
+        {
+            "kind": "autoencoder",
+            "step": step,
+            "config": dataclasses.asdict(cfg),
+            "model": ae.state_dict(),
+            "opt": opt.state_dict(),
+            "history": history,
+            "evals": evals,
+            "metrics": metrics or {},
+        },
+        path,
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    common.add_common_arguments(p, steps=3000, batch=64, lr=1e-3)
+    p.add_argument("--heldout", type=int, default=256, help="held-out frames for PSNR (other seeds)")
+
+
+def main(args: argparse.Namespace) -> int:
+    train(args)
+    return 0

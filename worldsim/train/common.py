@@ -1,0 +1,198 @@
+"""What every training stage shares: devices, step/time budgets, schedules, EMA, atomic train state, plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from worldsim.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Devices and arguments
+# ---------------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """None -> cuda when present, else cpu. A named CUDA device that is not there is a UserError."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name!r} is not a device: use cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu")
+    return dev
+
+
+def add_common_arguments(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float) -> None:
+    p.add_argument("--preset", default="tiny", help="model size preset: test, tiny, base (default tiny)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
+    p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
+    p.add_argument(
+        "--minutes", type=float, default=None, help="also stop after this many minutes of training"
+    )
+    p.add_argument("--batch", type=int, default=batch, help=f"batch size (default {batch})")
+    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    p.add_argument("--seed", type=int, default=0, help="data and init seed")
+    p.add_argument("--out", required=True, help="output directory (train state, plots, metrics)")
+    p.add_argument("--resume", action="store_true", help="continue from the train state in --out")
+    p.add_argument("--ckpt-every", type=int, default=500, help="save the train state every N steps")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs every --log-every steps)")
+    p.add_argument("--log-every", type=int, default=100, help="log a line every N steps")
+
+
+def check_positive(**values: float | int | None) -> None:
+    for name, v in values.items():
+        if v is not None and v <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Budgets and schedules
+# ---------------------------------------------------------------------------------------------------
+
+
+class Budget:
+    """Stop after `steps` optimizer steps or `minutes` of wall time, whichever comes first."""
+
+    def __init__(self, steps: int, minutes: float | None = None):
+        self.steps, self.seconds = steps, None if minutes is None else minutes * 60.0
+        self.t0 = time.monotonic()
+
+    def done(self, step: int) -> bool:
+        if step >= self.steps:
+            return True
+        return self.seconds is not None and time.monotonic() - self.t0 >= self.seconds
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.1) -> float:
+    """LR multiplier: linear warmup to 1, cosine down to `floor` at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach().to(pe.dtype), 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Train state: plain tensors and dicts via torch.save, loaded with weights_only=True; atomic writes
+# ---------------------------------------------------------------------------------------------------
+
+
+def atomic_save(obj: dict, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(obj: dict, path: str | os.PathLike) -> None:
+    atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
+
+
+def load_state(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no train state at {path}; train first or drop --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which
+        raise UserError(
+            f"{path} is not a readable worldsim train state ({e}); delete it or pick another --out"
+        ) from e
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under torch.compile / DDP wrappers (their state_dict keys differ)."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+
+
+def game_batches(
+    *, batch: int, frames: int, size: int | tuple[int, int], device: torch.device, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Frames uint8 `[B,F,H,W,3]` and keys bool `[B,F,K]` rendered on the fly by the real game."""
+    from worldsim.data import make_loader
+
+    return make_loader("game", batch=batch, frames=frames, size=size, device=device, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Logs and plots
+# ---------------------------------------------------------------------------------------------------
+
+
+def save_loss_plot(history: dict[str, list[float]], path: str | os.PathLike, title: str) -> None:
+    """Plot every series in `history` (except "step") against history["step"], log-scale y."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = history.get("step", [])
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for name, ys in history.items():
+        if name == "step" or not ys:
+            continue
+        ax.plot(steps[: len(ys)], ys, label=name, linewidth=1)
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def progress(total: int, initial: int, disable: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=disable, desc=desc, dynamic_ncols=True, mininterval=1.0)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 2.0) -> torch.Tensor:
+    """Per-item PSNR in dB of `[B, ...]` images in a range of width `peak` (2 for [-1, 1], 255 for uint8)."""
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(peak**2 / mse)
