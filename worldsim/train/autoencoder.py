@@ -21,15 +21,13 @@ STATE_FILE = "autoencoder.pt"
 
 
 def autoencoder_config(preset: str) -> AutoencoderConfig:
-    """The autoencoder config nested in the model preset (worldsim.model.PRESETS), else AE_PRESETS."""
+    """The autoencoder config nested in the model preset (worldsim.model.config), else AE_PRESETS."""
     try:
-        from worldsim.model import PRESETS
-    except ImportError:
+        from worldsim.model.config import PRESETS
+    except ImportError:  # model configs not installed: the autoencoder presets alone
         PRESETS = {}
     if preset in PRESETS:
-        for v in vars(PRESETS[preset]).values():
-            if isinstance(v, AutoencoderConfig):
-                return copy.deepcopy(v)
+        return copy.deepcopy(PRESETS[preset].autoencoder)
     if preset not in AE_PRESETS:
         raise UserError(
             f"--preset {preset!r} is unknown; pick one of {sorted(set(AE_PRESETS) | set(PRESETS))}"

@@ -1,0 +1,350 @@
+"""Train the teacher DiT: rectified flow with diffusion forcing, block-causal as deployed (DESIGN §6.2)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from worldsim.errors import UserError
+from worldsim.model.autoencoder import Autoencoder, frames_to_model
+from worldsim.train import common
+from worldsim.train.autoencoder import load_autoencoder
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "teacher.pt"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The objective
+# ---------------------------------------------------------------------------------------------------
+
+
+def sample_t(
+    shape: tuple[int, ...],
+    *,
+    shift: float,
+    context_prob: float,
+    context_max: float,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Independent noise level per frame (diffusion forcing).
+
+    Logit-normal t, shifted toward noise by `shift` (as the deployed schedule). A fraction `context_prob`
+    of frames get a small level in [0, context_max] instead: at inference the context is (nearly) clean,
+    so every frame should often see near-clean frames before it, not only other noisy ones.
+    """
+    u = torch.randn(shape, device=device, generator=generator).sigmoid()
+    t = shift * u / (1 + (shift - 1) * u)
+    ctx = torch.rand(shape, device=device, generator=generator) < context_prob
+    t_ctx = torch.rand(shape, device=device, generator=generator) * context_max
+    return torch.where(ctx, t_ctx, t)
+
+
+def flow_matching_loss(
+    model,
+    z0: torch.Tensor,
+    t: torch.Tensor,
+    keys: torch.Tensor,
+    drop_keys: torch.Tensor | None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MSE between the predicted and true velocity v = noise - x0 at x_t = (1 - t) x0 + t noise.
+
+    z0 [B,F,C,h,w] clean latents, t [B,F], keys [B,F,K] bool, drop_keys [B,F] bool (null key state).
+    """
+    if noise is None:
+        noise = torch.randn_like(z0)
+    tt = t[:, :, None, None, None].to(z0.dtype)  # [B,F] -> [B,F,1,1,1]
+    x_t = (1 - tt) * z0 + tt * noise
+    v = model(x_t, t, keys, drop_keys)
+    return (v.float() - (noise - z0).float()).pow(2).mean()
+
+
+@torch.no_grad()
+def encode_clips(ae: Autoencoder, frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames [B,F,H,W,3] -> normalised latents [B,F,C,h,w] (fp32)."""
+    B, Fr = frames.shape[:2]
+    x = frames_to_model(frames.flatten(0, 1))  # [B*F,3,H,W]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda)
+    with amp:
+        z = ae.encode(x)
+    return z.float().unflatten(0, (B, Fr))  # [B*F,C,h,w] -> [B,F,C,h,w]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------------------
+
+
+def build_dit(cfg):
+    from worldsim.model.dit import DiT
+
+    return DiT(cfg)
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train (or resume) the teacher; writes teacher.pt, the loss plot and teacher.json under args.out."""
+    from worldsim.model.config import ModelConfig, get_preset
+
+    common.check_positive(steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes)
+    device = common.resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_FILE
+    torch.manual_seed(args.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+    state = None
+    if args.resume:
+        state = common.load_state(state_path)
+        if state.get("kind") != "teacher":
+            raise UserError(f"{state_path} is not a teacher train state; pick another --out")
+    elif state_path.exists():
+        raise UserError(f"{state_path} exists; pass --resume to continue it or pick another --out")
+
+    if state is not None:
+        cfg = ModelConfig.from_dict(state["config"])
+        ae = Autoencoder(cfg.autoencoder)
+        ae.load_state_dict(state["autoencoder"])
+        ae = ae.to(device).eval()
+    else:
+        try:
+            cfg = get_preset(args.preset)
+        except ValueError as e:
+            raise UserError(f"--preset: {e}") from e
+        if not args.autoencoder:
+            raise UserError(
+                "--autoencoder PATH is required (the autoencoder.pt of `worldsim train autoencoder`)"
+            )
+        ae = load_autoencoder(args.autoencoder, device)
+        if ae.cfg != cfg.autoencoder:
+            log.warning(
+                "the autoencoder's config differs from preset %s's; using the autoencoder's", args.preset
+            )
+            cfg = cfg.replace(autoencoder=ae.cfg)
+    for p in ae.parameters():
+        p.requires_grad_(False)
+
+    clip = args.clip_frames or cfg.window + max(1, cfg.window // 2)
+    if clip % cfg.block_frames:
+        raise UserError(f"--clip-frames {clip} must be a multiple of block_frames={cfg.block_frames}")
+    if clip <= cfg.window:
+        log.warning(
+            "--clip-frames %d <= window %d: the attention window never slides in training", clip, cfg.window
+        )
+
+    model = build_dit(cfg).to(device)
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    decay_params = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    other_params = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay_params, "weight_decay": 0.01}, {"params": other_params, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+        fused=device.type == "cuda",
+    )
+    step, history, evals, total = 0, {"step": [], "loss": []}, [], args.steps
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, history, evals = state["step"], state["history"], state["evals"]
+        total = min(args.steps, state.get("schedule_total", args.steps))
+        log.info("resumed %s at step %d", state_path, step)
+
+    fwd = torch.compile(model) if args.compile else model
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "teacher %s: %.2fM params, clip %d frames, window %d, device %s",
+        cfg.name,
+        n_params / 1e6,
+        clip,
+        cfg.window,
+        device,
+    )
+
+    # A fixed held-out batch (other seeds), fixed noise and levels: a comparable validation loss.
+    g = torch.Generator(device=device).manual_seed(1234)
+    val_frames, val_keys = next(
+        common.game_batches(
+            batch=min(16, args.batch),
+            frames=clip,
+            size=cfg.image_hw,
+            device=device,
+            seed=20_000_033 + args.seed,
+        )
+    )
+    val_z = encode_clips(ae, val_frames)
+    val_t = sample_t(
+        val_z.shape[:2],
+        shift=cfg.schedule_shift,
+        context_prob=args.context_prob,
+        context_max=args.context_max,
+        device=device,
+        generator=g,
+    )
+    val_noise = torch.randn(val_z.shape, device=device, generator=g)
+
+    data = common.game_batches(
+        batch=args.batch, frames=clip, size=cfg.image_hw, device=device, seed=args.seed * 1_000 + step
+    )
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    budget = common.Budget(args.steps, args.minutes)
+    warmup = min(args.warmup, max(1, args.steps // 10))
+    bar = common.progress(args.steps, step, args.no_progress, "teacher")
+    model.train()
+    t_start, start_step = time.monotonic(), step
+    while not budget.done(step):
+        frames, keys = next(data)
+        z0 = encode_clips(ae, frames)
+        t = sample_t(
+            z0.shape[:2],
+            shift=cfg.schedule_shift,
+            context_prob=args.context_prob,
+            context_max=args.context_max,
+            device=device,
+        )
+        drop = torch.rand(t.shape, device=device) < args.key_dropout
+        if args.minutes is not None and step - start_step in (50, 200, 1000):
+            # Time budget: fit the cosine schedule to the steps the remaining minutes allow.
+            rate = (step - start_step) / max(1e-6, time.monotonic() - t_start)
+            total = max(step + 1, min(total, step + int(rate * (budget.seconds - budget.elapsed))))
+        for grp in opt.param_groups:
+            grp["lr"] = args.lr * common.warmup_cosine(step, total, warmup)
+        with amp:
+            loss = flow_matching_loss(fwd, z0, t, keys, drop)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        common.ema_update(ema, model, min(args.ema_decay, (1 + step) / (10 + step)))
+        step += 1
+        bar.update(1)
+        if step % 10 == 0 or step == 1:
+            history["step"].append(step)
+            history["loss"].append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}", gnorm=f"{gnorm.item():.2f}")
+        if step % args.log_every == 0:
+            v = validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)
+            evals.append([step, v])
+            log.info(
+                "step %d loss %.4f ema val loss %.4f lr %.2e", step, loss.item(), v, opt.param_groups[0]["lr"]
+            )
+        if step % args.ckpt_every == 0:
+            _save(state_path, cfg, model, ema, opt, ae, step, history, evals, total)
+    bar.close()
+    seconds = time.monotonic() - t_start
+
+    v = validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)
+    evals.append([step, v])
+    metrics = {
+        "preset": cfg.name,
+        "params": n_params,
+        "steps": step,
+        "batch": args.batch,
+        "clip_frames": clip,
+        "window": cfg.window,
+        "sinks": cfg.sinks,
+        "lr": args.lr,
+        "ema_decay": args.ema_decay,
+        "key_dropout": args.key_dropout,
+        "train_seconds_this_run": round(seconds, 1),
+        "steps_per_second": round((step - start_step) / max(seconds, 1e-6), 2),
+        "final_loss": history["loss"][-1] if history["loss"] else None,
+        "ema_val_loss": round(v, 5),
+        "device": str(device),
+    }
+    _save(state_path, cfg, model, ema, opt, ae, step, history, evals, total, metrics)
+    common.save_loss_plot(
+        _with_val(history, evals), out / "teacher_loss.png", f"teacher ({cfg.name}): flow-matching loss"
+    )
+    common.write_json(metrics, out / "teacher.json")
+    log.info("teacher: %d steps in %.0f s, ema val loss %.4f", step, seconds, v)
+    return metrics
+
+
+@torch.no_grad()
+def validation_loss(ema, z, t, keys, noise, amp) -> float:
+    with amp:
+        return flow_matching_loss(ema, z, t, keys, None, noise).item()
+
+
+def _with_val(history: dict, evals: list) -> dict:
+    """The train loss plus the EMA validation loss resampled onto the logged steps."""
+    if not evals:
+        return history
+    val_at = dict((int(s), v) for s, v in evals)
+    ys, last = [], float("nan")
+    for s in history["step"]:
+        last = val_at.get(int(s), last)
+        ys.append(last)
+    return {**history, "ema val": ys}
+
+
+def _save(path, cfg, model, ema, opt, ae, step, history, evals, total, metrics=None) -> None:
+    common.atomic_save(
+        {
+            "kind": "teacher",
+            "step": step,
+            "config": cfg.to_dict(),
+            "model": common.unwrap(model).state_dict(),
+            "ema": ema.state_dict(),
+            "opt": opt.state_dict(),
+            "autoencoder": ae.state_dict(),
+            "history": history,
+            "evals": evals,
+            "schedule_total": total,
+            "metrics": metrics or {},
+        },
+        path,
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    common.add_common_arguments(p, steps=20_000, batch=32, lr=5e-4)
+    p.add_argument(
+        "--autoencoder", default=None, metavar="PATH", help="autoencoder.pt from `worldsim train autoencoder`"
+    )
+    p.add_argument(
+        "--clip-frames", type=int, default=None, help="frames per training clip (default 1.5 x window)"
+    )
+    p.add_argument(
+        "--key-dropout", type=float, default=0.1, help="fraction of frames trained with the null key state"
+    )
+    p.add_argument(
+        "--context-prob", type=float, default=0.5, help="fraction of frames at a small (context) noise level"
+    )
+    p.add_argument("--context-max", type=float, default=0.1, help="largest context noise level")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported weights")
+    p.add_argument("--warmup", type=int, default=500, help="LR warmup steps (at most steps/10)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip")
+    p.add_argument("--compile", action="store_true", help="torch.compile the DiT for training")
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="FILE",
+        help="after training, export the EMA model to FILE (.safetensors)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    metrics = train(args)
+    if args.export:
+        from worldsim.train.export import export
+
+        export(Path(args.out) / STATE_FILE, args.export, train_metrics={"teacher": metrics})
+    return 0
