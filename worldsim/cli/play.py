@@ -1,0 +1,263 @@
+"""`worldsim play`: a pygame window on the real game or the neural world (or `--headless`), keyboard,
+gamepad or a bot at the keys, optional recording of what the player saw."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from worldsim.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "play",
+        help="play a world in a window (or headless), with the keyboard, a gamepad or a bot",
+        description=(
+            "Play in a pygame window: W/S or up/down move, A/D strafe, Q/E or left/right turn, R resets, "
+            "Esc quits; a gamepad works too. The world runs off the UI thread, through an embedded "
+            "server (or a remote one with --connect). --headless runs lockstep without a display."
+        ),
+    )
+    p.add_argument(
+        "--world",
+        choices=["game", "neural"],
+        default=None,
+        help="the real game or the model (default: neural if a shipped checkpoint fits the device)",
+    )
+    p.add_argument(
+        "--checkpoint", default=None, metavar="NAME|PATH", help="neural checkpoint (implies --world neural)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="game seed (spawn); default 0, or the replayed recording's"
+    )
+    p.add_argument(
+        "--fps", type=float, default=30.0, help="frames per second the world steps at (default 30)"
+    )
+    p.add_argument(
+        "--size", type=int, default=64, help="frame size in pixels for the game world (default 64)"
+    )
+    p.add_argument(
+        "--scale", type=int, default=None, help="integer window scale (default: the largest that fits)"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda for neural if present)"
+    )
+    p.add_argument("--record", default=None, metavar="FILE", help="record what you see to a .wsrec file")
+    p.add_argument("--headless", action="store_true", help="no window: lockstep play for --frames frames")
+    p.add_argument(
+        "--frames", type=int, default=None, help="stop after this many frames (needed with --headless)"
+    )
+    p.add_argument(
+        "--connect", default=None, metavar="ADDR", help="play a remote server, e.g. tcp://127.0.0.1:5555"
+    )
+    p.add_argument(
+        "--bot", default=None, metavar="random-sticky|replay:FILE", help="let a bot press the keys"
+    )
+    p.add_argument(
+        "--no-server",
+        action="store_true",
+        help="step the world in a worker thread of this process instead of an embedded server",
+    )
+    p.add_argument("--no-gamepad", action="store_true", help="ignore joysticks")
+    p.add_argument(
+        "--screenshot", default=None, metavar="PNG", help="save the window (frame + HUD) when play ends"
+    )
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.fps <= 0 or args.fps > 240:
+        raise UserError(f"--fps {args.fps}: must be in (0, 240]; 30 is the usual")
+    if args.frames is not None and args.frames < 1:
+        raise UserError(f"--frames {args.frames}: must be >= 1")
+    if args.headless and args.frames is None:
+        raise UserError("--headless needs --frames N (how many frames to play without a window)")
+    if args.headless and args.screenshot:
+        raise UserError("--screenshot needs the window; drop --headless")
+    if args.scale is not None and args.scale < 1:
+        raise UserError(f"--scale {args.scale}: must be an integer >= 1")
+    if args.size < 8:
+        raise UserError(f"--size {args.size}: frames must be at least 8 pixels; 64 or 128 are the usual")
+    if args.world == "game" and args.checkpoint:
+        raise UserError("--checkpoint is for --world neural; drop one of them")
+    if args.connect and (args.world or args.checkpoint or args.no_server):
+        raise UserError("--connect plays the server's world; drop --world/--checkpoint/--no-server")
+    if args.record and Path(args.record).is_dir():
+        raise UserError(f"--record {args.record}: is a directory; pass a file name like play.wsrec")
+
+
+def _default_device(args: argparse.Namespace, world: str | None) -> str:
+    if args.device:
+        return args.device
+    if world == "game":
+        return "cpu"  # one game renders faster on the CPU than a GPU launch costs
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def choose_world(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The world to play and its checkpoint: explicit flags, else the shipped checkpoint, else the game."""
+    if args.world == "game":
+        return "game", None
+    if args.world == "neural" or args.checkpoint:
+        return "neural", args.checkpoint
+    device = _default_device(args, None)
+    try:
+        from worldsim.checkpoint import default_checkpoint
+    except ImportError:
+        log.info(
+            "playing the real game: the neural world is not part of this install (no worldsim.checkpoint)"
+        )
+        return "game", None
+    found = default_checkpoint(device)
+    if found is None:
+        log.info(
+            "playing the real game: no shipped checkpoint fits device %s (train one, or pass --checkpoint)",
+            device,
+        )
+        return "game", None
+    log.info("playing the neural world: checkpoint %s on %s", found, device)
+    return "neural", str(found)
+
+
+def world_factory(kind: str, checkpoint: str | None, size: int, device: str):
+    """`batch_size -> World` for the chosen world (what both the worker and the embedded server call)."""
+
+    def make(batch_size: int = 1):
+        if kind == "game":
+            from worldsim.game import GameWorld
+
+            return GameWorld(batch_size=batch_size, size=size, level="default", device=device)
+        try:
+            from worldsim.neural import NeuralWorld
+        except ImportError as e:
+            raise UserError(
+                f"--world neural: the neural world is not available in this install ({e})"
+            ) from None
+        return NeuralWorld.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+
+    return make
+
+
+class LazyRecorder:
+    """Opens the RecordingWriter at the first frame, when the source knows the world's size and keys."""
+
+    def __init__(self, path: str, source, *, seed: int | None, extra: dict) -> None:
+        from worldsim.record import RecordingWriter
+
+        self._writer_cls = RecordingWriter
+        self.path, self.source, self.seed, self.extra = path, source, seed, extra
+        self.writer = None
+
+    def write(self, frame_number, keys, frame, **kw) -> None:
+        if self.writer is None:
+            info = self.source.info
+            self.writer = self._writer_cls(
+                self.path,
+                world=info.world,
+                height=info.height,
+                width=info.width,
+                key_names=info.key_names,
+                fps=info.fps,
+                seed=self.seed,
+                checkpoint_hash=getattr(getattr(self.source, "world", None), "checkpoint_hash", None),
+                extra={**self.extra, **({"checkpoint": info.checkpoint} if info.checkpoint else {})},
+            )
+        self.writer.write(frame_number, keys, frame, **kw)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _replay_seed(spec: str | None) -> int | None:
+    if not spec or not spec.startswith("replay:"):
+        return None
+    from worldsim.record import RecordingReader
+
+    path = spec[len("replay:") :]
+    if not Path(path).is_file():
+        raise UserError(f"--bot {spec}: no such file; pass the path of a .wsrec recording")
+    reader = RecordingReader(path)
+    reader.close()
+    return reader.header.get("seed")
+
+
+def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | None):
+    """The frame source and what must be stopped after it (an embedded server, if any)."""
+    from controllers.window import ClientSource, WorldSource
+
+    if args.connect:
+        return ClientSource(args.connect, args.fps), None
+    make = world_factory(kind, checkpoint, args.size, _default_device(args, kind))
+    if not args.no_server:
+        try:
+            from worldsim.serve import Server
+        except ImportError:
+            log.debug("no worldsim.serve in this install: stepping the world in-process")
+        else:
+            server = Server(make, bind="tcp://127.0.0.1:0", fps=args.fps)
+            server.start()
+            return ClientSource(server.address, args.fps), server
+    return WorldSource(make(1), args.fps, checkpoint=checkpoint), None
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    from controllers.bots import make_bot
+    from controllers.window import Window, run_headless
+
+    seed = args.seed if args.seed is not None else _replay_seed(args.bot)
+    seed = 0 if seed is None else int(seed)
+    kind, checkpoint = (None, None) if args.connect else choose_world(args)
+    source, server = build_source(args, kind, checkpoint)
+    recorder = None
+    try:
+        if args.record:
+            recorder = LazyRecorder(
+                args.record,
+                source,
+                seed=seed,
+                extra={"level": "default", "client": "worldsim play", "headless": bool(args.headless)},
+            )
+        bot = None
+        if args.bot:
+            # The bot needs the world's key names, which a server tells only once connected: the play
+            # loops call this with them.
+            def bot(key_names):
+                return make_bot(args.bot, key_names, seed=seed)
+
+        if args.headless:
+            summary = run_headless(source, frames=args.frames, seed=seed, bot=bot, recorder=recorder)
+        else:
+            window = Window(
+                source,
+                seed=seed,
+                scale=args.scale,
+                bot=bot,
+                recorder=recorder,
+                max_frames=args.frames,
+                gamepad=not args.no_gamepad,
+                screenshot=args.screenshot,
+            )
+            summary = window.run()
+    finally:
+        if recorder is not None:
+            recorder.close()
+        source.close()
+        if server is not None:
+            server.stop()
+    print(summary.line())
+    if args.record:
+        print(f"recorded {summary.frames} frames to {args.record}")
+    if args.screenshot:
+        print(f"saved the window to {args.screenshot}")
+    return 0
