@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from worldsim.record.export import auto_scale, upscale
@@ -16,6 +17,7 @@ def replay_window(path: str | Path, *, scale: int | None = None, speed: float = 
 
     Space pauses/resumes, Esc or closing the window quits; the window closes after the last frame.
     """
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import pygame
 
     reader = RecordingReader(path)
