@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(f"{c!s:>14}" for c in r))
     idle = result["idle"]
     print(
-        f"idle {idle['frames']} frames: in range {idle['in_range']}, nan {idle['nan']}, PSNR vs start {idle['psnr_last_vs_start']} dB"
+        f"idle {idle['frames']} frames: in range {idle['in_range']}, collapsed {idle['collapsed']}, PSNR vs start {idle['psnr_last_vs_start']} dB"
     )
     print(f"{result['seconds']} s on {result['device']}; JSON {json_path}; plot and video in {out}")
     print(json.dumps({"psnr": result["psnr"], "ssim": result["ssim"]}))
