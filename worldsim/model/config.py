@@ -1,0 +1,172 @@
+"""Model configs: one dataclass (`ModelConfig`, nesting the autoencoder's) and a registry of presets.
+
+The config travels inside every checkpoint (as JSON in the safetensors metadata): key names, window,
+sinks, sampling steps and schedule live here, never hard-coded in the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from worldsim.model.autoencoder import AE_PRESETS, AutoencoderConfig
+from worldsim.world import KEY_NAMES
+
+# Bump when a checkpoint written by this code could not be read by older code.
+CONFIG_VERSION = 1
+
+ATTENTION_BACKENDS = ("sdpa", "flex", "flash")
+SCHEDULES = ("uniform", "shifted")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    autoencoder: AutoencoderConfig = field(default_factory=lambda: AE_PRESETS["tiny"])
+    key_names: tuple[str, ...] = KEY_NAMES
+    # DiT -------------------------------------------------------------------------------------
+    patch_size: int = 1  # latent pixels per token side: tokens/frame = (h/p) * (w/p)
+    width: int = 256  # D
+    depth: int = 8
+    heads: int = 4  # H
+    mlp_ratio: float = 4.0
+    rope_theta_space: float = 100.0  # RoPE base for the (x, y) dims
+    rope_theta_time: float = 1000.0  # RoPE base for the frame-index dims
+    # Block-causal attention and the KV cache (DESIGN §5) --------------------------------------
+    block_frames: int = 1  # frames generated together (full attention inside a block)
+    window: int = 16  # frames a query sees, itself included (the ring buffer's slots)
+    sinks: int = 0  # learned sink frames (N tokens each) every query sees, position-free in time
+    attention: str = "sdpa"  # default backend: sdpa | flex | flash
+    # Sampling (flow matching; see worldsim/sampling.py) ----------------------------------------
+    steps: int = 2  # deployed few-step budget
+    schedule: str = "shifted"  # uniform | shifted
+    schedule_shift: float = 1.0  # > 1 spends more steps at high noise
+    context_noise: float = 0.0  # noise level t at which finished frames are written to the cache
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if isinstance(self.autoencoder, dict):
+            self.autoencoder = AutoencoderConfig(**self.autoencoder)
+        self.key_names = tuple(self.key_names)
+        if not self.key_names or len(set(self.key_names)) != len(self.key_names):
+            raise ValueError(f"ModelConfig.key_names must be non-empty and unique, got {self.key_names}")
+        if self.version > CONFIG_VERSION:
+            raise ValueError(
+                f"ModelConfig.version {self.version} is newer than this worldsim understands "
+                f"({CONFIG_VERSION}); upgrade worldsim to read this checkpoint"
+            )
+        h, w = self.autoencoder.latent_hw
+        if self.patch_size < 1 or h % self.patch_size or w % self.patch_size:
+            raise ValueError(
+                f"ModelConfig.patch_size={self.patch_size} must divide the latent grid {h}x{w}; "
+                f"pick a divisor of {h} and {w}"
+            )
+        if self.width % self.heads:
+            raise ValueError(f"ModelConfig.width={self.width} must be a multiple of heads={self.heads}")
+        if self.head_dim % 8:
+            raise ValueError(
+                f"head_dim = width/heads = {self.head_dim} must be a multiple of 8 (RoPE splits it into "
+                f"x, y and time pairs); change width or heads"
+            )
+        if self.depth < 1:
+            raise ValueError(f"ModelConfig.depth must be >= 1, got {self.depth}")
+        if self.block_frames < 1 or self.window < self.block_frames or self.window % self.block_frames:
+            raise ValueError(
+                f"ModelConfig.window={self.window} must be a positive multiple of "
+                f"block_frames={self.block_frames} (blocks fill whole ring slots)"
+            )
+        if self.sinks < 0:
+            raise ValueError(f"ModelConfig.sinks must be >= 0, got {self.sinks}")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"ModelConfig.attention={self.attention!r}; pick one of {ATTENTION_BACKENDS}")
+        if self.steps < 1:
+            raise ValueError(f"ModelConfig.steps must be >= 1, got {self.steps}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"ModelConfig.schedule={self.schedule!r}; pick one of {SCHEDULES}")
+        if self.schedule_shift <= 0:
+            raise ValueError(f"ModelConfig.schedule_shift must be > 0, got {self.schedule_shift}")
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(f"ModelConfig.context_noise must be in [0, 1), got {self.context_noise}")
+
+    # derived sizes ----------------------------------------------------------------------------
+    @property
+    def num_keys(self) -> int:  # K
+        return len(self.key_names)
+
+    @property
+    def latent_channels(self) -> int:  # C
+        return self.autoencoder.latent_channels
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:  # (h, w)
+        return self.autoencoder.latent_hw
+
+    @property
+    def grid(self) -> tuple[int, int]:  # token grid (h/p, w/p)
+        h, w = self.latent_hw
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def tokens_per_frame(self) -> int:  # N
+        gh, gw = self.grid
+        return gh * gw
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return self.autoencoder.hw
+
+    # serialization (JSON-safe; the checkpoint metadata) ----------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["key_names"] = list(self.key_names)
+        if isinstance(d["autoencoder"]["image_size"], tuple):
+            d["autoencoder"]["image_size"] = list(d["autoencoder"]["image_size"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown and int(d.get("version", CONFIG_VERSION)) <= CONFIG_VERSION:
+            raise ValueError(f"unknown ModelConfig fields {unknown}; is this a worldsim model config?")
+        d = {k: v for k, v in d.items() if k in known}
+        if int(d.get("version", CONFIG_VERSION)) > CONFIG_VERSION:
+            cls(version=int(d["version"]))  # raises the actionable "newer version" error
+        ae = d.get("autoencoder")
+        if isinstance(ae, dict):
+            d["autoencoder"] = AutoencoderConfig(**ae)
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # A few thousand parameters: CPU tests only.
+    "test": ModelConfig(
+        name="test", autoencoder=AE_PRESETS["test"], width=32, depth=2, heads=2, window=4, sinks=1,
+        steps=2,
+    ),
+    # 64x64 frames, 8x8 latent grid = 64 tokens/frame, ~6M params: >= 20 FPS on 2 CPU cores.
+    "tiny": ModelConfig(
+        name="tiny", autoencoder=AE_PRESETS["tiny"], width=256, depth=8, heads=4, window=16, sinks=0,
+        steps=2, schedule_shift=1.0,
+    ),
+    # 128x128 frames, 8x8 latent grid (16x AE) = 64 tokens/frame, ~30M params: H100 >= 240 FPS.
+    "base": ModelConfig(
+        name="base", autoencoder=AE_PRESETS["base"], width=512, depth=10, heads=8, window=32, sinks=1,
+        steps=4, schedule_shift=2.0,
+    ),
+}  # fmt: skip
+
+
+def get_preset(name: str) -> ModelConfig:
+    """A fresh copy of a preset (callers may mutate it)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; pick one of {sorted(PRESETS)}")
+    return ModelConfig.from_dict(PRESETS[name].to_dict())

@@ -1,0 +1,138 @@
+"""The KV cache: a fixed ring buffer per layer, allocated once (DESIGN §5).
+
+Layout per layer: K and V `[B, H, (sinks + window) * N, Dh]`. The first `sinks * N` rows hold the
+learned sink tokens; frame n of a game lives in ring slot `n % window`, i.e. rows
+`(sinks + n % window) * N ...`. Writes are index writes (never torch.cat, never a shift-copy).
+K is stored with its spatial rotation only; the temporal rotation is applied at read with positions
+relative to the frame being generated, so positions stay bounded forever.
+
+Frame counters (`length`, `slot_frame`) are device tensors: nothing on the per-frame path reads them
+on the host, and filling and steady state have the same static shapes (a valid-slot mask covers the
+filling phase), so one CUDA graph can serve both. `reset(rows)` restarts some games of the batch
+without touching the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from worldsim.model.attention import expand_frame_mask, frame_mask
+from worldsim.model.config import ModelConfig
+
+
+@dataclass
+class CacheView:
+    """What one cached forward pass needs, computed once per pass and shared by all layers."""
+
+    rows: torch.Tensor | None  # long [R] batch rows of the cache, None = all B (no gather copies)
+    write_index: torch.Tensor  # long [R, Fb*N] cache rows (token positions) of the current block
+    mask: torch.Tensor  # bool [R, 1, Fb*N, (S+W)*N] token-level read mask
+    key_frames: torch.Tensor  # long [R, (S+W)*N] key frame position relative to the block start
+    valid_tokens: torch.Tensor  # long [R] the valid prefix length (for prefix-only backends)
+
+
+class KVCache:
+    """Ring-buffer KV cache for `batch_size` games of a DiT built from `cfg`."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"KVCache batch_size must be >= 1, got {batch_size}")
+        self.cfg = cfg
+        self.batch_size = batch_size
+        S, W, N = cfg.sinks, cfg.window, cfg.tokens_per_frame
+        self.slots = S + W  # frames the buffer holds
+        shape = (cfg.depth, batch_size, cfg.heads, self.slots * N, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)  # [depth, B, H, (S+W)*N, Dh]
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.slot_frame = torch.full((batch_size, W), -1, device=device, dtype=torch.long)  # [B, W]
+        self.length = torch.zeros(batch_size, device=device, dtype=torch.long)  # [B] next frame index
+        self._block = torch.arange(cfg.block_frames, device=device)  # [Fb]
+        self._tokens = torch.arange(N, device=device)  # [N]
+        self._all_rows = torch.arange(batch_size, device=device)  # [B]
+
+    @property
+    def device(self) -> torch.device:
+        return self.k.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.k.dtype
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor the cache owns (for checks that nothing is reallocated)."""
+        return [self.k, self.v, self.slot_frame, self.length]
+
+    # lifecycle --------------------------------------------------------------------------------
+    def reset(self, rows: torch.Tensor | None = None) -> None:
+        """Empty the given batch rows (all when None): their next frame is frame 0."""
+        if rows is None:
+            self.slot_frame.fill_(-1)
+            self.length.zero_()
+            self.k.zero_()
+            self.v.zero_()
+            return
+        rows = rows.to(self.device)
+        self.slot_frame.index_fill_(0, rows, -1)
+        self.length.index_fill_(0, rows, 0)
+        self.k.index_fill_(1, rows, 0.0)
+        self.v.index_fill_(1, rows, 0.0)
+
+    def advance(self, rows: torch.Tensor | None = None) -> None:
+        """The current block is final (its last write pass is done): move to the next block."""
+        if rows is None:
+            self.length.add_(self.cfg.block_frames)
+        else:
+            self.length.index_add_(0, rows, torch.full_like(rows, self.cfg.block_frames))
+
+    # one forward pass -------------------------------------------------------------------------
+    def begin(self, rows: torch.Tensor | None = None) -> CacheView:
+        """Claim the ring slots of the current block and build the read mask and key positions.
+
+        Idempotent within a block: every denoising pass and the final write pass call it.
+        """
+        cfg = self.cfg
+        S, W, N, Fb = cfg.sinks, cfg.window, cfg.tokens_per_frame, cfg.block_frames
+        length = self.length if rows is None else self.length.index_select(0, rows)  # [R]
+        frames = length[:, None] + self._block  # [R, Fb] absolute frame indices of the block
+        slot = frames % W  # [R, Fb]
+        if rows is None:
+            self.slot_frame.scatter_(1, slot, frames)
+            slot_frame = self.slot_frame  # [R, W]
+        else:
+            self.slot_frame[rows[:, None], slot] = frames
+            slot_frame = self.slot_frame.index_select(0, rows)
+        write_index = ((S + slot)[:, :, None] * N + self._tokens).flatten(1)  # [R, Fb*N]
+        fmask = frame_mask(frames, slot_frame, sinks=S, block_frames=Fb, window=W)  # [R, Fb, S+W]
+        mask = expand_frame_mask(fmask, N)[:, None]  # [R, 1, Fb*N, (S+W)*N]
+        rel = torch.cat([slot_frame.new_zeros(slot_frame.shape[0], S), slot_frame - length[:, None]], 1)
+        key_frames = rel.repeat_interleave(N, dim=1)  # [R, (S+W)*N]; sinks at 0 (time-free anyway)
+        valid_tokens = (S + (slot_frame >= 0).sum(1)) * N  # [R]
+        return CacheView(rows, write_index, mask, key_frames, valid_tokens)
+
+    def write(self, layer: int, view: CacheView, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store the block's K/V `[R, H, Fb*N, Dh]` (K spatially rotated only) into its ring slots."""
+        rows = self._all_rows if view.rows is None else view.rows
+        idx = (rows[:, None], slice(None), view.write_index)  # -> [R, Fb*N, H, Dh] positions
+        self.k[layer][idx] = k.transpose(1, 2).to(self.dtype)
+        self.v[layer][idx] = v.transpose(1, 2).to(self.dtype)
+
+    def write_sinks(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store the layer's learned sink K/V `[H, S*N, Dh]` for every game (current weights)."""
+        n = k.shape[1]
+        self.k[layer][:, :, :n].copy_(k.to(self.dtype).expand(self.batch_size, -1, -1, -1))
+        self.v[layer][:, :, :n].copy_(v.to(self.dtype).expand(self.batch_size, -1, -1, -1))
+
+    def read(self, layer: int, view: CacheView) -> tuple[torch.Tensor, torch.Tensor]:
+        """K/V `[R, H, (S+W)*N, Dh]` of the layer (views when all rows, gathered copies otherwise)."""
+        if view.rows is None:
+            return self.k[layer], self.v[layer]
+        return self.k[layer].index_select(0, view.rows), self.v[layer].index_select(0, view.rows)
