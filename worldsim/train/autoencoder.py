@@ -118,6 +118,7 @@ def train(args: argparse.Namespace) -> dict:
     step, history, evals = 0, {"step": [], "loss": [], "l1": [], "edge": []}, []
     if args.resume:
         state = common.load_state(state_path)
+        common.restore_hparams(args, state.get("hparams", {}), HPARAMS)
         if state.get("kind") != "autoencoder" or AutoencoderConfig(**state["config"]) != cfg:
             raise UserError(
                 f"{state_path} was trained with another config; use a fresh --out or the same --preset"
@@ -173,7 +174,7 @@ def train(args: argparse.Namespace) -> dict:
             evals.append([step, p])
             log.info("step %d loss %.4f held-out PSNR %.2f dB", step, loss.item(), p)
         if step % args.ckpt_every == 0:
-            _save(state_path, ae, opt, cfg, step, history, evals)
+            _save(state_path, args, ae, opt, cfg, step, history, evals)
     bar.close()
     train_seconds = time.monotonic() - t_start
 
@@ -197,7 +198,7 @@ def train(args: argparse.Namespace) -> dict:
     }
     if device.type == "cuda":
         metrics["decode_ms_per_frame_cuda"] = round(decode_ms_per_frame(ae, device), 3)
-    _save(state_path, ae, opt, cfg, step, history, evals, metrics)
+    _save(state_path, args, ae, opt, cfg, step, history, evals, metrics)
     common.save_loss_plot(
         history, out / "autoencoder_loss.png", f"autoencoder ({args.preset}): held-out PSNR {p:.2f} dB"
     )
@@ -211,10 +212,14 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def _save(path, ae, opt, cfg, step, history, evals, metrics=None) -> None:
+HPARAMS = ("lr", "batch", "seed", "heldout")
+
+
+def _save(path, args, ae, opt, cfg, step, history, evals, metrics=None) -> None:
     common.atomic_save(
         {
             "kind": "autoencoder",
+            "hparams": {k: getattr(args, k) for k in HPARAMS},
             "step": step,
             "config": dataclasses.asdict(cfg),
             "model": ae.state_dict(),

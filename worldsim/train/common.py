@@ -135,6 +135,19 @@ def load_state(path: str | os.PathLike) -> dict:
         ) from e
 
 
+def restore_hparams(args: argparse.Namespace, stored: dict, names: tuple[str, ...]) -> None:
+    """On --resume the run's own hyperparameters win over the command line's (logged when they differ)."""
+    for k in names:
+        if k in stored and getattr(args, k, None) != stored[k]:
+            log.info(
+                "--resume: keeping %s=%s from the train state (command line had %s)",
+                k,
+                stored[k],
+                getattr(args, k, None),
+            )
+            setattr(args, k, stored[k])
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module under torch.compile / DDP wrappers (their state_dict keys differ)."""
     model = getattr(model, "_orig_mod", model)

@@ -107,6 +107,7 @@ def train(args: argparse.Namespace) -> dict:
         state = common.load_state(state_path)
         if state.get("kind") != "teacher":
             raise UserError(f"{state_path} is not a teacher train state; pick another --out")
+        common.restore_hparams(args, state.get("hparams", {}), HPARAMS)
     elif state_path.exists():
         raise UserError(f"{state_path} exists; pass --resume to continue it or pick another --out")
 
@@ -159,7 +160,9 @@ def train(args: argparse.Namespace) -> dict:
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         step, history, evals = state["step"], state["history"], state["evals"]
-        total = min(args.steps, state.get("schedule_total", args.steps))
+        # Same --steps as before: keep the (possibly time-fitted) schedule; new --steps: a new schedule.
+        if state.get("hparams", {}).get("steps") == args.steps:
+            total = state.get("schedule_total", args.steps)
         log.info("resumed %s at step %d", state_path, step)
 
     fwd = torch.compile(model) if args.compile else model
@@ -245,7 +248,7 @@ def train(args: argparse.Namespace) -> dict:
                 "step %d loss %.4f ema val loss %.4f lr %.2e", step, loss.item(), v, opt.param_groups[0]["lr"]
             )
         if step % args.ckpt_every == 0:
-            _save(state_path, cfg, model, ema, opt, ae, step, history, evals, total)
+            _save(state_path, args, cfg, model, ema, opt, ae, step, history, evals, total)
     bar.close()
     seconds = time.monotonic() - t_start
 
@@ -268,7 +271,7 @@ def train(args: argparse.Namespace) -> dict:
         "ema_val_loss": round(v, 5),
         "device": str(device),
     }
-    _save(state_path, cfg, model, ema, opt, ae, step, history, evals, total, metrics)
+    _save(state_path, args, cfg, model, ema, opt, ae, step, history, evals, total, metrics)
     common.save_loss_plot(
         _with_val(history, evals), out / "teacher_loss.png", f"teacher ({cfg.name}): flow-matching loss"
     )
@@ -295,10 +298,25 @@ def _with_val(history: dict, evals: list) -> dict:
     return {**history, "ema val": ys}
 
 
-def _save(path, cfg, model, ema, opt, ae, step, history, evals, total, metrics=None) -> None:
+HPARAMS = (
+    "lr",
+    "batch",
+    "clip_frames",
+    "key_dropout",
+    "context_prob",
+    "context_max",
+    "ema_decay",
+    "warmup",
+    "grad_clip",
+    "seed",
+)
+
+
+def _save(path, args, cfg, model, ema, opt, ae, step, history, evals, total, metrics=None) -> None:
     common.atomic_save(
         {
             "kind": "teacher",
+            "hparams": {k: getattr(args, k) for k in (*HPARAMS, "steps")},
             "step": step,
             "config": cfg.to_dict(),
             "model": common.unwrap(model).state_dict(),
