@@ -125,7 +125,7 @@ class WorldSource:
             raise ValueError(f"play drives one game; the world has batch_size={world.batch_size}, make it 1")
         self.world = world
         self.info = SourceInfo(
-            world=_world_label(world),
+            world=_label(world.name),
             height=int(world.height),
             width=int(world.width),
             key_names=tuple(world.key_names),
@@ -243,8 +243,8 @@ class WorldSource:
         self.world.close()
 
 
-def _world_label(world) -> str:
-    name = world.name
+def _label(name: str) -> str:
+    """World class names as the CLI spells them (`--world game|neural`), which recordings also use."""
     return {"GameWorld": "game", "NeuralWorld": "neural"}.get(name, name)
 
 
@@ -272,7 +272,7 @@ class ClientSource:
         self.client = Client(self.addr, mode=mode, fps=self.fps, seed=seed, name=self.name)
         welcome = self.client.connect()
         self.info = SourceInfo(
-            world=str(welcome.get("world", "?")),
+            world=_label(str(welcome.get("world", "?"))),
             height=int(welcome["height"]),
             width=int(welcome["width"]),
             key_names=tuple(welcome["key_names"]),

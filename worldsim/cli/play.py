@@ -89,6 +89,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError("--checkpoint is for --world neural; drop one of them")
     if args.connect and (args.world or args.checkpoint or args.no_server):
         raise UserError("--connect plays the server's world; drop --world/--checkpoint/--no-server")
+    if (
+        args.bot
+        and args.bot != "random-sticky"
+        and not (args.bot.startswith("replay:") and len(args.bot) > 7)
+    ):
+        raise UserError(f"--bot {args.bot!r}: unknown bot; use 'random-sticky' or 'replay:FILE.wsrec'")
     if args.record and Path(args.record).is_dir():
         raise UserError(f"--record {args.record}: is a directory; pass a file name like play.wsrec")
 
@@ -200,9 +206,10 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
     make = world_factory(kind, checkpoint, args.size, _default_device(args, kind))
     if not args.no_server:
         try:
+            from controllers.client import Client  # noqa: F401 - the embedded server needs a client too
             from worldsim.serve import Server
-        except ImportError:
-            log.debug("no worldsim.serve in this install: stepping the world in-process")
+        except ImportError as e:
+            log.debug("no embedded server (%s): stepping the world in a worker thread", e)
         else:
             server = Server(make, bind="tcp://127.0.0.1:0", fps=args.fps)
             server.start()
