@@ -112,6 +112,7 @@ def train(args: argparse.Namespace) -> dict:
         raise UserError(f"{state_path} exists; pass --resume to continue it or pick another --out")
 
     if state is not None:
+        ae_metrics = state.get("autoencoder_metrics", {})
         cfg = ModelConfig.from_dict(state["config"])
         ae = Autoencoder(cfg.autoencoder)
         ae.load_state_dict(state["autoencoder"])
@@ -126,6 +127,7 @@ def train(args: argparse.Namespace) -> dict:
                 "--autoencoder PATH is required (the autoencoder.pt of `worldsim train autoencoder`)"
             )
         ae = load_autoencoder(args.autoencoder, device)
+        ae_metrics = common.load_state(args.autoencoder).get("metrics", {})
         if ae.cfg != cfg.autoencoder:
             log.warning(
                 "the autoencoder's config differs from preset %s's; using the autoencoder's", args.preset
@@ -248,7 +250,7 @@ def train(args: argparse.Namespace) -> dict:
                 "step %d loss %.4f ema val loss %.4f lr %.2e", step, loss.item(), v, opt.param_groups[0]["lr"]
             )
         if step % args.ckpt_every == 0:
-            _save(state_path, args, cfg, model, ema, opt, ae, step, history, evals, total)
+            _save(state_path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total)
     bar.close()
     seconds = time.monotonic() - t_start
 
@@ -271,7 +273,7 @@ def train(args: argparse.Namespace) -> dict:
         "ema_val_loss": round(v, 5),
         "device": str(device),
     }
-    _save(state_path, args, cfg, model, ema, opt, ae, step, history, evals, total, metrics)
+    _save(state_path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total, metrics)
     common.save_loss_plot(
         _with_val(history, evals), out / "teacher_loss.png", f"teacher ({cfg.name}): flow-matching loss"
     )
@@ -312,7 +314,9 @@ HPARAMS = (
 )
 
 
-def _save(path, args, cfg, model, ema, opt, ae, step, history, evals, total, metrics=None) -> None:
+def _save(
+    path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total, metrics=None
+) -> None:
     common.atomic_save(
         {
             "kind": "teacher",
@@ -323,6 +327,7 @@ def _save(path, args, cfg, model, ema, opt, ae, step, history, evals, total, met
             "ema": ema.state_dict(),
             "opt": opt.state_dict(),
             "autoencoder": ae.state_dict(),
+            "autoencoder_metrics": ae_metrics,
             "history": history,
             "evals": evals,
             "schedule_total": total,
@@ -360,9 +365,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    metrics = train(args)
+    train(args)
     if args.export:
         from worldsim.train.export import export
 
-        export(Path(args.out) / STATE_FILE, args.export, train_metrics={"teacher": metrics})
+        export(Path(args.out) / STATE_FILE, args.export)
     return 0

@@ -1,0 +1,224 @@
+"""Export a teacher train state to a shipped checkpoint (safetensors) and write its model card.
+
+    python -m worldsim.train.export RUN/teacher/teacher.pt checkpoints/tiny.safetensors \
+        [--autoencoder-metrics RUN/ae/autoencoder.json] [--eval-json eval.json] [--card-only]
+
+The checkpoint holds the EMA DiT, the autoencoder, start latents (encoded real spawn frames of the
+default level), the config and the training metrics; weights are stored in bf16 by default (the
+budget of DESIGN §4), 1-D tensors (norms, biases, latent statistics) stay fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from worldsim.errors import UserError
+from worldsim.model.autoencoder import Autoencoder, frames_to_model
+from worldsim.train import common
+
+log = logging.getLogger(__name__)
+
+START_SEEDS = 16  # spawn points stored as start latents
+
+
+def _storage(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Matrices and conv kernels in `dtype`; vectors and non-float tensors as they are."""
+    return {
+        k: (v.to(dtype) if v.is_floating_point() and v.ndim >= 2 else v).contiguous().clone()
+        for k, v in state.items()
+    }
+
+
+@torch.no_grad()
+def start_latents(ae: Autoencoder, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spawn frames of the default level for `seeds` `[S,H,W,3]` uint8 and their latents `[S,C,h,w]`."""
+    from worldsim.game import GameWorld
+
+    game = GameWorld(batch_size=len(seeds), size=ae.cfg.hw, level="default", device="cpu")
+    frames = game.reset(seeds)
+    z = ae.cpu().eval().encode(frames_to_model(frames))
+    return frames, z.float()
+
+
+def export(
+    state_path: str | Path,
+    out_path: str | Path,
+    *,
+    train_metrics: dict | None = None,
+    eval_result: dict | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+    seeds: int = START_SEEDS,
+) -> Path:
+    """Write `out_path` (.safetensors) and its card (`.md` beside it) from a teacher train state."""
+    from worldsim.checkpoint import save_checkpoint
+    from worldsim.model.config import ModelConfig
+
+    state = common.load_state(state_path)
+    if state.get("kind") != "teacher":
+        raise UserError(f"{state_path} is not a teacher train state (kind={state.get('kind')!r})")
+    cfg = ModelConfig.from_dict(state["config"])
+    ae = Autoencoder(cfg.autoencoder)
+    ae.load_state_dict(state["autoencoder"])
+    frames, z = start_latents(ae, list(range(seeds)))
+    metrics = {"teacher": state.get("metrics", {}), "autoencoder": state.get("autoencoder_metrics", {})}
+    metrics.update(train_metrics or {})
+    if eval_result:
+        metrics["eval"] = {
+            k: eval_result[k]
+            for k in ("psnr", "ssim", "baseline_copy_last", "idle", "device")
+            if k in eval_result
+        }
+    out_path = Path(out_path)
+    save_checkpoint(
+        out_path,
+        config=cfg,
+        dit=_storage(state["ema"], dtype),
+        autoencoder=_storage(ae.state_dict(), dtype),
+        start_latents=z,
+        metrics=metrics,
+    )
+    write_card(out_path, cfg, state, metrics, seeds=seeds)
+    log.info("exported %s (%.2f MiB) and its card", out_path, out_path.stat().st_size / 2**20)
+    return out_path
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else str(v)
+
+
+def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int) -> Path:
+    """A markdown model card beside the checkpoint: what it is, how trained, what was measured, how to reproduce."""
+    tm = state.get("metrics", {})
+    ae = metrics.get("autoencoder", {})
+    ev = metrics.get("eval", {})
+    sha = hashlib.sha256(out_path.read_bytes()).hexdigest()[:16]
+    n_params = sum(v.numel() for v in state["ema"].values() if v.is_floating_point())
+    h, w = cfg.image_hw
+    lines = [
+        f"# worldsim checkpoint `{out_path.stem}`",
+        "",
+        f"A block-causal video diffusion transformer (DiT) that generates the next {h}x{w} frame of the worldsim",
+        "raycaster's default level from the frames so far and the keys pressed (DESIGN.md §4).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| file | `{out_path.name}`, {out_path.stat().st_size / 2**20:.2f} MiB, sha256 `{sha}...` |",
+        f"| preset | {cfg.name}: width {cfg.width} x depth {cfg.depth}, {cfg.heads} heads, {n_params / 1e6:.2f}M DiT parameters |",
+        f"| tokens | {cfg.tokens_per_frame} per frame (latent {cfg.latent_channels}x{cfg.latent_hw[0]}x{cfg.latent_hw[1]}, patch {cfg.patch_size}) |",
+        f"| attention | block-causal, {cfg.block_frames}-frame blocks, window {cfg.window} frames, {cfg.sinks} sink frames |",
+        f"| sampling | {cfg.steps} steps, {cfg.schedule} schedule (shift {cfg.schedule_shift}), context noise {cfg.context_noise} |",
+        f"| keys | {', '.join(cfg.key_names)} |",
+        f"| start latents | {seeds} encoded spawn frames of the default level (seeds 0..{seeds - 1}) |",
+        "| storage | EMA weights; matrices/kernels bf16, vectors fp32 |",
+        "",
+        "## How it was trained",
+        "",
+        f"- Autoencoder: {_fmt(ae.get('steps'))} steps, batch {_fmt(ae.get('batch'))}, L1 + MSE + image-gradient loss on",
+        f"  frames rendered on the fly ({_fmt(ae.get('device'))}); {_fmt(ae.get('params_encoder'))} encoder /",
+        f"  {_fmt(ae.get('params_decoder'))} decoder parameters.",
+        "- Teacher: rectified flow with diffusion forcing (independent noise level per frame, logit-normal,",
+        f"  {int(100 * state.get('hparams', {}).get('context_prob', 0.5))}% of frames at a small context level), key dropout "
+        f"{_fmt(tm.get('key_dropout'))}, clips of {_fmt(tm.get('clip_frames'))} frames",
+        f"  (window {cfg.window}: the window slides in training), AdamW lr {_fmt(tm.get('lr'))} warmup + cosine,",
+        f"  EMA {_fmt(tm.get('ema_decay'))}; {_fmt(tm.get('steps'))} steps, batch {_fmt(tm.get('batch'))},",
+        f"  {_fmt(tm.get('steps_per_second'))} steps/s on {_fmt(tm.get('device'))}.",
+        "",
+        "## Measured",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| autoencoder held-out PSNR | {_fmt(ae.get('heldout_psnr_db'))} dB ({_fmt(ae.get('heldout_frames'))} frames, unseen seeds) |",
+        f"| decoder time per frame, CPU (eager, fp32, batch 1) | {_fmt(ae.get('decode_ms_per_frame_cpu'))} ms |",
+        f"| decoder time per frame, CUDA (eager, fp32, batch 1) | {_fmt(ae.get('decode_ms_per_frame_cuda'))} ms |",
+        f"| teacher final train loss / EMA validation loss | {_fmt(tm.get('final_loss'))} / {_fmt(tm.get('ema_val_loss'))} |",
+    ]
+    if ev:
+        base = ev.get("baseline_copy_last", {})
+        lines += [
+            "",
+            f"Fidelity against the real game (`worldsim eval --quick`, {_fmt(ev.get('device'))}): neural world vs GameWorld on",
+            "the same explorer keys from the same real start frames; baseline = copy the last real frame.",
+            "",
+            "| horizon (frames) | PSNR (dB) | SSIM | copy-last PSNR | copy-last SSIM |",
+            "|---|---|---|---|---|",
+        ]
+        for k in ev.get("psnr", {}):
+            lines.append(
+                f"| {k} | {ev['psnr'][k]} | {ev['ssim'][k]} | {base.get('psnr', {}).get(k)} | {base.get('ssim', {}).get(k)} |"
+            )
+        idle = ev.get("idle", {})
+        if idle:
+            lines += [
+                "",
+                f"Idle ({idle.get('frames')} frames, no keys): brightness in range {idle.get('in_range')}, collapsed "
+                f"{idle.get('collapsed')}, PSNR of the last frame vs the (unchanging) real frame {idle.get('psnr_last_vs_start')} dB.",
+            ]
+    else:
+        lines += ["", "Fidelity: not measured yet (run `worldsim eval --checkpoint ... --quick`)."]
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        f"OUT=out PRESET={cfg.name} scripts/train_gpu.sh   # one GPU: autoencoder, teacher, export, quick eval",
+        f"worldsim eval --checkpoint {out_path.name} --quick",
+        "```",
+        "",
+    ]
+    card = out_path.with_suffix(".md")
+    common.atomic_write_text("\n".join(lines), card)
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m worldsim.train.export", description=__doc__.splitlines()[0])
+    p.add_argument("state", help="teacher.pt from `worldsim train teacher`")
+    p.add_argument("out", help="output .safetensors path (its card is written beside it as .md)")
+    p.add_argument(
+        "--autoencoder-metrics", default=None, help="autoencoder.json from `worldsim train autoencoder`"
+    )
+    p.add_argument("--eval-json", default=None, help="a `worldsim eval` JSON to put in the card")
+    p.add_argument(
+        "--dtype", choices=["bf16", "fp32"], default="bf16", help="storage of matrices (default bf16)"
+    )
+    p.add_argument("--seeds", type=int, default=START_SEEDS, help="spawn seeds stored as start latents")
+    p.add_argument("--card-only", action="store_true", help="rewrite the card of an existing export")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    extra = {}
+    try:
+        if args.autoencoder_metrics:
+            extra["autoencoder"] = json.loads(Path(args.autoencoder_metrics).read_text())
+        ev = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
+        if args.card_only:
+            from worldsim.model.config import ModelConfig
+
+            state = common.load_state(args.state)
+            metrics = {
+                "teacher": state.get("metrics", {}),
+                "autoencoder": state.get("autoencoder_metrics", {}),
+                **extra,
+            }
+            if ev:
+                metrics["eval"] = ev
+            write_card(
+                Path(args.out), ModelConfig.from_dict(state["config"]), state, metrics, seeds=args.seeds
+            )
+            return 0
+        export(args.state, args.out, train_metrics=extra, eval_result=ev, seeds=args.seeds,
+               dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)  # fmt: skip
+    except (UserError, OSError, ValueError) as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
