@@ -1,0 +1,567 @@
+"""The ZeroMQ server: one ROUTER socket, one loop, one batched World.step per tick (DESIGN §8).
+
+Each loop pass: wait until the next real-time tick is due (or a message arrives), drain every
+pending message without blocking (newest key state wins per session), then step all sessions due
+now - real-time ones on their fps grid and lockstep ones with a queued step - in one `World.step`.
+Sends never block: a client whose queue is full loses that frame (counted as dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zmq
+
+from worldsim.errors import UserError
+from worldsim.serve import protocol as P
+from worldsim.serve.security import CurveServer, check_bind
+from worldsim.serve.session import MAX_PENDING_STEPS, Session
+from worldsim.serve.worlds import world_factory as named_world_factory
+from worldsim.world import World
+
+log = logging.getLogger(__name__)
+
+SERVER_VERSION = "worldsim-serve/1"
+
+
+class Server:
+    """Serve a batched World to up to `max_sessions` clients; a session owns one slot of the batch."""
+
+    def __init__(
+        self,
+        world_factory: Callable[[int], World] | str = "game",
+        *,
+        bind: str = "tcp://127.0.0.1:0",
+        max_sessions: int = 16,
+        fps: float = 30.0,
+        record_dir: str | Path | None = None,
+        keys_dir: str | Path | None = None,
+        insecure: bool = False,
+        session_timeout_s: float = 10.0,
+        send_hwm: int = 8,
+        stats_interval_s: float = 10.0,
+        max_drain: int = 1000,
+    ) -> None:
+        if max_sessions < 1:
+            raise UserError(f"max_sessions must be >= 1, got {max_sessions}")
+        if not 1.0 <= fps <= P.MAX_FPS:
+            raise UserError(f"fps must be in [1, {P.MAX_FPS:g}], got {fps}")
+        if session_timeout_s <= 0:
+            raise UserError(f"session_timeout_s must be > 0, got {session_timeout_s}")
+        if send_hwm < 1:
+            raise UserError(f"send_hwm must be >= 1, got {send_hwm}")
+        check_bind(bind, keys_dir, insecure)
+        self.world_factory = (
+            named_world_factory(world_factory) if isinstance(world_factory, str) else world_factory
+        )
+        self.bind = bind
+        self.max_sessions = max_sessions
+        self.fps = float(fps)
+        self.record_dir = Path(record_dir) if record_dir is not None else None
+        self.keys_dir = keys_dir
+        self.session_timeout_s = session_timeout_s
+        self.send_hwm = send_hwm
+        self.stats_interval_s = stats_interval_s
+        self.max_drain = max_drain
+
+        self.world: World | None = None
+        self._address: str | None = None
+        self._sessions: dict[str, Session] = {}
+        self._by_client_id: dict[str, str] = {}
+        self._free_slots: list[int] = list(range(max_sessions))
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._rng = random.Random()
+        self._t0 = time.monotonic()
+        # Server-wide counters (read from other threads: plain ints, written only by the loop).
+        self.messages = 0
+        self.bad_messages = 0
+        self.errors_sent = 0
+        self.sessions_opened = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def address(self) -> str:
+        """The bound endpoint, with the real port when bound to port 0."""
+        if self._address is None:
+            raise RuntimeError("the server is not bound yet; call start() or serve_forever() first")
+        return self._address
+
+    def start(self, timeout_s: float = 120.0) -> Server:
+        """Run the server on a background thread; return once it is bound (raise if it failed)."""
+        if self._thread is not None:
+            raise RuntimeError("server already started")
+        self._thread = threading.Thread(target=self._run_captured, name="worldsim-serve", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError(f"server did not start within {timeout_s} s")
+        if self._failure is not None:
+            raise self._failure
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Say bye to every session, close the socket and the world. Safe to call twice."""
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def __enter__(self) -> Server:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run_captured(self) -> None:
+        try:
+            self.serve_forever()
+        except BaseException as e:  # noqa: BLE001 - handed to start() or logged; the thread must not die silently
+            self._failure = e
+            if self._ready.is_set():
+                log.exception("server loop failed")
+            self._ready.set()
+
+    def serve_forever(self) -> None:
+        """Bind and serve until stop() (or Ctrl-C when run on the main thread)."""
+        self.world = self.world_factory(self.max_sessions)
+        if self.world.batch_size < self.max_sessions:
+            raise UserError(
+                f"the world steps {self.world.batch_size} games but max_sessions is {self.max_sessions}; "
+                "build it with batch_size=max_sessions"
+            )
+        self._ctx = zmq.Context()
+        self._curve = CurveServer(self._ctx, self.keys_dir) if self.keys_dir is not None else None
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable/full peers raise instead of vanishing silently
+        sock.setsockopt(zmq.SNDHWM, self.send_hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
+        sock.setsockopt(zmq.LINGER, 200)
+        if self._curve is not None:
+            self._curve.apply(sock)
+        try:
+            sock.bind(self.bind)
+        except zmq.ZMQError as e:
+            sock.close(0)
+            self._teardown_context()
+            raise UserError(f"cannot bind {self.bind!r}: {e}; pick another --bind address or port") from None
+        self._sock = sock
+        self._address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._t0 = time.monotonic()
+        w = self.world
+        log.info(
+            "serving %s %dx%d on %s (max %d sessions, %g fps%s)",
+            w.name, w.height, w.width, self._address, self.max_sessions, self.fps,
+            ", CURVE" if self._curve else "",
+        )  # fmt: skip
+        self._ready.set()
+        try:
+            self._loop()
+        finally:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        for s in list(self._sessions.values()):
+            self._close_session(s, "shutdown")
+        self._sock.close(linger=200)
+        self._teardown_context()
+        if self.world is not None:
+            self.world.close()
+        log.info("server on %s stopped", self._address)
+
+    def _teardown_context(self) -> None:
+        if self._curve is not None:
+            self._curve.stop()
+        self._ctx.term()
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        next_housekeeping = time.monotonic()
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            wait = min(self._next_due(now) - now, 0.1)
+            if poller.poll(max(0, math.ceil(wait * 1000))):
+                self._drain()
+            now = time.monotonic()
+            self._tick(now)
+            if now >= next_housekeeping:
+                self._housekeeping(now)
+                next_housekeeping = now + 0.25
+
+    def _next_due(self, now: float) -> float:
+        due = math.inf
+        for s in self._sessions.values():
+            if s.mode == "lockstep":
+                if s.pending_steps:
+                    return now
+            else:
+                due = min(due, self._t0 + s.next_tick / s.fps)
+        return due
+
+    def _drain(self) -> None:
+        """Handle every message already queued, without blocking (bounded so a flood cannot starve ticks)."""
+        for _ in range(self.max_drain):
+            try:
+                parts = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.messages += 1
+            if len(parts) != 2:
+                self._reject(parts[0], P.ProtocolError(P.BAD_MESSAGE, "a message must be exactly one frame"))
+                continue
+            self._handle(parts[0], parts[1], time.monotonic())
+
+    def _handle(self, identity: bytes, data: bytes, now: float) -> None:
+        msg: dict[str, Any] | None = None
+        try:
+            msg = P.decode(data)
+            getattr(self, "_on_" + msg["type"])(identity, msg, now)
+        except P.ProtocolError as e:
+            self._reject(identity, e, msg)
+
+    def _reject(self, identity: bytes, e: P.ProtocolError, msg: dict[str, Any] | None = None) -> None:
+        """Count a bad message and answer with an error naming the field (dropped if the peer is full)."""
+        self.bad_messages += 1
+        extra: dict[str, Any] = {}
+        if msg is not None:
+            extra["ref_type"] = msg["type"]
+            if "seq" in msg:
+                extra["seq"] = msg["seq"]
+            sid = msg.get("session")
+            if isinstance(sid, str):
+                extra["session"] = sid
+                s = self._sessions.get(sid)
+                if s is not None:
+                    s.stats.errors += 1
+        log.debug("bad message from %s: %s", identity.hex(), e)
+        if self._send(identity, P.error(e.code, str(e), field=e.field, **extra)):
+            self.errors_sent += 1
+
+    def _send(self, identity: bytes, payload: bytes) -> bool:
+        try:
+            self._sock.send_multipart([identity, payload], zmq.NOBLOCK)
+            return True
+        except zmq.Again:  # the peer's queue is full: drop, never wait
+            return False
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:  # the peer is gone (it may come back with a new identity)
+                return False
+            raise
+
+    # ------------------------------------------------------------------ messages
+
+    def _session(self, identity: bytes, msg: dict[str, Any], now: float) -> Session:
+        s = self._sessions.get(msg["session"])
+        if s is None:
+            raise P.ProtocolError(
+                P.UNKNOWN_SESSION,
+                "no live session with that id (it expired, was closed, or the server restarted); send hello",
+                "session",
+            )
+        s.identity = identity  # a reconnected client keeps its session under its new routing id
+        s.last_seen = now
+        return s
+
+    def _keys(self, keys: list[bool]) -> np.ndarray:
+        assert self.world is not None
+        if len(keys) != self.world.num_keys:
+            raise P.ProtocolError(
+                P.BAD_FIELD,
+                f"field 'keys' has {len(keys)} entries; this world has {self.world.num_keys} keys: "
+                + ", ".join(self.world.key_names),
+                "keys",
+            )
+        return np.asarray(keys, dtype=bool)
+
+    def _on_hello(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        cid = msg.get("client_id")
+        if cid is not None and cid in self._by_client_id:  # a repeated hello: same session again
+            s = self._sessions[self._by_client_id[cid]]
+            s.identity, s.last_seen = identity, now
+            self._send(identity, self._welcome(s))
+            return
+        if not self._free_slots:
+            raise P.ProtocolError(
+                P.SERVER_FULL, f"all {self.max_sessions} sessions are taken; try again later"
+            )
+        assert self.world is not None
+        mode = msg["mode"]
+        seed = msg.get("seed")
+        if seed is None:
+            seed = self._rng.randrange(2**31)
+        fps = min(msg.get("fps", self.fps), self.fps) if mode == "realtime" else self.fps
+        slot = self._free_slots.pop(0)
+        s = Session(
+            id=secrets.token_hex(16),
+            identity=identity,
+            mode=mode,
+            slot=slot,
+            fps=fps,
+            seed=seed,
+            encoding=msg.get("encoding", "raw"),
+            quality=msg.get("quality", 90),
+            name=msg.get("name", ""),
+            client_id=cid,
+            keys=np.zeros(self.world.num_keys, dtype=bool),
+            last_seen=now,
+            next_tick=math.floor((now - self._t0) * fps) + 1,
+        )
+        self._sessions[s.id] = s
+        if cid is not None:
+            self._by_client_id[cid] = s.id
+        self.sessions_opened += 1
+        log.info(
+            "session %s (%s, %s, %g fps, seed %d, slot %d) opened",
+            s.id[:8],
+            s.name or "-",
+            mode,
+            fps,
+            seed,
+            slot,
+        )
+        self._send(identity, self._welcome(s))
+        self._reset(s, seed, seq=0, now=now)
+
+    def _welcome(self, s: Session) -> bytes:
+        assert self.world is not None
+        w = self.world
+        return P.encode(
+            {
+                "type": "welcome",
+                "session": s.id,
+                "world": w.name,
+                "height": w.height,
+                "width": w.width,
+                "key_names": list(w.key_names),
+                "fps": s.fps,
+                "mode": s.mode,
+                "encoding": s.encoding,
+                "seed": s.seed,
+                "heartbeat_s": self.session_timeout_s / 4,
+                "timeout_s": self.session_timeout_s,
+                "max_message_bytes": P.MAX_MESSAGE_BYTES,
+                "server": SERVER_VERSION,
+            }
+        )
+
+    def _on_input(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        s = self._session(identity, msg, now)
+        if s.mode != "realtime":
+            raise P.ProtocolError(
+                P.WRONG_MODE, "'input' is for realtime sessions; lockstep sessions send 'step'", "type"
+            )
+        keys = self._keys(msg["keys"])
+        if msg["seq"] <= s.input_seq:  # arrived after a newer one: the newest key state wins
+            s.stats.stale_inputs += 1
+            return
+        if s.input_time is not None:  # overtaken before any frame reflected it
+            s.stats.stale_inputs += 1
+        s.keys, s.input_seq, s.input_time = keys, msg["seq"], now
+        s.stats.inputs += 1
+
+    def _on_step(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        s = self._session(identity, msg, now)
+        if s.mode != "lockstep":
+            raise P.ProtocolError(
+                P.WRONG_MODE, "'step' is for lockstep sessions; realtime sessions send 'input'", "type"
+            )
+        keys = self._keys(msg["keys"])
+        last = s.pending_steps[-1][0] if s.pending_steps else s.input_seq
+        if msg["seq"] <= last:
+            raise P.ProtocolError(
+                P.BAD_FIELD, f"field 'seq' must increase: got {msg['seq']} after {last}", "seq"
+            )
+        if len(s.pending_steps) >= MAX_PENDING_STEPS:
+            raise P.ProtocolError(P.FLOOD, f"more than {MAX_PENDING_STEPS} steps queued; wait for each frame")
+        s.pending_steps.append((msg["seq"], keys, now))
+        s.stats.inputs += 1
+
+    def _on_reset(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        s = self._session(identity, msg, now)
+        if msg["seq"] <= s.input_seq:
+            raise P.ProtocolError(
+                P.BAD_FIELD, f"field 'seq' must increase: got {msg['seq']} after {s.input_seq}", "seq"
+            )
+        seed = msg.get("seed")
+        self._reset(s, self._rng.randrange(2**31) if seed is None else seed, seq=msg["seq"], now=now)
+
+    def _on_stats(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        s = self._session(identity, msg, now)
+        self._send(identity, P.encode({"type": "stats", **s.describe(), "server": self._server_counters()}))
+
+    def _on_ping(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        reply: dict[str, Any] = {"type": "pong", "t": msg.get("t"), "server_time": time.time()}
+        if msg.get("session") is not None:
+            reply["session"] = self._session(identity, msg, now).id
+        self._send(identity, P.encode(reply))
+
+    def _on_bye(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        self._close_session(self._session(identity, msg, now), "bye")
+
+    # ------------------------------------------------------------------ frames
+
+    def _reset(self, s: Session, seed: int, *, seq: int, now: float) -> None:
+        assert self.world is not None
+        s.seed, s.frame_number, s.input_seq, s.input_time = seed, 0, seq, None
+        s.keys = np.zeros(self.world.num_keys, dtype=bool)
+        s.pending_steps.clear()
+        try:
+            frame = self.world.reset([seed], slots=[s.slot])[0].cpu().numpy()  # host sync: frame goes out
+        except Exception:  # noqa: BLE001 - a world failure ends this session, never the server
+            log.exception("world.reset failed for session %s", s.id[:8])
+            self._fail_session(s)
+            return
+        self._open_recording(s)
+        self._send_frame(s, frame, 0.0, now)
+
+    def _tick(self, now: float) -> None:
+        batch: list[tuple[Session, np.ndarray, int, float | None]] = []  # session, keys, seq, input time
+        for s in self._sessions.values():
+            if s.mode == "realtime":
+                if now >= self._t0 + s.next_tick / s.fps:
+                    k = math.floor((now - self._t0) * s.fps) + 1
+                    s.stats.late_ticks += max(0, k - s.next_tick - 1)
+                    s.next_tick = k
+                    batch.append((s, s.keys, s.input_seq, s.input_time))
+            elif s.pending_steps:
+                seq, keys, t = s.pending_steps.popleft()
+                batch.append((s, keys, seq, t))
+        if not batch:
+            return
+        assert self.world is not None
+        keys = torch.from_numpy(np.stack([b[1] for b in batch]))  # [B, K] bool
+        slots = [b[0].slot for b in batch]
+        t = time.perf_counter()
+        try:
+            frames = (
+                self.world.step(keys.to(self.world.device), slots=slots).cpu().numpy()
+            )  # host sync: frames go out
+        except Exception:  # noqa: BLE001 - a world failure ends these sessions, never the server
+            log.exception("world.step failed for %d session(s)", len(batch))
+            for s, *_ in batch:
+                self._fail_session(s)
+            return
+        step_ms = (time.perf_counter() - t) * 1000
+        for (s, k, seq, t_in), img in zip(batch, frames):
+            s.keys, s.input_seq, s.input_time = k, seq, t_in
+            s.frame_number += 1
+            self._send_frame(s, img, step_ms, time.monotonic())
+
+    def _send_frame(self, s: Session, img: np.ndarray, step_ms: float, now: float) -> None:
+        latency = None
+        if s.input_time is not None:  # the first frame that reflects this input
+            latency = (time.monotonic() - s.input_time) * 1000
+            s.stats.latency(latency)
+            s.input_time = None
+        msg = {
+            "type": "frame",
+            "session": s.id,
+            "number": s.frame_number,
+            "input_seq": s.input_seq,
+            "keys": s.keys.tolist(),
+            "server_time": time.time(),
+            "step_ms": round(step_ms, 3),
+            "input_age_ms": None if latency is None else round(latency, 3),
+            "encoding": s.encoding,
+            "height": int(img.shape[0]),
+            "width": int(img.shape[1]),
+            "data": P.encode_image(img, s.encoding, s.quality),
+        }
+        s.stats.frame_sent(now, self._send(s.identity, P.encode(msg)))
+        if s.recorder is not None:
+            try:
+                s.recorder.write(s.frame_number, s.keys, img, time=time.time(), latency_ms=latency)
+            except OSError as e:
+                log.error("recording of session %s stopped: %s", s.id[:8], e)
+                s.recorder = None
+
+    # ------------------------------------------------------------------ sessions
+
+    def _open_recording(self, s: Session) -> None:
+        if s.recorder is not None:
+            s.recorder.close()
+            s.recorder = None
+        if self.record_dir is None:
+            return
+        assert self.world is not None
+        from worldsim.record import RecordingWriter
+
+        self.record_dir.mkdir(parents=True, exist_ok=True)
+        path = self.record_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{s.id[:8]}-{s.resets}.wsrec"
+        s.resets += 1
+        try:
+            s.recorder = RecordingWriter(
+                path,
+                world=self.world.name,
+                height=self.world.height,
+                width=self.world.width,
+                key_names=list(self.world.key_names),
+                fps=s.fps,
+                seed=s.seed,
+                checkpoint_hash=getattr(self.world, "checkpoint_hash", None),
+                extra={"session": s.id, "mode": s.mode, "client": s.name, "source": "server"},
+            )
+        except OSError as e:
+            log.error("cannot record session %s to %s: %s", s.id[:8], path, e)
+
+    def _close_session(self, s: Session, reason: str) -> None:
+        if self._sessions.pop(s.id, None) is None:
+            return
+        if s.client_id is not None:
+            self._by_client_id.pop(s.client_id, None)
+        self._free_slots.append(s.slot)
+        self._free_slots.sort()
+        if s.recorder is not None:
+            s.recorder.close()
+            s.recorder = None
+        self._send(s.identity, P.encode({"type": "bye", "session": s.id, "reason": reason}))
+        log.info("session %s closed (%s): %s", s.id[:8], reason, self._stats_line(s))
+
+    def _fail_session(self, s: Session) -> None:
+        self._send(s.identity, P.error(P.INTERNAL, "the world failed; this session is closed", session=s.id))
+        self._close_session(s, "error")
+
+    def _housekeeping(self, now: float) -> None:
+        for s in list(self._sessions.values()):
+            if now - s.last_seen > self.session_timeout_s:
+                self._close_session(s, f"expired: no message for {self.session_timeout_s:g} s")
+        if self.stats_interval_s and now - getattr(self, "_last_log", 0.0) >= self.stats_interval_s:
+            self._last_log = now
+            for s in self._sessions.values():
+                log.info("session %s: %s", s.id[:8], self._stats_line(s))
+
+    @staticmethod
+    def _stats_line(s: Session) -> str:
+        st = s.stats.snapshot()
+        lat = st["latency_ms"]
+        lat_s = f"p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms" if lat["n"] else "no inputs"
+        return f"{st['frames']} frames, {st['fps']:.1f} fps, {st['dropped']} dropped, latency {lat_s}"
+
+    def _server_counters(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self._sessions),
+            "max_sessions": self.max_sessions,
+            "messages": self.messages,
+            "bad_messages": self.bad_messages,
+            "errors_sent": self.errors_sent,
+            "sessions_opened": self.sessions_opened,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Server counters and every live session's stats (safe to call from another thread)."""
+        sessions = list(self._sessions.values())  # one C-level copy under the GIL
+        return {**self._server_counters(), "session_stats": [s.describe() for s in sessions]}
