@@ -147,6 +147,8 @@ def train(args: argparse.Namespace) -> dict:
     budget = common.Budget(args.steps, args.minutes)
     warmup = min(200, max(1, args.steps // 20))
     bar = common.progress(args.steps, step, args.no_progress, "autoencoder")
+    if not evals:
+        evals.append([0, heldout_psnr(ae, held)])  # the untrained baseline
     ae.train()
     t_start = time.monotonic()
     while not budget.done(step):
