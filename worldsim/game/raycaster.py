@@ -1,0 +1,218 @@
+"""Batched first-person raycaster in torch: the same tensor program on CPU and GPU.
+
+No Python loop runs over games, rays or pixels. Walls: every grid-line crossing of every ray is
+tested at once (`max_cells` crossings per axis, both axes in one `[2, B, W, M]` program) and the
+first solid one wins. Pixels: each pixel computes one index into a uint8 palette of pre-lit colours
+(every texel of every wall kind at `FOG_LEVELS` fog levels and both side shades, the floor and
+ceiling per row, the sprites), then a single gather produces the frame. Sprites are depth-tested
+against the wall z-buffer; per screen column the nearest `sprite_layers` are composited.
+
+Vocabulary: B games, H x W pixels, M crossings per axis, S sprites, L sprite layers, T texels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from worldsim.game.config import GameConfig
+from worldsim.game.level import Level
+from worldsim.game.textures import SPRITE_SCALE, TEXELS, sprite_textures, wall_textures
+
+FOG_LEVELS = 64  # fog is quantised to this many brightness levels (steps of ~1/64: no visible bands)
+_NEAR = 0.05  # sprites closer than this (cells) are clipped
+_FAR = 1.0e4  # distance of a ray that hit nothing within view: pure fog
+
+
+def heading_tables(units: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit view direction and unit right vector per integer heading, each `[units, 2]`.
+
+    Computed in float64 and rounded once, so a heading always gives bit-identical vectors.
+    """
+    a = torch.arange(units, dtype=torch.float64) * (2 * math.pi / units)
+    forward = torch.stack([a.cos(), a.sin()], -1)
+    right = torch.stack([-a.sin(), a.cos()], -1)  # +90 degrees in a y-down map
+    return forward.float().to(device), right.float().to(device)
+
+
+def _lit(color: torch.Tensor, gain: torch.Tensor, fog: torch.Tensor) -> torch.Tensor:
+    """color [..., 3] at brightness gain [...] fading into fog [3] -> float64 [..., 3]."""
+    return color * gain[..., None] + fog * (1 - gain[..., None])
+
+
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+class Raycaster:
+    """Renders `[B, H, W, 3]` uint8 views of one level from poses (pos `[B, 2]`, heading `[B]`)."""
+
+    def __init__(self, level: Level, height: int, width: int, cfg: GameConfig, device: torch.device) -> None:
+        if height < 8 or width < 8:
+            raise ValueError(f"frame size must be at least 8x8 pixels, got {height}x{width}")
+        self.level, self.height, self.width, self.cfg, self.device = level, height, width, cfg, device
+        T, LV = TEXELS, FOG_LEVELS
+        f32 = dict(dtype=torch.float32, device=device)
+        fog = torch.tensor(cfg.fog_color, dtype=torch.float64)
+        self.forward, self.right = heading_tables(cfg.heading_units, device)
+
+        # ---- level: flat grid; cell (x, y) is grid[y * Gx + x] ------------------------------
+        self.gx, self.gy = level.width, level.height
+        self.grid = torch.tensor(level.grid, dtype=torch.long, device=device).flatten()
+        # per axis (x crossings, y crossings): flat-index strides of the along / across cell
+        self.stride_p = torch.tensor([1.0, self.gx], **f32).view(2, 1, 1, 1)
+        self.stride_q = torch.tensor([self.gx, 1.0], **f32).view(2, 1, 1, 1)
+        self.k = torch.arange(1, cfg.max_cells + 1, **f32)  # [M] crossing numbers
+
+        # ---- per-size constants ---------------------------------------------------------------
+        focal = (width / 2) / math.tan(math.radians(cfg.fov_degrees) / 2)  # pixels per unit at depth 1
+        cols = torch.arange(width, dtype=torch.float64) + 0.5
+        rows = torch.arange(height, dtype=torch.float64) + 0.5
+        self.col_tan = ((cols - width / 2) / focal).float().to(device)  # [W] lateral / depth
+        pf = (rows - height / 2) / focal  # [H] drop below the eye / depth
+        pf = torch.where(pf.abs() < 1e-9, torch.full_like(pf, 1e-9), pf)
+        self.row_pf = pf.float().to(device)  # [H]
+        self.eye = cfg.wall_height / 2  # the eye is half a wall above the floor
+        self.wall_rows = (pf * (T / cfg.wall_height)).float().to(device)  # [H] texel rows per cell of depth
+        row_dist = self.eye / pf.abs()  # [H] distance of the floor / ceiling each row sees
+        self.row_dist = row_dist.float().to(device)
+
+        # ---- the palette: every colour a pixel can take, uint8 [N, 3] -------------------------
+        # walls: [side 2][fog level LV][kind][v][u]
+        walls = wall_textures().double()  # [kinds, T, T, 3]
+        gains = torch.arange(LV, dtype=torch.float64) / (LV - 1)
+        side = torch.tensor([1.0, cfg.side_shade], dtype=torch.float64)
+        wall_pal = _lit(walls[None, None], (side[:, None] * gains)[:, :, None, None, None], fog)
+        self.wall_kind_size = T * T
+        self.wall_level_size = walls.shape[0] * T * T
+        # sprites: [fog level][kind][v (T + 2: a transparent row above and below)][u]
+        sprites = sprite_textures().double()  # [kinds, T, T, 4]
+        pad = torch.zeros(sprites.shape[0], 1, T, 4, dtype=torch.float64)
+        sprites = torch.cat([pad, sprites, pad], dim=1)  # [kinds, T + 2, T, 4]
+        sprite_pal = _lit(sprites[None, ..., :3], gains[:, None, None, None], fog)
+        self.sprite_alpha = (sprites[..., 3] > 0.5).flatten().to(device)  # [kinds * (T + 2) * T]
+        self.sprite_level_size = sprites.shape[0] * (T + 2) * T
+        # floor and ceiling: [row][checker parity]
+        row_gain = torch.exp(-cfg.fog_density * row_dist)  # [H]
+        below = (pf > 0)[:, None]
+        base = torch.where(below, torch.tensor(cfg.floor_color), torch.tensor(cfg.ceiling_color))  # [H, 3]
+        contrast = torch.where(below, cfg.floor_contrast, cfg.floor_contrast / 2)  # [H, 1]
+        checker = torch.stack([base * (1 - contrast), base * (1 + contrast)], 1)  # [H, 2, 3]
+        row_pal = _lit(checker, row_gain[:, None].expand(-1, 2), fog)
+        parts = [wall_pal.reshape(-1, 3), sprite_pal.reshape(-1, 3), row_pal.reshape(-1, 3)]
+        self.sprite_offset = parts[0].shape[0]
+        self.row_offset = self.sprite_offset + parts[1].shape[0]
+        self.palette = _to_u8(torch.cat(parts)).to(device)  # [N, 3]
+        self.row_base = (self.row_offset + 2 * torch.arange(height)).to(device)  # [H] palette row entries
+
+        # ---- sprites: positions [S, 2], atlas offsets [S], world scale [S] ---------------------
+        s = level.sprites
+        self.num_sprites = len(s)
+        self.layers = min(cfg.sprite_layers, self.num_sprites)
+        self.sprite_xy = torch.tensor([[x, y] for x, y, _ in s], **f32).reshape(-1, 2)
+        self.sprite_base = torch.tensor([k * (T + 2) * T for _, _, k in s], dtype=torch.long, device=device)
+        self.sprite_scale = torch.tensor([SPRITE_SCALE[k] for _, _, k in s], **f32)
+
+    # -----------------------------------------------------------------------------------------
+    def cells(self, cx: torch.Tensor, cy: torch.Tensor) -> torch.Tensor:
+        """Wall kind at float cell coordinates, clamped into the grid; same shape as cx."""
+        ix = cx.clamp(0, self.gx - 1).long()
+        iy = cy.clamp(0, self.gy - 1).long()
+        return self.grid[iy * self.gx + ix]
+
+    def _walls(self, pos: torch.Tensor, ray: torch.Tensor):
+        """First wall along each ray. pos [B, 2], ray [2, B, W] (x, y components, depth-normalised).
+
+        Returns distance [B, W] (perpendicular, _FAR if none), kind [B, W], side [B, W] (1 = a
+        horizontal grid line), and the position along the wall face [B, W].
+        """
+        p = pos.t()[:, :, None]  # [2, B, 1] coordinate along each axis
+        q = p.flip(0)  # [2, B, 1] the other coordinate
+        dp = torch.where(ray.abs() < 1e-9, 1e-9, ray)  # [2, B, W]
+        dq = dp.flip(0)
+        step = torch.ones_like(dp).copysign(dp)  # [2, B, W]
+        base = p.floor()  # [2, B, 1]
+        # crossing k is the line base + k (forward) or base + 1 - k (backward): the cell it enters
+        # is base + k or base - k along the axis
+        line = torch.addcmul((base + 0.5)[..., None], step[..., None], self.k - 0.5)  # [2, B, W, M]
+        t = (line - p[..., None]) / dp[..., None]  # [2, B, W, M] distance to each crossing
+        q_at = torch.addcmul(q[..., None], t, dq[..., None])  # [2, B, W, M]
+        cell_p = torch.addcmul(base[..., None], step[..., None], self.k)
+        flat = torch.addcmul(cell_p * self.stride_p, q_at.floor(), self.stride_q)
+        # Rays leave the grid only after hitting its solid border, so crossings that index outside
+        # it come after the first hit and never matter: wrap them into range instead of clamping.
+        kind = self.grid[flat.long() % self.grid.numel()]  # [2, B, W, M]
+        first = (kind > 0).to(torch.uint8).argmax(-1, keepdim=True)  # [2, B, W, 1]
+        kind = kind.gather(-1, first).squeeze(-1)  # [2, B, W]
+        dist = torch.where(kind > 0, t.gather(-1, first).squeeze(-1), _FAR)
+        q_hit = q_at.gather(-1, first).squeeze(-1)
+        dist, side = dist.min(0)  # [B, W]
+        side_ = side[None]
+        kind = kind.gather(0, side_).squeeze(0)
+        along = q_hit.gather(0, side_).squeeze(0)
+        # keep textures unmirrored: flip u when the ray runs +x on an x face or -y on a y face
+        flip = torch.where(side.bool(), ray[1] < 0, ray[0] > 0)
+        return dist, kind, side, along, flip
+
+    @torch.no_grad()
+    def render(self, pos: torch.Tensor, heading: torch.Tensor) -> torch.Tensor:
+        """pos `[B, 2]` float (cells), heading `[B]` long (heading units) -> frames `[B, H, W, 3]` uint8."""
+        T, cfg = TEXELS, self.cfg
+        fwd, right = self.forward[heading], self.right[heading]  # [B, 2] each
+        ray = torch.addcmul(fwd.t()[..., None], right.t()[..., None], self.col_tan)  # [2, B, W]
+
+        # ---- walls: one palette base index per column, one texel row per pixel ----
+        dist, kind, side, along, flip = self._walls(pos, ray)
+        tex_u = ((along - along.floor()) * T).long().clamp_(0, T - 1)
+        tex_u = torch.where(flip, T - 1 - tex_u, tex_u)
+        level = (torch.exp(-cfg.fog_density * dist) * (FOG_LEVELS - 1) + 0.5).long()  # [B, W]
+        column = (side * FOG_LEVELS + level) * self.wall_level_size + (kind - 1).clamp_(
+            min=0
+        ) * self.wall_kind_size
+        column += tex_u
+        v = self.wall_rows[:, None] * dist[:, None, :]  # [B, H, W] texel rows from the wall's middle
+        on_wall = v.abs() < T / 2
+        wall = (v + T / 2).long().mul_(T).add_(column[:, None, :])  # garbage off the wall: masked next
+
+        # ---- floor and ceiling: a faint per-cell checker that moves with the player ----
+        px, py = pos[:, 0, None, None], pos[:, 1, None, None]  # [B, 1, 1]
+        fx = torch.addcmul(px, self.row_dist[:, None], ray[0][:, None, :])  # [B, H, W] world x seen
+        fy = torch.addcmul(py, self.row_dist[:, None], ray[1][:, None, :])
+        index = (fx.floor().long() + fy.floor().long()).bitwise_and_(1).add_(self.row_base[:, None])
+        index = torch.where(on_wall, wall, index)  # [B, H, W] palette index
+
+        # ---- sprites: per column, the `layers` nearest visible ones, drawn far to near ----
+        if self.layers:
+            index = self._sprites(index, pos, fwd, right, dist)
+        return self.palette[index]  # [B, H, W, 3] uint8
+
+    def _sprites(self, index, pos, fwd, right, dist) -> torch.Tensor:
+        T = TEXELS
+        rel = self.sprite_xy[None] - pos[:, None, :]  # [B, S, 2]
+        depth = rel[..., 0] * fwd[:, 0, None] + rel[..., 1] * fwd[:, 1, None]  # [B, S]
+        lateral = rel[..., 0] * right[:, 0, None] + rel[..., 1] * right[:, 1, None]
+        scale = self.sprite_scale[:, None]  # [S, 1]
+        u = (self.col_tan * depth[..., None] - lateral[..., None]) / scale + 0.5  # [B, S, W]
+        d = depth[..., None].expand_as(u)
+        visible = (u >= 0) & (u < 1) & (d > _NEAR) & (d < dist[:, None, :])
+        near_depth, near = torch.where(visible, d, math.inf).topk(
+            self.layers, dim=1, largest=False
+        )  # [B, L, W]
+        seen = near_depth < math.inf
+        near_depth = torch.where(seen, near_depth, 1.0)
+        su = (u.gather(1, near) * T).long().clamp_(0, T - 1)  # [B, L, W]
+        sc = self.sprite_scale[near]  # [B, L, W]
+        # texel row (+1 for the transparent pad row) = a * drop + b; unseen columns -> row 0 (clear)
+        a = torch.where(seen, near_depth * T / sc, 0.0)
+        b = torch.where(seen, (sc - self.eye) * T / sc + 1, 0.0)
+        texel = self.sprite_base[near] + su  # [B, L, W]
+        level = (torch.exp(-self.cfg.fog_density * near_depth) * (FOG_LEVELS - 1) + 0.5).long()
+        shade = self.sprite_offset + level * self.sprite_level_size  # [B, L, W]
+        for layer in reversed(range(self.layers)):  # far to near; a fixed, small count
+            rows = torch.addcmul(
+                b[:, layer, None, :], self.row_pf[:, None], a[:, layer, None, :]
+            )  # [B, H, W]
+            atlas = rows.clamp_(0, T + 1).long().mul_(T).add_(texel[:, layer, None, :])
+            index = torch.where(self.sprite_alpha[atlas], atlas + shade[:, layer, None, :], index)
+        return index

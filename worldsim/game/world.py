@@ -1,0 +1,166 @@
+"""`GameWorld`: B games of the raycaster in one tensor program, behind the `World` interface.
+
+One tick per `step`: turn by whole heading units, move (forward/strafe, diagonals normalised),
+collide axis by axis with a square player of half-size `radius` (so it slides along walls), render.
+State lives on the device: `pos [B, 2]` float cells, `heading [B]` long units, `blocked [B]` bool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from worldsim.game.config import KEY_MOTION, GameConfig
+from worldsim.game.level import Level, default_level
+from worldsim.game.procgen import procedural_level
+from worldsim.game.raycaster import Raycaster
+from worldsim.world import KEY_NAMES, World, keys_tensor, normalize_seeds
+
+_EPS = 1e-4  # gap kept between the player's edge and a wall after a collision
+
+
+def resolve_level(level: str | int | Level) -> Level:
+    """ "default" -> the default level; an int -> `procedural_level(int)`; a Level passes through."""
+    if isinstance(level, Level):
+        return level
+    if isinstance(level, bool):  # bool is an int; never a seed
+        raise ValueError(f"level must be 'default', a Level or an int seed, got {level!r}")
+    if isinstance(level, int):
+        return procedural_level(level)
+    if isinstance(level, str):
+        if level == "default":
+            return default_level()
+        if level.lstrip("-").isdigit():
+            return procedural_level(int(level))
+    raise ValueError(f"level must be 'default', a Level or an int procedural seed, got {level!r}")
+
+
+def _frame_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, Sequence) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    raise ValueError(f"size must be an int or (height, width), got {size!r}")
+
+
+class GameWorld(World):
+    """The real game: `GameWorld(batch_size=1, size=64 | (H, W), level="default" | Level | seed, device="cpu")`."""
+
+    def __init__(
+        self,
+        batch_size: int = 1,
+        size: int | tuple[int, int] = 64,
+        level: str | int | Level = "default",
+        device: str | torch.device = "cpu",
+        *,
+        config: GameConfig | None = None,
+        key_names: Sequence[str] = KEY_NAMES,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.height, self.width = _frame_size(size)
+        self.level = resolve_level(level)
+        self.device = torch.device(device)
+        self.config = config or GameConfig()
+        self.key_names = tuple(key_names)
+        unknown = [k for k in self.key_names if k not in KEY_MOTION]
+        if unknown:
+            raise ValueError(f"key names {unknown} have no game motion; use names from {list(KEY_MOTION)}")
+        self.renderer = Raycaster(self.level, self.height, self.width, self.config, self.device)
+        # [K, 3] what each key adds to (forward, strafe_right, turn_right)
+        self.key_motion = torch.tensor([KEY_MOTION[k] for k in self.key_names], device=self.device)
+        self.pos = torch.zeros(self.batch_size, 2, device=self.device)
+        self.heading = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
+        self.blocked = torch.zeros(self.batch_size, dtype=torch.bool, device=self.device)
+        self.reset()
+
+    @property
+    def name(self) -> str:
+        return "game"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "level": self.level.name}
+
+    # ---- World interface ----------------------------------------------------------------------
+    def reset(
+        self, seeds: Sequence[int] | int | None = None, *, slots: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        idx = self._slots(slots)
+        n = self.batch_size if idx is None else len(idx)
+        poses = [self.level.spawn(s, self.config.heading_units) for s in normalize_seeds(seeds, n)]
+        pos = torch.tensor([[x, y] for x, y, _ in poses], dtype=torch.float32, device=self.device)
+        heading = torch.tensor([h for _, _, h in poses], dtype=torch.long, device=self.device)
+        self._write(idx, pos, heading, torch.zeros(n, dtype=torch.bool, device=self.device))
+        return self.renderer.render(pos, heading)
+
+    @torch.no_grad()
+    def step(self, keys: torch.Tensor, *, slots: Sequence[int] | None = None) -> torch.Tensor:
+        idx = self._slots(slots)
+        n = self.batch_size if idx is None else len(idx)
+        keys = keys_tensor(keys, n, self.num_keys, self.device)
+        pos, heading = (self.pos, self.heading) if idx is None else (self.pos[idx], self.heading[idx])
+        pos, heading, blocked = self._tick(pos, heading, keys)
+        self._write(idx, pos, heading, blocked)
+        return self.renderer.render(pos, heading)
+
+    def render(self, slots: Sequence[int] | None = None) -> torch.Tensor:
+        """The current view of every game (or of `slots`) without advancing time."""
+        idx = self._slots(slots)
+        if idx is None:
+            return self.renderer.render(self.pos, self.heading)
+        return self.renderer.render(self.pos[idx], self.heading[idx])
+
+    # ---- physics ------------------------------------------------------------------------------
+    def _tick(self, pos: torch.Tensor, heading: torch.Tensor, keys: torch.Tensor):
+        cfg = self.config
+        motion = keys.float() @ self.key_motion  # [B, 3] forward, strafe_right, turn_right
+        turn = motion[:, 2].round().long() * cfg.turn_units
+        heading = (heading + turn) % cfg.heading_units
+        fwd, right = self.renderer.forward[heading], self.renderer.right[heading]  # [B, 2]
+        move = fwd * motion[:, 0:1] + right * motion[:, 1:2]  # [B, 2]
+        move = move * (cfg.move_speed / move.norm(dim=1, keepdim=True).clamp(min=1.0))
+        x, y = pos[:, 0], pos[:, 1]
+        x, hit_x = self._collide(x + move[:, 0], y, move[:, 0], across=False)
+        y, hit_y = self._collide(y + move[:, 1], x, move[:, 1], across=True)
+        return torch.stack([x, y], dim=1), heading, hit_x | hit_y
+
+    def _collide(self, p: torch.Tensor, q: torch.Tensor, dp: torch.Tensor, across: bool):
+        """Move along one axis to p; if the player's leading edge enters a wall cell, stop at it."""
+        r = self.config.radius
+        edge = torch.where(dp > 0, (p + r).floor(), (p - r).floor())  # cell column/row the edge is in
+        lo, hi = (q - r).floor(), (q + r).floor()
+        cells = self.renderer.cells
+        solid = (
+            (cells(lo, edge) > 0) | (cells(hi, edge) > 0)
+            if across
+            else (cells(edge, lo) > 0) | (cells(edge, hi) > 0)
+        )
+        hit = solid & (dp != 0)
+        stop = torch.where(dp > 0, edge - r - _EPS, edge + 1 + r + _EPS)
+        return torch.where(hit, stop, p), hit
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _slots(self, slots: Sequence[int] | None) -> torch.Tensor | None:
+        if slots is None:
+            return None
+        s = [int(i) for i in slots]
+        bad = [i for i in s if not 0 <= i < self.batch_size]
+        if bad or len(set(s)) != len(s) or not s:
+            raise ValueError(
+                f"slots must be distinct game indices in 0..{self.batch_size - 1}, got {list(slots)}"
+            )
+        return torch.tensor(s, dtype=torch.long, device=self.device)
+
+    def _write(
+        self, idx: torch.Tensor | None, pos: torch.Tensor, heading: torch.Tensor, blocked: torch.Tensor
+    ) -> None:
+        if idx is None:
+            self.pos.copy_(pos)
+            self.heading.copy_(heading)
+            self.blocked.copy_(blocked)
+        else:
+            self.pos[idx] = pos
+            self.heading[idx] = heading
+            self.blocked[idx] = blocked
