@@ -41,6 +41,7 @@ class GameClips:
         self._rng = np.random.default_rng(seed)
         self._clips = 0
         self._blocked: torch.Tensor | None = None
+        self.seeds: list[int] = []  # the seeds of the latest respawn
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -49,7 +50,8 @@ class GameClips:
     def next_clip(self) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.world
         if self._clips % self.reset_every == 0:
-            w.reset([int(s) for s in self._rng.integers(0, 2**31 - 1, self.batch)])
+            self.seeds = [int(s) for s in self._rng.integers(0, 2**31 - 1, self.batch)]
+            w.reset(self.seeds)
             self._blocked = None
         self._clips += 1
         frames = torch.empty(

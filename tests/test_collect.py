@@ -1,0 +1,121 @@
+"""`worldsim collect`: from the game, from a recording of the game, and from a Gymnasium env."""
+
+import numpy as np
+import pytest
+import torch
+
+from worldsim.cli import main as cli_main
+from worldsim.data import Dataset, make_loader
+from worldsim.data.gym import key_names_for
+from worldsim.errors import UserError
+from worldsim.record import RecordingWriter
+
+
+def test_collect_game_gives_a_loadable_dataset(tmp_path, capsys):
+    pytest.importorskip("worldsim.game")
+    out = tmp_path / "game"
+    argv = [
+        "collect",
+        "--out",
+        str(out),
+        "--clips",
+        "5",
+        "--frames",
+        "8",
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--seed",
+        "3",
+    ]
+    assert cli_main(argv) == 0
+    assert "5 clips of 8 frames, 32x32" in capsys.readouterr().out
+    ds = Dataset(out)
+    assert len(ds) == 5 and ds.key_names[0] == "forward"
+    f, k = next(make_loader(str(out), batch=4, frames=8, size=32))
+    assert f.shape == (4, 8, 32, 32, 3) and k.shape == (4, 8, 6) and k.dtype == torch.bool
+    frames = np.stack([ds.clip(i)[0] for i in range(5)])
+    assert frames.std(axis=(1, 2, 3, 4)).min() > 0, "clips are rendered, not blank"
+    assert cli_main(argv) == 2 and "already holds a dataset" in capsys.readouterr().err
+
+
+def test_collect_from_recording(tmp_path):
+    game = pytest.importorskip("worldsim.game")
+    from worldsim.data import Explorer
+
+    world = game.GameWorld(batch_size=1, size=24)
+    explorer = Explorer(1, world.num_keys, seed=0)
+    rec = tmp_path / "play.wsrec"
+    with RecordingWriter(
+        rec, world=world.name, height=24, width=24, key_names=world.key_names, fps=30, seed=2
+    ) as w:
+        w.write(0, np.zeros(6, bool), world.reset([2])[0])
+        for n in range(1, 23):
+            if n == 12:  # a mid-session reset: frames 10..11 are dropped, no clip spans it
+                w.write(n, np.zeros(6, bool), world.reset([9])[0], reset_seed=9)
+                continue
+            keys = explorer.act()
+            w.write(n, keys[0], world.step(keys)[0])
+    out = tmp_path / "ds"
+    assert cli_main(["collect", "--from-recording", str(rec), "--out", str(out), "--frames", "5"]) == 0
+    ds = Dataset(out)
+    assert len(ds) == 4 and ds.frames == 5 and ds.meta["fps"] == 30  # 0-4, 5-9, 12-16, 17-21
+    from worldsim.record import read_recording
+
+    records = read_recording(rec).records
+    f, k = ds.clip(2)
+    assert np.array_equal(f, np.stack([r.frame for r in records[12:17]]))
+    assert np.array_equal(k, np.stack([r.keys for r in records[12:17]]))
+    assert next(make_loader(str(out), batch=2, frames=5, size=24))[0].shape == (2, 5, 24, 24, 3)
+
+
+def test_collect_from_recording_refuses_other_worlds(tmp_path, capsys):
+    rec = tmp_path / "n.wsrec"
+    with RecordingWriter(rec, world="neural", height=4, width=4, key_names=["a"], fps=30, seed=0) as w:
+        w.write(0, [0], np.zeros((4, 4, 3), np.uint8))
+    assert (
+        cli_main(["collect", "--from-recording", str(rec), "--out", str(tmp_path / "d"), "--frames", "1"])
+        == 2
+    )
+    assert "--any-world" in capsys.readouterr().err
+
+
+def test_collect_from_cartpole(tmp_path):
+    out = tmp_path / "cp"
+    argv = [
+        "collect",
+        "--env",
+        "CartPole-v1",
+        "--out",
+        str(out),
+        "--clips",
+        "3",
+        "--frames",
+        "30",
+        "--size",
+        "24",
+    ]
+    assert cli_main(argv) == 0
+    ds = Dataset(out)
+    assert ds.key_names == ["action_0", "action_1"] and (ds.height, ds.width) == (24, 24) and len(ds) == 3
+    f, k = ds.clip(0)
+    assert f.shape == (30, 24, 24, 3) and f.std() > 0
+    assert (k.sum(1) <= 1).all(), "Discrete actions are one-hot (all-off marks a reset frame)"
+    assert not k[0].any() and k.any(axis=0).all()
+    f, k = next(make_loader(str(out), batch=2, frames=10, size=24))
+    assert f.shape == (2, 10, 24, 24, 3) and k.shape == (2, 10, 2)
+
+
+def test_collect_env_errors_name_the_fix(tmp_path, capsys):
+    import gymnasium
+
+    assert key_names_for(gymnasium.spaces.MultiBinary(3), "x") == ["key_0", "key_1", "key_2"]
+    with pytest.raises(UserError, match=r"action space Box.* Discrete\(n\) or a 1-D MultiBinary"):
+        key_names_for(gymnasium.spaces.Box(-1, 1, (2,)), "Pendulum-v1")
+    assert cli_main(["collect", "--env", "Pendulum-v1", "--out", str(tmp_path / "p"), "--clips", "1"]) == 2
+    assert "Discrete(n)" in capsys.readouterr().err
+    assert cli_main(["collect", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "q")]) == 2
+    assert "--env NoSuchEnv-v0" in capsys.readouterr().err
+    assert cli_main(["collect", "--out", str(tmp_path / "r"), "--clips", "0"]) == 2
+    assert "--clips must be an int >= 1" in capsys.readouterr().err
