@@ -1,0 +1,141 @@
+"""The ring-buffer KV cache: cached generation equals the full block-causal forward, forever."""
+
+import pytest
+import torch
+
+from worldsim.model import DiT, KVCache, get_preset
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # these models are a few thousand parameters: op dispatch dominates and threads only contend
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _model(**changes) -> DiT:
+    torch.manual_seed(0)
+    cfg = get_preset("test").replace(**changes)
+    m = DiT(cfg).eval()
+    with torch.no_grad():  # leave the adaLN-Zero init, or every block would be the identity
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return m
+
+
+def _inputs(cfg, B, F, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    h, w = cfg.latent_hw
+    x = torch.randn(B, F, cfg.latent_channels, h, w, generator=g)
+    t = torch.rand(B, F, generator=g)
+    keys = torch.rand(B, F, cfg.num_keys, generator=g) > 0.5
+    return x, t, keys
+
+
+def _generate(m, cache, x, t, keys, *, junk_passes=2, rows=None):
+    """The inference protocol per block: denoising passes (junk inputs), then the write pass."""
+    Fb = m.cfg.block_frames
+    outs = []
+    for f in range(0, x.shape[1], Fb):
+        sl = slice(f, f + Fb)
+        for _ in range(junk_passes):
+            m.forward_cached(
+                torch.randn_like(x[:, sl]), torch.rand_like(t[:, sl]), keys[:, sl], cache, rows=rows
+            )
+        outs.append(m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache, rows=rows))
+        cache.advance(rows)
+    return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [dict(), dict(sinks=0), dict(block_frames=2, window=4, sinks=2)],
+    ids=["sink1", "nosink", "block2-sink2"],
+)
+@torch.no_grad()
+def test_cached_generation_equals_full_forward(changes):
+    m = _model(**changes)
+    cfg = m.cfg
+    B, F = 2, 3 * cfg.window + 2  # well past the point where the ring wraps
+    x, t, keys = _inputs(cfg, B, F)
+    full = m(x, t, keys)
+    cache = KVCache(cfg, B)
+    cached = _generate(m, cache, x, t, keys)
+    torch.testing.assert_close(cached, full, atol=2e-5, rtol=1e-4)
+    # and the window really bounds the context: frame 0 reaches at most depth * window frames ahead
+    x2 = x.clone()
+    x2[:, 0] += 1.0
+    horizon = cfg.depth * cfg.window
+    torch.testing.assert_close(m(x2, t, keys)[:, horizon:], full[:, horizon:], atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(m(x2, t, keys)[:, 1], full[:, 1])
+
+
+@torch.no_grad()
+def test_frame_ten_thousand_behaves_like_frame_ten():
+    m = _model(depth=1)
+    cfg = m.cfg
+    W = cfg.window
+    x, t, keys = _inputs(cfg, 1, W + 1, seed=2)  # window content + the query frame
+    fresh = KVCache(cfg, 1)
+    ref = _generate(m, fresh, x, t, keys, junk_passes=0)[:, -1]
+
+    old = KVCache(cfg, 1)
+    junk_x, junk_t, junk_k = _inputs(cfg, 1, 1, seed=3)
+    for n in range(10_000 - W):  # 10^4 frames of other content
+        if n < 10_000 - 3 * W:
+            old.begin()  # the bookkeeping of a pass (slot claims, counters) without the model ...
+        else:  # ... and real K/V for the last windows, so the ring is full of other content
+            m.forward_cached(junk_x + n, junk_t, junk_k, old)
+        old.advance()
+    late = _generate(m, old, x, t, keys, junk_passes=0)[:, -1]
+    torch.testing.assert_close(late, ref, atol=1e-5, rtol=1e-5)
+    assert int(old.length) == 10_000 + 1
+
+
+@torch.no_grad()
+def test_cache_tensors_are_never_reallocated():
+    m = _model()
+    cfg = m.cfg
+    B = 3
+    cache = KVCache(cfg, B)
+    x, t, keys = _inputs(cfg, B, 2 * cfg.window + 3)
+    _generate(m, cache, x[:, :2], t[:, :2], keys[:, :2])  # warm-up
+    before = [(a.data_ptr(), a.shape, a.dtype) for a in cache.tensors()]
+    _generate(m, cache, x, t, keys)
+    cache.reset(torch.tensor([1]))
+    _generate(m, cache, x[:, :3], t[:, :3], keys[:, :3])
+    _generate(m, cache, x[1:2, :3], t[1:2, :3], keys[1:2, :3], rows=torch.tensor([2]))
+    cache.reset()
+    _generate(m, cache, x[:, :1], t[:, :1], keys[:, :1])
+    assert [(a.data_ptr(), a.shape, a.dtype) for a in cache.tensors()] == before
+
+
+@torch.no_grad()
+def test_reset_one_game_leaves_the_others_alone():
+    m = _model()
+    cfg = m.cfg
+    F = cfg.window + 3
+    x, t, keys = _inputs(cfg, 2, 2 * F)
+    cache = KVCache(cfg, 2)
+    _generate(m, cache, x[:, :F], t[:, :F], keys[:, :F])
+    cache.reset(torch.tensor([0]))
+    out = _generate(m, cache, x[:, F:], t[:, F:], keys[:, F:])
+    # game 1 continued: as if it had never been interrupted
+    torch.testing.assert_close(out[1], m(x[1:], t[1:], keys[1:])[0, F:], atol=2e-5, rtol=1e-4)
+    # game 0 restarted: as a fresh game over the second half only
+    torch.testing.assert_close(out[0], m(x[:1, F:], t[:1, F:], keys[:1, F:])[0], atol=2e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_rows_subset_matches_full_batch():
+    m = _model()
+    cfg = m.cfg
+    x, t, keys = _inputs(cfg, 3, cfg.window + 2)
+    a, b = KVCache(cfg, 3), KVCache(cfg, 3)
+    full = _generate(m, a, x, t, keys)
+    rows = torch.tensor([2, 0])
+    sub = _generate(m, b, x[rows], t[rows], keys[rows], rows=rows)
+    torch.testing.assert_close(sub, full[rows], atol=2e-5, rtol=1e-4)
+    assert int(b.length[1]) == 0 and bool((b.slot_frame[1] == -1).all())
