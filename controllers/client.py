@@ -111,6 +111,7 @@ class Client:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         if mode == "realtime":
             sock.setsockopt(zmq.RCVHWM, 4)  # old frames are worthless: let the server drop them
+            sock.setsockopt(zmq.RCVBUF, 256 * 1024)
         if keys_dir is not None:
             d = Path(keys_dir)
             public, secret = zmq.auth.load_certificate(d / f"{key_name}.key_secret")

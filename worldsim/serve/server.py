@@ -146,6 +146,8 @@ class Server:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable/full peers raise instead of vanishing silently
         sock.setsockopt(zmq.SNDHWM, self.send_hwm)
+        # Frames waiting in kernel buffers are latency too: keep them to a few frames' worth.
+        sock.setsockopt(zmq.SNDBUF, 256 * 1024)
         sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_MESSAGE_BYTES)
         sock.setsockopt(zmq.LINGER, 200)
         if self._curve is not None:

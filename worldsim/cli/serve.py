@@ -1,0 +1,84 @@
+"""`worldsim serve`: serve a World over ZeroMQ; `worldsim keys DIR`: make CURVE key pairs for it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+DEFAULT_BIND = "tcp://127.0.0.1:5555"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the real game or the neural world to players and agents over ZeroMQ",
+        description=(
+            "One ROUTER socket; real-time sessions tick at their fps, lockstep sessions step on request; "
+            "all due sessions share one batched World.step. Protocol: docs/protocol.md. Binds loopback "
+            "by default; another address needs --keys DIR (see `worldsim keys`) or --insecure."
+        ),
+    )
+    p.add_argument("--bind", default=DEFAULT_BIND, help=f"ZeroMQ endpoint to bind (default {DEFAULT_BIND})")
+    p.add_argument("--world", choices=["game", "neural"], default="game", help="what makes the frames")
+    p.add_argument(
+        "--checkpoint", default=None, help="neural world: checkpoint name or path (default: best shipped)"
+    )
+    p.add_argument("--size", type=int, default=64, help="game world: frame size in pixels (default 64)")
+    p.add_argument("--level", default="default", help="game world: 'default' or an int procedural seed")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the world's choice)")
+    p.add_argument("--max-sessions", type=int, default=16, help="sessions served at once (the batch size)")
+    p.add_argument(
+        "--fps", type=float, default=30.0, help="real-time tick rate and the cap a client may ask for"
+    )
+    p.add_argument("--record-dir", default=None, metavar="DIR", help="record every session to DIR/*.wsrec")
+    p.add_argument(
+        "--keys", default=None, metavar="DIR", help="require CURVE keys from DIR (`worldsim keys DIR`)"
+    )
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without keys")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds of silence before a session expires")
+    p.set_defaults(func=run_serve)
+
+    k = sub.add_parser(
+        "keys",
+        help="make CURVE key pairs for `worldsim serve --keys DIR`",
+        description=(
+            "Creates DIR/server.key(_secret) if missing and a client pair DIR/NAME.key(_secret), and "
+            "allow-lists the client by copying its public key to DIR/authorized/. Give a client "
+            "server.key and its own NAME.key_secret; keep server.key_secret on the server."
+        ),
+    )
+    k.add_argument("dir", help="key directory")
+    k.add_argument("--client", default="client", help="client key name (default: client)")
+    k.set_defaults(func=run_keys)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from worldsim.serve import Server, world_factory
+
+    level: str | int = int(args.level) if args.level.lstrip("-").isdigit() else args.level
+    factory = world_factory(
+        args.world, checkpoint=args.checkpoint, size=args.size, level=level, device=args.device
+    )
+    server = Server(
+        factory,
+        bind=args.bind,
+        max_sessions=args.max_sessions,
+        fps=args.fps,
+        record_dir=args.record_dir,
+        keys_dir=args.keys,
+        insecure=args.insecure,
+        session_timeout_s=args.timeout,
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground server stops
+        server.serve_forever()
+    return 0
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    from worldsim.serve.security import make_keys
+
+    made = make_keys(args.dir, client=args.client)
+    print(f"server public key: {made['server_public']}  (give to clients)")
+    print(f"client key pair:   {made['client_secret']}  (allow-listed in {args.dir}/authorized/)")
+    print(f"serve with: worldsim serve --bind tcp://0.0.0.0:5555 --keys {args.dir}")
+    return 0
