@@ -331,7 +331,12 @@ class ClientSource:
         return self._shown(self.client.step(keys), keys, t0)
 
     def stats(self) -> dict:
-        return dict(self.client.stats()) if self.client is not None else {}
+        """What this end measured (no round trip to the server): frames, lost, skipped, fps, latency."""
+        if self.client is None:
+            return {}
+        st = dict(self.client.client_stats())
+        st["dropped"] = int(st.get("lost", 0)) + int(st.get("skipped", 0))
+        return st
 
     def close(self) -> None:
         if self.client is not None:

@@ -1,0 +1,111 @@
+"""The real pygame window loop (dummy video driver) on the real game: scripted key events reach the
+world from its worker thread, frames change, R resets, Esc and closing the window quit."""
+
+import numpy as np
+import pygame
+import torch
+
+from controllers.window import Window, WorldSource
+from worldsim.game import GameWorld
+from worldsim.world import KEY_NAMES
+
+FORWARD, TURN_RIGHT = KEY_NAMES.index("forward"), KEY_NAMES.index("turn_right")
+
+
+class SpyGame(GameWorld):
+    """The real game, remembering every key row it was stepped with (and on which thread)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.received: list[torch.Tensor] = []
+
+    def step(self, keys, *, slots=None):
+        self.received.append(torch.as_tensor(keys).clone().cpu())
+        return super().step(keys, slots=slots)
+
+
+def key_event(kind, key):
+    pygame.event.post(pygame.event.Event(kind, key=key))
+
+
+def test_window_plays_100_frames_from_scripted_key_events():
+    world = SpyGame(batch_size=1, size=32)
+    source = WorldSource(world, fps=60.0)
+    seen = []
+    script = {
+        10: (pygame.KEYDOWN, pygame.K_w),
+        45: (pygame.KEYUP, pygame.K_w),
+        55: (pygame.KEYDOWN, pygame.K_e),
+        90: (pygame.KEYUP, pygame.K_e),
+    }
+    pos, heading = {}, {}
+
+    def on_frame(frame):  # runs on the UI thread, like a person reacting to what they see
+        n = len(seen)
+        seen.append(frame)
+        if n in (9, 50, 99):
+            pos[n], heading[n] = world.pos.clone(), world.heading.clone()
+        if n in script:
+            key_event(*script[n])
+
+    try:
+        summary = Window(source, seed=3, scale=2, on_frame=on_frame, max_frames=100, gamepad=False).run()
+    finally:
+        source.close()
+    assert summary.frames == 100 and len(seen) == 100
+    received = torch.cat(world.received)  # [steps, K]
+    pressed = received.any(dim=0)
+    assert pressed[FORWARD] and pressed[TURN_RIGHT]
+    assert pressed.sum() == 2, "only the keys the script pressed reach the world"
+    assert received[:, FORWARD].sum() >= 10 and received[:, TURN_RIGHT].sum() >= 10
+    assert not (received[:, FORWARD] & received[:, TURN_RIGHT]).any(), "forward was released before E"
+    # The world moved while W was held and turned while E was held.
+    assert not torch.equal(pos[9], pos[50])
+    assert not torch.equal(heading[50], heading[99])
+    images = np.stack([f.image for f in seen])
+    assert images.shape == (100, 32, 32, 3) and images.dtype == np.uint8
+    assert len({im.tobytes() for im in images}) > 20, "the frames change as the player moves"
+    numbers = [f.number for f in seen]
+    assert numbers == sorted(numbers) and numbers[0] == 0
+    assert all(f.latency_ms is not None and f.latency_ms >= 0 for f in seen[1:])
+    for f in seen[1:]:  # each frame carries the keys it reflects
+        assert f.keys.shape == (len(KEY_NAMES),)
+
+
+def test_r_resets_and_escape_quits():
+    world = GameWorld(batch_size=1, size=32)
+    source = WorldSource(world, fps=60.0)
+    seen = []
+
+    def on_frame(frame):
+        seen.append(frame)
+        if len(seen) == 2:
+            key_event(pygame.KEYDOWN, pygame.K_w)
+        if len(seen) == 20:
+            key_event(pygame.KEYUP, pygame.K_w)
+            key_event(pygame.KEYDOWN, pygame.K_r)
+        if len(seen) == 30:
+            key_event(pygame.KEYDOWN, pygame.K_ESCAPE)
+
+    try:
+        summary = Window(source, seed=5, scale=1, on_frame=on_frame, max_frames=500, gamepad=False).run()
+    finally:
+        source.close()
+    assert summary.frames == 30, "Esc ends play"
+    assert summary.resets == 1
+    resets = [f for f in seen[1:] if f.reset_seed is not None]
+    assert len(resets) == 1 and resets[0].number == 0 and resets[0].reset_seed == 5
+    assert np.array_equal(resets[0].image, seen[0].image), "R restarts the same game"
+
+
+def test_closing_the_window_quits():
+    source = WorldSource(GameWorld(batch_size=1, size=16), fps=60.0)
+
+    def on_frame(frame):
+        pygame.event.post(pygame.event.Event(pygame.QUIT))
+
+    try:
+        summary = Window(source, scale=1, on_frame=on_frame, max_frames=500, gamepad=False).run()
+    finally:
+        source.close()
+    assert summary.frames == 1
