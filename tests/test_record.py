@@ -11,6 +11,7 @@ from worldsim.cli import main as cli_main
 from worldsim.errors import UserError
 from worldsim.record import RecordingError, RecordingReader, RecordingWriter, iter_records, read_recording
 from worldsim.record.format import FORMAT_VERSION
+from worldsim.record.summary import summarize
 
 KEYS = ["forward", "back", "strafe_left", "strafe_right", "turn_left", "turn_right", "jump", "use", "fire"]
 
@@ -61,6 +62,9 @@ def test_writer_accepts_torch_and_rejects_bad_shapes(tmp_path):
             w.write(1, [0], np.zeros((3, 2, 3), np.uint8))
         with pytest.raises(ValueError, match="keys has 2 entries"):
             w.write(1, [0, 1], np.zeros((2, 3, 3), np.uint8))
+        w.write(1, [0], np.zeros((2, 3, 3), np.uint8))
+        w.write(2, [0], np.zeros((2, 3, 3), np.uint8), reset_seed=10)
+    assert summarize(tmp_path / "t.wsrec")["resets"] == 1  # the first frame's reset is not mid-session
     r = read_recording(tmp_path / "t.wsrec").records[0]
     assert r.keys.tolist() == [True] and r.reset_seed == 9 and int(r.frame[1, 2, 0]) == 7
     with pytest.raises(RecordingError, match="field 'fps'"):

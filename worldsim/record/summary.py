@@ -24,7 +24,7 @@ def summarize(path: str | Path) -> dict:
         last_t = rec.time
         presses += rec.keys
         n += 1
-        resets += rec.reset_seed is not None
+        resets += n > 1 and rec.reset_seed is not None  # the first frame is always a reset
         if rec.latency_ms is not None:
             latencies.append(rec.latency_ms)
     h = reader.header
