@@ -51,6 +51,7 @@ class RemoteWorldEnv(gym.Env):
         self.action_space = gym.spaces.MultiBinary(len(self.key_names))
         self._frame: Frame | None = None
         self._steps = 0
+        self.last_latency_ms: float | None = None  # round trip of the last step
 
     def _obs(self, frame: Frame) -> np.ndarray:
         self._frame = frame
@@ -71,8 +72,8 @@ class RemoteWorldEnv(gym.Env):
         frame = self.client.step(keys.astype(bool))
         self._steps += 1
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
-        info = {"frame": frame.number, "latency_ms": frame.latency_ms}
-        return self._obs(frame), 0.0, False, truncated, info
+        self.last_latency_ms = frame.latency_ms  # not in info: info must be deterministic
+        return self._obs(frame), 0.0, False, truncated, {"frame": frame.number}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None or self._frame is None:
