@@ -1,0 +1,234 @@
+"""Shipped checkpoints: one safetensors file (never pickle) with the model config and metrics as JSON.
+
+Layout: tensors are named `<group>/<state-dict name>` ("dit/blocks.0.attn.qkv.weight",
+"autoencoder/...", "start/latents"); the metadata holds `format`, `format_version`, `config` (the
+`ModelConfig` as JSON) and `metrics` (JSON). Bare names resolve to `<repo root>/checkpoints/<name>.safetensors`.
+Writes are atomic (tmp + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from worldsim.errors import UserError
+from worldsim.model.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+FORMAT = "worldsim"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+MAX_FILE_BYTES = 16 * 2**20  # DESIGN §4: what comes back from the GPU machine
+# Preference order of shipped checkpoints per device kind (the first that exists wins).
+PREFERENCE = {
+    "cuda": ("base-student", "base", "tiny-student", "tiny"),
+    "cpu": ("tiny-student", "tiny", "base-student", "base"),
+}
+
+
+@dataclass
+class LoadedCheckpoint:
+    config: ModelConfig
+    tensors: dict[str, dict[str, torch.Tensor]]  # group -> state-dict name -> tensor
+    metrics: dict = field(default_factory=dict)
+    path: Path = Path()
+    sha256: str = ""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finding checkpoints
+# ---------------------------------------------------------------------------------------------------
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def checkpoints_dir() -> Path:
+    return repo_root() / "checkpoints"
+
+
+def shipped_checkpoints() -> list[str]:
+    """Names of the checkpoints in `<repo root>/checkpoints/`."""
+    d = checkpoints_dir()
+    return sorted(p.stem for p in d.glob(f"*{SUFFIX}")) if d.is_dir() else []
+
+
+def default_checkpoint(device: torch.device | str | None = None) -> Path | None:
+    """The best shipped checkpoint for `device` (None: cuda if available, else cpu), or None."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = "cuda" if torch.device(device).type == "cuda" else "cpu"
+    for name in PREFERENCE[kind]:
+        p = checkpoints_dir() / f"{name}{SUFFIX}"
+        if p.is_file():
+            return p
+    return None
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A bare name ("tiny") -> checkpoints/tiny.safetensors; a path stays a path. It must exist."""
+    s = str(name_or_path)
+    looks_like_path = os.sep in s or "/" in s or s.endswith(SUFFIX) or Path(s).exists()
+    p = Path(s) if looks_like_path else checkpoints_dir() / f"{s}{SUFFIX}"
+    if p.is_file():
+        return p
+    shipped = ", ".join(shipped_checkpoints()) or "none"
+    if looks_like_path:
+        raise UserError(
+            f"checkpoint file {p} does not exist; pass an existing path or a shipped name ({shipped})"
+        )
+    raise UserError(
+        f"no checkpoint named {s!r} (looked for {p}); shipped checkpoints: {shipped}; "
+        f"or pass a path to a .safetensors file"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Save / load
+# ---------------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    config: ModelConfig,
+    tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    metrics: dict | None = None,
+    dit: Mapping[str, torch.Tensor] | None = None,
+    autoencoder: Mapping[str, torch.Tensor] | None = None,
+    start_latents: torch.Tensor | None = None,
+) -> Path:
+    """Write a checkpoint atomically. `tensors` is {group: {name: tensor}}; `dit`, `autoencoder` and
+    `start_latents` are shorthands for the groups "dit", "autoencoder" and "start" ({"latents": ...})."""
+    from safetensors.torch import save_file
+
+    groups: dict[str, Mapping[str, torch.Tensor]] = dict(tensors or {})
+    for group, value in (("dit", dit), ("autoencoder", autoencoder)):
+        if value is not None:
+            groups[group] = value
+    if start_latents is not None:
+        groups["start"] = {**groups.get("start", {}), "latents": start_latents}
+    if "dit" not in groups:
+        raise ValueError("save_checkpoint needs the DiT weights: pass tensors={'dit': ...} or dit=...")
+    flat: dict[str, torch.Tensor] = {}
+    for group, state in groups.items():
+        if "/" in group:
+            raise ValueError(f"checkpoint group names may not contain '/', got {group!r}")
+        for name, t in state.items():
+            flat[f"{group}/{name}"] = t.detach().to("cpu").contiguous().clone()
+    cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(dict(config))
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(cfg.to_dict()),
+        "metrics": json.dumps(metrics or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(flat, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        log.warning(
+            "%s is %.1f MiB, over the %d MiB per-file budget", path, size / 2**20, MAX_FILE_BYTES // 2**20
+        )
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(
+    name_or_path: str | os.PathLike | None = None, *, device: str = "cpu"
+) -> LoadedCheckpoint:
+    """Read a checkpoint (None: the default one for this machine); errors name the file and the fix."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    if name_or_path is None:
+        path = default_checkpoint()
+        if path is None:
+            raise UserError(
+                f"no shipped checkpoint in {checkpoints_dir()}; train one (worldsim train ...) or pass a path"
+            )
+    else:
+        path = resolve_checkpoint(name_or_path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        flat = load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(
+            f"{path} is not a readable safetensors checkpoint ({e}); the file is truncated or of another "
+            f"format: re-download or re-export it"
+        ) from e
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise UserError(f"{path} is a safetensors file but not a worldsim checkpoint (no worldsim metadata)")
+    version = int(meta.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise UserError(
+            f"{path} has checkpoint format {version}, newer than this worldsim reads ({FORMAT_VERSION}); "
+            f"upgrade worldsim"
+        )
+    try:
+        config = ModelConfig.from_dict(json.loads(meta["config"]))
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{path}: bad model config in the metadata: {e}") from e
+    tensors: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in flat.items():
+        group, _, name = key.partition("/")
+        tensors.setdefault(group, {})[name] = t
+    metrics = json.loads(meta.get("metrics") or "{}")
+    return LoadedCheckpoint(config, tensors, metrics, path, file_sha256(path))
+
+
+def load_module(module: nn.Module, ckpt: LoadedCheckpoint, group: str) -> nn.Module:
+    """Load group `group` of `ckpt` into `module` strictly, with an actionable error on any mismatch."""
+    if group not in ckpt.tensors:
+        raise UserError(
+            f"{ckpt.path} has no {group!r} tensors (groups: {sorted(ckpt.tensors)}); re-export the checkpoint"
+        )
+    state = ckpt.tensors[group]
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad_shape = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or bad_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if bad_shape:
+            parts.append(f"shape mismatch {bad_shape[:3]}{' ...' if len(bad_shape) > 3 else ''}")
+        raise UserError(
+            f"{ckpt.path}: the {group!r} weights do not fit the model its config describes "
+            f"({'; '.join(parts)}); the file was written by other code: re-export it"
+        )
+    module.load_state_dict(state)
+    return module

@@ -1,0 +1,235 @@
+"""`NeuralWorld`: the model as a `World` (DESIGN §2): keys in, generated frames out, batched, forever.
+
+Per frame: noise -> few-step flow sampling with the KV cache (`steps` cached passes) -> one write pass of
+the finished latent at the context noise level -> `cache.advance()` -> decode -> uint8. Nothing on that
+path reads a tensor on the host. Games start from start latents stored in the checkpoint (chosen by
+seed) or from real frames (`reset_from_frames`, for evaluation).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from worldsim.errors import UserError
+from worldsim.model.autoencoder import Autoencoder, frames_to_model, model_to_frames
+from worldsim.model.config import ModelConfig
+from worldsim.model.dit import DiT
+from worldsim.model.kvcache import KVCache
+from worldsim.sampling import SAMPLERS, add_noise, schedule_for
+from worldsim.world import World, keys_tensor, normalize_seeds
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class NeuralWorld(World):
+    """A batch of `batch_size` neural games from a DiT + autoencoder (see the module docstring).
+
+    `start_latents` `[M, C, h, w]` or `[M, T, C, h, w]` (T context frames per start; optional
+    `start_keys [M, T, K]`, else all-false = "just reset"): `reset(seed)` starts from entry `seed % M`.
+    """
+
+    def __init__(
+        self,
+        dit: DiT,
+        autoencoder: Autoencoder,
+        config: ModelConfig,
+        *,
+        batch_size: int = 1,
+        device: torch.device | str | None = None,
+        steps: int | None = None,
+        start_latents: torch.Tensor | None = None,
+        start_keys: torch.Tensor | None = None,
+        sampler: str = "euler",
+        dtype: torch.dtype | None = None,
+        checkpoint_name: str | None = None,
+        checkpoint_hash: str | None = None,
+    ):
+        if config.block_frames != 1:
+            raise ValueError(
+                f"NeuralWorld steps one frame per call; this model generates blocks of "
+                f"{config.block_frames} frames (block_frames must be 1)"
+            )
+        if batch_size < 1:
+            raise ValueError(f"NeuralWorld batch_size must be >= 1, got {batch_size}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; pick one of {sorted(SAMPLERS)}")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.cfg = config
+        self.key_names = tuple(config.key_names)
+        self.height, self.width = config.image_hw
+        self.batch_size = batch_size
+        self.steps = steps or config.steps
+        self.checkpoint_name = checkpoint_name
+        self.checkpoint_hash = checkpoint_hash
+        self.dit = dit.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.autoencoder = autoencoder.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.sampler = SAMPLERS[sampler]
+        self.schedule = schedule_for(config, self.steps, self.device)
+        self.cache = KVCache(config, batch_size, device=self.device, dtype=self.dtype)
+        self.generator = torch.Generator(self.device).manual_seed(0)
+        self.start_latents = self._check_start(start_latents, start_keys)
+
+    def _check_start(self, z: torch.Tensor | None, keys: torch.Tensor | None):
+        if z is None:
+            return None
+        C, (h, w) = self.cfg.latent_channels, self.cfg.latent_hw
+        if z.ndim == 4:
+            z = z[:, None]  # [M,C,h,w] -> [M,1,C,h,w]
+        if z.ndim != 5 or z.shape[2:] != (C, h, w):
+            raise ValueError(f"start latents must be [M, (T,) {C}, {h}, {w}], got {tuple(z.shape)}")
+        if keys is None:
+            keys = torch.zeros(*z.shape[:2], self.num_keys, dtype=torch.bool)
+        if keys.shape != (*z.shape[:2], self.num_keys):
+            raise ValueError(
+                f"start keys must be [M, T, K] = {(*z.shape[:2], self.num_keys)}, got {tuple(keys.shape)}"
+            )
+        return z.to(self.device, self.dtype), keys.to(self.device).bool()
+
+    # construction from a checkpoint -----------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls,
+        name_or_path: str | os.PathLike | None = None,
+        *,
+        device: torch.device | str | None = None,
+        batch_size: int = 1,
+        steps: int | None = None,
+        **kwargs,
+    ) -> NeuralWorld:
+        """Load a shipped checkpoint (a bare name, a path, or None = the best one for `device`)."""
+        from worldsim.checkpoint import checkpoints_dir, default_checkpoint, load_checkpoint, load_module
+
+        device = torch.device(device) if device is not None else default_device()
+        if name_or_path is None:
+            name_or_path = default_checkpoint(device)
+            if name_or_path is None:
+                raise UserError(
+                    f"no shipped checkpoint for {device.type} in {checkpoints_dir()}; train one "
+                    f"(worldsim train ...) or pass --checkpoint PATH"
+                )
+        ckpt = load_checkpoint(name_or_path)
+        cfg = ckpt.config
+        dit = load_module(DiT(cfg), ckpt, "dit")
+        ae = load_module(Autoencoder(cfg.autoencoder), ckpt, "autoencoder")
+        start = ckpt.tensors.get("start", {})
+        return cls(
+            dit, ae, cfg, batch_size=batch_size, device=device, steps=steps,
+            start_latents=start.get("latents"), start_keys=start.get("keys"),
+            checkpoint_name=ckpt.path.stem, checkpoint_hash=ckpt.sha256, **kwargs,
+        )  # fmt: skip
+
+    # World API ----------------------------------------------------------------------------------------
+    def _rows(self, slots: Sequence[int] | None) -> tuple[torch.Tensor | None, int]:
+        if slots is None:
+            return None, self.batch_size
+        slots = [int(s) for s in slots]
+        if not slots or len(set(slots)) != len(slots) or min(slots) < 0 or max(slots) >= self.batch_size:
+            raise ValueError(f"slots must be distinct game indices in [0, {self.batch_size}), got {slots}")
+        return torch.tensor(slots, device=self.device), len(slots)
+
+    @torch.inference_mode()
+    def reset(
+        self, seeds: Sequence[int] | int | None = None, *, slots: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Start games from the checkpoint's start latents (entry `seed % M`); return their first frames."""
+        if self.start_latents is None:
+            raise UserError(
+                "this checkpoint has no start latents; start the neural world with reset_from_frames(frames)"
+            )
+        rows, R = self._rows(slots)
+        seeds = normalize_seeds(seeds, R)
+        if slots is None:  # a full reset makes the whole run reproducible from the seeds
+            self.generator.manual_seed(seeds[0])
+        z_all, k_all = self.start_latents
+        idx = torch.tensor([s % z_all.shape[0] for s in seeds], device=self.device)
+        z, keys = z_all[idx], k_all[idx]  # [R,T,C,h,w], [R,T,K]
+        self._prime(z, keys, None, rows)
+        return self._decode(z[:, -1])
+
+    @torch.inference_mode()
+    def reset_from_frames(
+        self,
+        frames: torch.Tensor,
+        keys: torch.Tensor | None = None,
+        *,
+        slots: Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """Start games from real frames `[R, T, H, W, 3]` (or `[R, H, W, 3]`) uint8, encoded as context.
+
+        `keys [R, T, K]`: the key state that produced each frame (all-false for a frame from reset);
+        None = unknown, the model's null key state. Returns the last given frame of each game.
+        """
+        rows, R = self._rows(slots)
+        frames = torch.as_tensor(frames, device=self.device)
+        if frames.ndim == 4:
+            frames = frames[:, None]
+        if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[0] != R:
+            raise ValueError(
+                f"frames must be uint8 [{R}, T, H, W, 3] (or [{R}, H, W, 3]), got {tuple(frames.shape)}"
+            )
+        if frames.shape[2:] != (self.height, self.width, 3):
+            raise ValueError(
+                f"frames are {frames.shape[2]}x{frames.shape[3]} but this model makes "
+                f"{self.height}x{self.width} frames; resize them first"
+            )
+        T = frames.shape[1]
+        x = frames_to_model(frames.flatten(0, 1)).to(self.dtype)  # [R*T,3,H,W]
+        z = self.autoencoder.encode(x).unflatten(0, (R, T))  # [R,T,C,h,w]
+        drop = None
+        if keys is None:
+            keys = torch.zeros(R, T, self.num_keys, dtype=torch.bool, device=self.device)
+            drop = torch.ones(R, T, dtype=torch.bool, device=self.device)
+        keys = torch.as_tensor(keys, device=self.device)
+        if keys.shape != (R, T, self.num_keys):
+            raise ValueError(f"keys must be [R, T, K] = {(R, T, self.num_keys)}, got {tuple(keys.shape)}")
+        self._prime(z, keys.bool(), drop, rows)
+        return frames[:, -1]
+
+    @torch.inference_mode()
+    def step(self, keys: torch.Tensor, *, slots: Sequence[int] | None = None) -> torch.Tensor:
+        rows, R = self._rows(slots)
+        k = keys_tensor(keys, R, self.num_keys, self.device)[:, None]  # [R,1,K]
+        C, (h, w) = self.cfg.latent_channels, self.cfg.latent_hw
+        noise = torch.randn(R, 1, C, h, w, device=self.device, dtype=self.dtype, generator=self.generator)
+
+        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.dit.forward_cached(x, t, k, self.cache, rows=rows)
+
+        x0 = self.sampler(model, noise, self.schedule)  # [R,1,C,h,w]
+        self._write(x0, k, None, rows)
+        return self._decode(x0[:, 0])
+
+    # internals ------------------------------------------------------------------------------------
+    def _write(self, z: torch.Tensor, keys: torch.Tensor, drop: torch.Tensor | None, rows) -> None:
+        """The write pass: the finished block `z [R,1,C,h,w]` enters the cache at the context noise level."""
+        t = torch.full(z.shape[:2], self.cfg.context_noise, device=self.device, dtype=self.dtype)
+        if self.cfg.context_noise > 0:
+            z = add_noise(
+                z, torch.randn(z.shape, device=self.device, dtype=z.dtype, generator=self.generator), t
+            )
+        self.dit.forward_cached(z, t, keys, self.cache, rows=rows, drop_keys=drop)
+        self.cache.advance(rows)
+
+    def _prime(self, z: torch.Tensor, keys: torch.Tensor, drop: torch.Tensor | None, rows) -> None:
+        """Empty the games' cache rows and write context latents `z [R,T,C,h,w]` into them, in order."""
+        self.cache.reset(rows)
+        for i in range(z.shape[1]):
+            d = None if drop is None else drop[:, i : i + 1]
+            self._write(z[:, i : i + 1], keys[:, i : i + 1], d, rows)
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        return model_to_frames(self.autoencoder.decode(z))  # [R,C,h,w] -> [R,H,W,3] uint8
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(checkpoint=self.checkpoint_name, checkpoint_hash=self.checkpoint_hash, steps=self.steps)
+        return d
+
+    def close(self) -> None:
+        self.cache = None  # type: ignore[assignment]
