@@ -208,6 +208,8 @@ def train(args: argparse.Namespace) -> dict:
         if device.type == "cuda"
         else torch.autocast("cpu", enabled=False)
     )
+    if not evals:
+        evals.append([0, validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)])  # untrained baseline
     budget = common.Budget(args.steps, args.minutes)
     warmup = min(args.warmup, max(1, args.steps // 10))
     bar = common.progress(args.steps, step, args.no_progress, "teacher")

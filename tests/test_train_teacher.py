@@ -1,0 +1,71 @@
+import argparse
+
+import pytest
+import torch
+
+from worldsim.errors import UserError
+from worldsim.train import autoencoder as ae_train
+from worldsim.train import teacher
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models: a second intra-op thread only adds contention (10x slower when the cores are busy).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _args(module, out, **kw) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    module.add_arguments(p)
+    argv = ["--out", str(out), "--preset", "test", "--device", "cpu", "--no-progress"]
+    for k, v in kw.items():
+        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return p.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def ae_path(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ae")
+    ae_train.train(_args(ae_train, out, steps=8, batch=4, lr=3e-3, heldout=16))
+    return out / "autoencoder.pt"
+
+
+def test_sample_t_mixes_context_levels_and_shifts():
+    g = torch.Generator().manual_seed(0)
+    t = teacher.sample_t((4000, 8), shift=1.0, context_prob=0.5, context_max=0.1, device="cpu", generator=g)
+    assert t.shape == (4000, 8) and t.min() >= 0 and t.max() <= 1
+    assert 0.45 < (t <= 0.1).float().mean() < 0.6  # half the frames at a context level (+ logit-normal tail)
+    t3 = teacher.sample_t((4000, 8), shift=3.0, context_prob=0.0, context_max=0.1, device="cpu", generator=g)
+    t1 = teacher.sample_t((4000, 8), shift=1.0, context_prob=0.0, context_max=0.1, device="cpu", generator=g)
+    assert (
+        t3.mean() > t1.mean() + 0.1
+    )  # shift > 1 trains more at high noise, as the deployed schedule samples
+
+
+def test_teacher_loss_falls_on_game_clips(ae_path, tmp_path):
+    m = teacher.train(_args(teacher, tmp_path, autoencoder=ae_path, steps=40, batch=4, lr=3e-3, log_every=20))
+    state = torch.load(tmp_path / "teacher.pt", weights_only=True)
+    assert state["step"] == 40 and m["clip_frames"] > m["window"]  # the window slides inside a clip
+    losses = state["history"]["loss"]
+    assert sum(losses[-2:]) / 2 < 0.85 * losses[0], losses
+    vals = [v for _, v in state["evals"]]  # EMA validation loss on fixed held-out clips, noise and levels
+    assert vals[-1] < vals[0], vals
+    assert (tmp_path / "teacher_loss.png").stat().st_size > 1000
+    assert state["autoencoder_metrics"]["preset"] == "test"
+
+
+def test_teacher_resume_continues_from_saved_step(ae_path, tmp_path):
+    teacher.train(_args(teacher, tmp_path, autoencoder=ae_path, steps=6, batch=2, lr=1e-3, ckpt_every=3))
+    first = torch.load(tmp_path / "teacher.pt", weights_only=True)
+    with pytest.raises(UserError, match="--resume"):
+        teacher.train(_args(teacher, tmp_path, autoencoder=ae_path, steps=9, batch=2))
+    teacher.train(_args(teacher, tmp_path, steps=9, batch=2, lr=5e-2, resume=True))
+    second = torch.load(tmp_path / "teacher.pt", weights_only=True)
+    assert second["step"] == 9
+    assert second["history"]["step"][: len(first["history"]["step"])] == first["history"]["step"]
+    assert second["hparams"]["lr"] == 1e-3  # the run's own hyperparameters win on resume
+    # the optimizer went on from its saved state (Adam's step count), not from a fresh one
+    assert all(int(st["step"]) == 9 for st in second["opt"]["state"].values())
