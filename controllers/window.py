@@ -44,6 +44,7 @@ class SourceInfo:
     fps: float
     steps: int | None = None  # denoising steps per frame (neural worlds)
     checkpoint: str | None = None
+    checkpoint_hash: str | None = None
 
 
 class FrameSource(Protocol):
@@ -105,6 +106,12 @@ class FrameQueue:
             self._items.clear()
             return item
 
+    def wait(self, timeout: float) -> None:
+        """Block until something is queued (or `timeout` seconds pass) without taking it."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
@@ -131,7 +138,8 @@ class WorldSource:
             key_names=tuple(world.key_names),
             fps=float(fps),
             steps=getattr(world, "steps", None),
-            checkpoint=checkpoint,
+            checkpoint=checkpoint or getattr(world, "checkpoint_name", None),
+            checkpoint_hash=getattr(world, "checkpoint_hash", None),
         )
         self.queue = FrameQueue(2)
         self._lock = threading.Lock()
@@ -147,10 +155,16 @@ class WorldSource:
         self.frames_made = 0
 
     # -- real time ----------------------------------------------------------------------------------
-    def start(self, seed: int | None) -> ShownFrame:
-        first = self.begin_lockstep(seed)
+    def start(self, seed: int | None, timeout_s: float = 120.0) -> ShownFrame:
+        # Even the first reset runs on the worker: a neural world's reset runs the model.
+        self.reset(seed)
         self._thread = threading.Thread(target=self._run, name="worldsim-world", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while (first := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the world made no first frame within {timeout_s:g} s")
+            self.queue.wait(0.05)
         return first
 
     def set_keys(self, keys: np.ndarray) -> None:
@@ -176,7 +190,7 @@ class WorldSource:
 
     def _run(self) -> None:
         period = 1.0 / self.info.fps
-        next_t = time.monotonic() + period
+        next_t = time.monotonic()
         try:
             while not self._stop.is_set():
                 delay = next_t - time.monotonic()
@@ -256,8 +270,16 @@ def _label(name: str) -> str:
 class ClientSource:
     """Plays a session of a worldsim server: real time (`start`) or lockstep (`begin_lockstep`)."""
 
-    def __init__(self, addr: str, fps: float = 30.0, *, name: str = "worldsim-play") -> None:
+    def __init__(
+        self,
+        addr: str,
+        fps: float = 30.0,
+        *,
+        name: str = "worldsim-play",
+        local_world: Callable[[], object | None] | None = None,
+    ) -> None:
         self.addr = addr
+        self.local_world = local_world  # an embedded server's World: fills in what the welcome lacks
         self.fps = float(fps)
         self.name = name
         self.client = None
@@ -279,12 +301,21 @@ class ClientSource:
             fps=float(welcome.get("fps", self.fps)),
             steps=welcome.get("steps"),
             checkpoint=welcome.get("checkpoint"),
+            checkpoint_hash=welcome.get("checkpoint_hash"),
         )
+        world = self.local_world() if self.local_world is not None else None
+        if world is not None:
+            info = self.info
+            info.steps = info.steps if info.steps is not None else getattr(world, "steps", None)
+            info.checkpoint = info.checkpoint or getattr(world, "checkpoint_name", None)
+            info.checkpoint_hash = info.checkpoint_hash or getattr(world, "checkpoint_hash", None)
 
     def _reset_frame(self, seed: int | None) -> ShownFrame:
         t0 = time.monotonic()
         frame = self.client.reset(seed)
-        shown = self._shown(frame, np.zeros(len(self.info.key_names), dtype=bool), t0)
+        idle = np.zeros(len(self.info.key_names), dtype=bool)
+        self._sent[frame.input_seq] = (t0, idle)  # frames until the next input reflect the reset
+        shown = self._shown(frame, idle, t0)
         shown.reset_seed = seed
         return shown
 
@@ -438,6 +469,17 @@ def auto_scale(height: int, width: int, screen: tuple[int, int] | None) -> int:
     return max(1, min(int(screen[0] * 0.85) // width, int(screen[1] * 0.85) // height))
 
 
+# How the HUD names held keys: the keyboard key that presses them.
+_KEY_LABELS = {
+    "forward": "W",
+    "back": "S",
+    "strafe_left": "A",
+    "strafe_right": "D",
+    "turn_left": "Q",
+    "turn_right": "E",
+}
+
+
 class Window:
     """The pygame window: samples keyboard/gamepad (and bot) keys every UI frame, shows the newest frame
     scaled up with nearest-neighbour, draws a HUD. Esc or closing the window quits, R resets."""
@@ -448,7 +490,7 @@ class Window:
         *,
         seed: int | None = None,
         scale: int | None = None,
-        ui_fps: float = 60.0,
+        ui_fps: float | None = None,
         bot=None,
         recorder: _Recorder | None = None,
         max_frames: int | None = None,
@@ -496,6 +538,7 @@ class Window:
             keyboard = Keyboard(info.key_names)
             pads = Gamepads(info.key_names) if self.use_gamepad else None
             clock = pygame.time.Clock()
+            ui_fps = self.ui_fps or max(60.0, info.fps)  # input sampled at least once per world frame
             latencies: list[float] = []
             shown, resets = 0, 0
             bot_keys = np.zeros(len(info.key_names), dtype=bool)
@@ -534,7 +577,7 @@ class Window:
                 if pads is not None:
                     keys |= pads.keys()
                 self.source.set_keys(keys)
-                clock.tick(self.ui_fps)
+                clock.tick(ui_fps)
                 frame = self.source.poll()
             if self.screenshot and shown:
                 self.save_screenshot(self.screenshot)
@@ -556,6 +599,8 @@ class Window:
         lines.append(f"latency {self._latency_ms:4.0f} ms" if self._latency_ms is not None else "latency -")
         if info.steps is not None:
             lines.append(f"steps {info.steps}")
+        held = [_KEY_LABELS.get(n, n) for n, k in zip(info.key_names, frame.keys) if k]
+        lines.append("keys " + (" ".join(held) if held else "-"))
         return lines
 
     def draw(self, frame: ShownFrame) -> None:

@@ -174,7 +174,7 @@ class LazyRecorder:
                 key_names=info.key_names,
                 fps=info.fps,
                 seed=self.seed,
-                checkpoint_hash=getattr(getattr(self.source, "world", None), "checkpoint_hash", None),
+                checkpoint_hash=info.checkpoint_hash,
                 extra={**self.extra, **({"checkpoint": info.checkpoint} if info.checkpoint else {})},
             )
         self.writer.write(frame_number, keys, frame, **kw)
@@ -211,9 +211,16 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
         except ImportError as e:
             log.debug("no embedded server (%s): stepping the world in a worker thread", e)
         else:
-            server = Server(make, bind="tcp://127.0.0.1:0", fps=args.fps)
+            made = []
+
+            def make_and_keep(batch_size: int):
+                made.append(make(batch_size))
+                return made[-1]
+
+            server = Server(make_and_keep, bind="tcp://127.0.0.1:0", fps=args.fps)
             server.start()
-            return ClientSource(server.address, args.fps), server
+            source = ClientSource(server.address, args.fps, local_world=lambda: made[-1] if made else None)
+            return source, server
     return WorldSource(make(1), args.fps, checkpoint=checkpoint), None
 
 
