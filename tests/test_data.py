@@ -142,3 +142,10 @@ def test_game_clips_keys_produce_their_frames():
     world.reset(clips.seeds)
     for t in range(5):  # keys[:, t] is the key state that produced frames[:, t]
         assert torch.equal(world.step(k[:, t]), f[:, t])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_game_loader_on_cuda():
+    pytest.importorskip("worldsim.game")
+    f, k = next(make_loader("game", batch=2, frames=3, size=32, device="cuda"))
+    assert f.device.type == "cuda" and k.device.type == "cuda" and f.shape == (2, 3, 32, 32, 3)
