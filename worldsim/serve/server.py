@@ -8,6 +8,7 @@ Sends never block: a client whose queue is full loses that frame (counted as dro
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import random
@@ -79,6 +80,7 @@ class Server:
         self._sessions: dict[str, Session] = {}
         self._by_client_id: dict[str, str] = {}
         self._free_slots: list[int] = list(range(max_sessions))
+        self._closed: collections.deque[dict[str, Any]] = collections.deque(maxlen=256)  # their last stats
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -531,6 +533,7 @@ class Server:
             s.recorder.close()
             s.recorder = None
         self._send(s.identity, P.encode({"type": "bye", "session": s.id, "reason": reason}))
+        self._closed.append({**s.describe(), "reason": reason})
         log.info("session %s closed (%s): %s", s.id[:8], reason, self._stats_line(s))
 
     def _fail_session(self, s: Session) -> None:
@@ -564,6 +567,11 @@ class Server:
         }
 
     def stats(self) -> dict[str, Any]:
-        """Server counters and every live session's stats (safe to call from another thread)."""
+        """Server counters, every live session's stats, and the final stats of the last 256 closed ones
+        (safe to call from another thread)."""
         sessions = list(self._sessions.values())  # one C-level copy under the GIL
-        return {**self._server_counters(), "session_stats": [s.describe() for s in sessions]}
+        return {
+            **self._server_counters(),
+            "session_stats": [s.describe() for s in sessions],
+            "closed_sessions": list(self._closed),
+        }
