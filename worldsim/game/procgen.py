@@ -40,7 +40,7 @@ def procedural_level(seed: int, size: int = 24) -> Level:
         if len(rooms) >= max(2, size * size // 60):
             break
         w, h = rng.between(3, max_side), rng.between(3, max_side)
-        x0, y0 = rng.between(2, size - 3 - w), rng.between(2, size - 3 - h)
+        x0, y0 = rng.between(2, size - 2 - w), rng.between(2, size - 2 - h)
         x1, y1 = x0 + w - 1, y0 + h - 1
         # keep a two-cell gap (each room's own wall ring) between rooms
         if any(x0 <= b[2] + 2 and b[0] <= x1 + 2 and y0 <= b[3] + 2 and b[1] <= y1 + 2 for b in rooms):

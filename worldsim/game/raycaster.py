@@ -12,6 +12,7 @@ Vocabulary: B games, H x W pixels, M crossings per axis, S sprites, L sprite lay
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -37,12 +38,30 @@ def heading_tables(units: int, device: torch.device) -> tuple[torch.Tensor, torc
 
 
 def _lit(color: torch.Tensor, gain: torch.Tensor, fog: torch.Tensor) -> torch.Tensor:
-    """color [..., 3] at brightness gain [...] fading into fog [3] -> float64 [..., 3]."""
+    """color [..., 3] at brightness gain [...] fading into fog [3] -> [..., 3]."""
     return color * gain[..., None] + fog * (1 - gain[..., None])
 
 
 def _to_u8(x: torch.Tensor) -> torch.Tensor:
     return (x * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=4)
+def _lit_atlases(side_shade: float, fog_color: tuple[float, float, float]):
+    """Pre-lit uint8 atlases (built once per lighting): walls [side 2][fog level][kind][v][u] -> [N, 3],
+    sprites [fog level][kind][v: T + 2, a clear row above and below][u] -> [N, 3], sprite alpha [N] bool."""
+    T, LV = TEXELS, FOG_LEVELS
+    fog = torch.tensor(fog_color)
+    gains = torch.arange(LV, dtype=torch.float32) / (LV - 1)
+    side = torch.tensor([1.0, side_shade])
+    walls = wall_textures()  # [kinds, T, T, 3]
+    wall_pal = _lit(walls[None, None], (side[:, None] * gains)[:, :, None, None, None], fog)
+    sprites = sprite_textures()  # [kinds, T, T, 4]
+    pad = torch.zeros(sprites.shape[0], 1, T, 4)
+    sprites = torch.cat([pad, sprites, pad], dim=1)  # [kinds, T + 2, T, 4]
+    sprite_pal = _lit(sprites[None, ..., :3], gains[:, None, None, None], fog)
+    alpha = (sprites[..., 3] > 0.5).flatten()
+    return _to_u8(wall_pal).reshape(-1, 3), _to_u8(sprite_pal).reshape(-1, 3), alpha
 
 
 class Raycaster:
@@ -79,31 +98,22 @@ class Raycaster:
         self.row_dist = row_dist.float().to(device)
 
         # ---- the palette: every colour a pixel can take, uint8 [N, 3] -------------------------
-        # walls: [side 2][fog level LV][kind][v][u]
-        walls = wall_textures().double()  # [kinds, T, T, 3]
-        gains = torch.arange(LV, dtype=torch.float64) / (LV - 1)
-        side = torch.tensor([1.0, cfg.side_shade], dtype=torch.float64)
-        wall_pal = _lit(walls[None, None], (side[:, None] * gains)[:, :, None, None, None], fog)
+        wall_pal, sprite_pal, alpha = _lit_atlases(cfg.side_shade, tuple(cfg.fog_color))
+        kinds = wall_pal.shape[0] // (2 * LV * T * T)
         self.wall_kind_size = T * T
-        self.wall_level_size = walls.shape[0] * T * T
-        # sprites: [fog level][kind][v (T + 2: a transparent row above and below)][u]
-        sprites = sprite_textures().double()  # [kinds, T, T, 4]
-        pad = torch.zeros(sprites.shape[0], 1, T, 4, dtype=torch.float64)
-        sprites = torch.cat([pad, sprites, pad], dim=1)  # [kinds, T + 2, T, 4]
-        sprite_pal = _lit(sprites[None, ..., :3], gains[:, None, None, None], fog)
-        self.sprite_alpha = (sprites[..., 3] > 0.5).flatten().to(device)  # [kinds * (T + 2) * T]
-        self.sprite_level_size = sprites.shape[0] * (T + 2) * T
+        self.wall_level_size = kinds * T * T
+        self.sprite_alpha = alpha.to(device)  # [kinds * (T + 2) * T]
+        self.sprite_level_size = alpha.numel()
         # floor and ceiling: [row][checker parity]
         row_gain = torch.exp(-cfg.fog_density * row_dist)  # [H]
         below = (pf > 0)[:, None]
         base = torch.where(below, torch.tensor(cfg.floor_color), torch.tensor(cfg.ceiling_color))  # [H, 3]
         contrast = torch.where(below, cfg.floor_contrast, cfg.floor_contrast / 2)  # [H, 1]
         checker = torch.stack([base * (1 - contrast), base * (1 + contrast)], 1)  # [H, 2, 3]
-        row_pal = _lit(checker, row_gain[:, None].expand(-1, 2), fog)
-        parts = [wall_pal.reshape(-1, 3), sprite_pal.reshape(-1, 3), row_pal.reshape(-1, 3)]
-        self.sprite_offset = parts[0].shape[0]
-        self.row_offset = self.sprite_offset + parts[1].shape[0]
-        self.palette = _to_u8(torch.cat(parts)).to(device)  # [N, 3]
+        row_pal = _to_u8(_lit(checker, row_gain[:, None].expand(-1, 2), fog)).reshape(-1, 3)
+        self.sprite_offset = wall_pal.shape[0]
+        self.row_offset = self.sprite_offset + sprite_pal.shape[0]
+        self.palette = torch.cat([wall_pal, sprite_pal, row_pal]).to(device)  # [N, 3] uint8
         self.row_base = (self.row_offset + 2 * torch.arange(height)).to(device)  # [H] palette row entries
 
         # ---- sprites: positions [S, 2], atlas offsets [S], world scale [S] ---------------------

@@ -1,0 +1,85 @@
+"""`worldsim bench --world game`: frames per second of the batched raycaster (physics + render)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+import torch
+
+from worldsim.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # deliberate host sync: the clock must see finished work
+
+
+def measure(
+    size: int, batch: int, device: str | torch.device, seconds: float, level: str = "default"
+) -> dict:
+    """Step `batch` games of `size` x `size` under a changing key stream for ~`seconds`; return figures."""
+    from worldsim.game import GameWorld
+
+    device = torch.device(device)
+    world = GameWorld(batch_size=batch, size=size, level=level, device=device)
+    # a fixed, changing key stream: 64 random multi-hot rows per game, cycled (sticky-free on purpose)
+    gen = torch.Generator().manual_seed(0)
+    stream = (torch.rand(64, batch, world.num_keys, generator=gen) < 0.3).to(device)
+    world.reset(list(range(batch)))
+    warmup_end = time.perf_counter() + min(1.0, seconds / 4)
+    n = 0
+    while n < 5 or time.perf_counter() < warmup_end:
+        world.step(stream[n % 64])
+        n += 1
+    _sync(device)
+    steps, chunk = 0, 4
+    start = time.perf_counter()
+    while True:
+        for _ in range(chunk):
+            world.step(stream[steps % 64])
+            steps += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+        chunk = min(chunk * 2, 256) if elapsed < seconds / 8 else chunk
+    return {
+        "fps": steps * batch / elapsed,
+        "ms_per_step": elapsed / steps * 1e3,
+        "size": size,
+        "batch": batch,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "steps": steps,
+        "seconds": elapsed,
+        "level": level,
+        "torch": torch.__version__,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.size < 8 or args.batch < 1 or args.seconds <= 0:
+        raise UserError(
+            f"need --size >= 8, --batch >= 1, --seconds > 0; got {args.size}, {args.batch}, {args.seconds}"
+        )
+    r = measure(args.size, args.batch, device, args.seconds)
+    header = f"{'size':>9} {'batch':>6} {'device':>10} {'frames/s':>11} {'ms/step':>9}"
+    row = f"{r['size']:>4}x{r['size']:<4} {r['batch']:>6} {r['device']:>10} {r['fps']:>11.0f} {r['ms_per_step']:>9.3f}"
+    print(header)
+    print(row)
+    if args.json:
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(r, f, indent=2)
+        os.replace(tmp, args.json)  # atomic: a reader never sees half a file
+        log.info("wrote %s", args.json)
+    return 0
