@@ -1,6 +1,8 @@
 """The real pygame window loop (dummy video driver) on the real game: scripted key events reach the
 world from its worker thread, frames change, R resets, Esc and closing the window quit."""
 
+import threading
+
 import numpy as np
 import pygame
 import torch
@@ -16,10 +18,17 @@ class SpyGame(GameWorld):
     """The real game, remembering every key row it was stepped with (and on which thread)."""
 
     def __init__(self, **kw):
-        super().__init__(**kw)
         self.received: list[torch.Tensor] = []
+        self.threads: set[threading.Thread] = set()
+        super().__init__(**kw)
+        self.threads.clear()  # construction may reset; only play counts
+
+    def reset(self, seeds=None, *, slots=None):
+        self.threads.add(threading.current_thread())
+        return super().reset(seeds, slots=slots)
 
     def step(self, keys, *, slots=None):
+        self.threads.add(threading.current_thread())
         self.received.append(torch.as_tensor(keys).clone().cpu())
         return super().step(keys, slots=slots)
 
@@ -53,6 +62,7 @@ def test_window_plays_100_frames_from_scripted_key_events():
     finally:
         source.close()
     assert summary.frames == 100 and len(seen) == 100
+    assert threading.main_thread() not in world.threads, "the world never runs on the UI thread"
     received = torch.cat(world.received)  # [steps, K]
     pressed = received.any(dim=0)
     assert pressed[FORWARD] and pressed[TURN_RIGHT]
