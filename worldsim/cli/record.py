@@ -36,7 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Exit 0 and print 'identical' when every frame matches; exit 1 at the first mismatch.",
     )
     p.add_argument("file", help="a .wsrec recording of the real game")
-    p.add_argument("--device", default="cpu", help="device to re-run the game on (default cpu)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="device to re-run the game on (default: the recorded extra.device, else cpu)",
+    )
     p.set_defaults(func=run_verify)
 
 

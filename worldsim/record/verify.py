@@ -41,8 +41,26 @@ def _game_level(header: dict, path: Path) -> str | int:
     )
 
 
-def verify_recording(path: str | Path, *, device: str = "cpu") -> VerifyResult:
-    """Step a fresh GameWorld under the recorded keys; stop at the first frame that differs."""
+def _pick_device(requested: str | None, header: dict) -> str:
+    """--device, else the recording's `extra.device` when this machine has it, else cpu."""
+    import torch
+
+    if requested is not None:
+        return requested
+    recorded = header["extra"].get("device")
+    if isinstance(recorded, str) and recorded.startswith("cuda"):
+        if torch.cuda.is_available():
+            return recorded
+        log.warning("recorded on %s, verifying on cpu: frames may differ across devices", recorded)
+    return "cpu"
+
+
+def verify_recording(path: str | Path, *, device: str | None = None) -> VerifyResult:
+    """Step a fresh GameWorld under the recorded keys; stop at the first frame that differs.
+
+    `device` defaults to the recording's `extra.device` when available here (the game is bit-exact
+    per device, not across devices), else cpu.
+    """
     path = Path(path)
     reader = RecordingReader(path)
     header = reader.header
@@ -61,6 +79,8 @@ def verify_recording(path: str | Path, *, device: str = "cpu") -> VerifyResult:
     import torch
 
     from worldsim.game import GameWorld
+
+    device = _pick_device(device, header)
 
     world = GameWorld(
         batch_size=1, size=(header["height"], header["width"]), level=_game_level(header, path), device=device
