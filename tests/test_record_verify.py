@@ -73,3 +73,15 @@ def test_verify_refuses_non_game_worlds(tmp_path, capsys):
     assert cli_main(["verify", str(p)]) == 2
     err = capsys.readouterr().err
     assert "only the real game" in err and "abc123" in err and err.count("\n") == 1
+
+
+def test_verify_device_defaults_to_the_recorded_one_when_present():
+    import torch
+
+    from worldsim.record.verify import _pick_device
+
+    assert _pick_device("cpu", {"extra": {"device": "cuda"}}) == "cpu"
+    assert _pick_device(None, {"extra": {}}) == "cpu"
+    assert _pick_device(None, {"extra": {"device": "cuda"}}) == (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )
