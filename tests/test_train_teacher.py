@@ -6,6 +6,7 @@ import torch
 from worldsim.errors import UserError
 from worldsim.train import autoencoder as ae_train
 from worldsim.train import teacher
+from worldsim.train.export import START_SEEDS, export
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,16 +46,48 @@ def test_sample_t_mixes_context_levels_and_shifts():
     )  # shift > 1 trains more at high noise, as the deployed schedule samples
 
 
-def test_teacher_loss_falls_on_game_clips(ae_path, tmp_path):
-    m = teacher.train(_args(teacher, tmp_path, autoencoder=ae_path, steps=40, batch=4, lr=3e-3, log_every=20))
-    state = torch.load(tmp_path / "teacher.pt", weights_only=True)
+@pytest.fixture(scope="module")
+def teacher_run(ae_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    m = teacher.train(_args(teacher, out, autoencoder=ae_path, steps=40, batch=4, lr=3e-3, log_every=20))
+    return out, m
+
+
+def test_teacher_loss_falls_on_game_clips(teacher_run):
+    out, m = teacher_run
+    state = torch.load(out / "teacher.pt", weights_only=True)
     assert state["step"] == 40 and m["clip_frames"] > m["window"]  # the window slides inside a clip
     losses = state["history"]["loss"]
     assert sum(losses[-2:]) / 2 < 0.85 * losses[0], losses
     vals = [v for _, v in state["evals"]]  # EMA validation loss on fixed held-out clips, noise and levels
     assert vals[-1] < vals[0], vals
-    assert (tmp_path / "teacher_loss.png").stat().st_size > 1000
+    assert (out / "teacher_loss.png").stat().st_size > 1000
     assert state["autoencoder_metrics"]["preset"] == "test"
+
+
+def test_export_round_trip(teacher_run, tmp_path):
+    from worldsim.checkpoint import load_checkpoint
+    from worldsim.neural import NeuralWorld
+
+    out, _ = teacher_run
+    state = torch.load(out / "teacher.pt", weights_only=True)
+    path = export(out / "teacher.pt", tmp_path / "test.safetensors")
+    ck = load_checkpoint(path)
+    assert ck.config.to_dict() == state["config"]
+    for k, v in state["ema"].items():  # the EMA weights, matrices stored in bf16, vectors exact
+        want = v.to(torch.bfloat16) if v.is_floating_point() and v.ndim >= 2 else v
+        assert torch.equal(ck.tensors["dit"][k], want), k
+    assert torch.equal(ck.tensors["autoencoder"]["latent_std"], state["autoencoder"]["latent_std"])
+    C, (h, w) = ck.config.latent_channels, ck.config.latent_hw
+    assert ck.tensors["start"]["latents"].shape == (START_SEEDS, C, h, w)
+    assert ck.metrics["teacher"]["steps"] == 40 and ck.metrics["autoencoder"]["heldout_psnr_db"] > 0
+
+    world = NeuralWorld.from_checkpoint(str(path), device="cpu", batch_size=2)
+    frames = world.reset([0, 1])
+    assert frames.shape == (2, *ck.config.image_hw, 3) and frames.dtype == torch.uint8
+    assert world.step(torch.zeros(2, world.num_keys, dtype=torch.bool)).shape == frames.shape
+    card = path.with_suffix(".md").read_text()
+    assert "held-out PSNR" in card and str(ck.metrics["autoencoder"]["heldout_psnr_db"]) in card
 
 
 def test_teacher_resume_continues_from_saved_step(ae_path, tmp_path):

@@ -168,7 +168,7 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int) -
         "",
         "```",
         f"OUT=out PRESET={cfg.name} scripts/train_gpu.sh   # one GPU: autoencoder, teacher, export, quick eval",
-        f"worldsim eval --checkpoint {out_path.name} --quick",
+        f"worldsim eval --checkpoint {out_path.stem} --quick   # once it is in checkpoints/",
         "```",
         "",
     ]

@@ -271,7 +271,7 @@ def train(args: argparse.Namespace) -> dict:
         "key_dropout": args.key_dropout,
         "train_seconds_this_run": round(seconds, 1),
         "steps_per_second": round((step - start_step) / max(seconds, 1e-6), 2),
-        "final_loss": history["loss"][-1] if history["loss"] else None,
+        "final_loss": round(history["loss"][-1], 5) if history["loss"] else None,
         "ema_val_loss": round(v, 5),
         "device": str(device),
     }
