@@ -256,11 +256,19 @@ class Client:
         self._last_hello = time.monotonic()
         self._send(msg)
 
-    def _send(self, msg: dict[str, Any]) -> bool:
-        try:
-            self._sock.send(msgpack.packb({"v": PROTOCOL_VERSION, **msg}), zmq.NOBLOCK)
-        except zmq.Again:  # no connection right now (IMMEDIATE): the message is lost, like a frame
-            return False
+    def _send(self, msg: dict[str, Any], wait_s: float = 0.0) -> bool:
+        """Send now; with no connection (IMMEDIATE) wait up to `wait_s` for one, else drop it."""
+        data = msgpack.packb({"v": PROTOCOL_VERSION, **msg})
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._sock.send(data, zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._sock.poll(max(1, int(left * 1000)), zmq.POLLOUT)
         self._last_send = time.monotonic()
         return True
 
@@ -300,8 +308,9 @@ class Client:
 
     def _request(self, msg: dict[str, Any], seq: int) -> Frame:
         self._await_seq, self._awaited = seq, None
-        self._send(msg)
-        self._pump(int(self.timeout_s * 1000), lambda: self._awaited is not None)
+        deadline = time.monotonic() + self.timeout_s
+        self._send(msg, wait_s=self.timeout_s)
+        self._pump(max(0, int((deadline - time.monotonic()) * 1000)), lambda: self._awaited is not None)
         got, self._await_seq, self._awaited = self._awaited, None, None
         if got is None:
             raise TimeoutError(

@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from controllers.client import Client, Frame
+from controllers.client import Client, Frame, ServerError
 
 
 class RemoteWorldEnv(gym.Env):
@@ -61,7 +61,13 @@ class RemoteWorldEnv(gym.Env):
         super().reset(seed=seed)
         # Without a seed, continue the env's own RNG so a seeded env stays reproducible.
         game_seed = seed if seed is not None else int(self.np_random.integers(0, 2**31 - 1))
-        frame = self.client.reset(seed=game_seed)
+        try:
+            frame = self.client.reset(seed=game_seed)
+        except ServerError as e:
+            if e.code != "unknown_session":
+                raise
+            self.client.connect()  # the session expired or the server restarted: start a new one
+            frame = self.client.reset(seed=game_seed)
         self._steps = 0
         return self._obs(frame), {"frame": frame.number, "seed": game_seed}
 

@@ -38,3 +38,22 @@ def test_seeded_episodes_repeat_and_actions_matter(server):
             env.step(np.zeros(3, np.int8))
     finally:
         env.close()
+
+
+def test_reset_after_a_server_restart_opens_a_new_session():
+    a = Server(world_factory("game", size=16), max_sessions=2, stats_interval_s=0).start()
+    env = RemoteWorldEnv(a.address, timeout_s=10)
+    try:
+        first, _ = env.reset(seed=2)
+        old = env.client.session
+        a.stop()
+        b = Server(world_factory("game", size=16), bind=a.address, max_sessions=2, stats_interval_s=0).start()
+        try:
+            again, _ = env.reset(seed=2)
+            assert env.client.session != old and np.array_equal(first, again)
+            env.step(env.action_space.sample())
+        finally:
+            env.close()
+            b.stop()
+    finally:
+        a.stop()

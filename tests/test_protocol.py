@@ -46,6 +46,7 @@ def test_valid_messages_come_back_clean():
         (pack(type="hello", mode="realtime", seed=-1), P.BAD_FIELD, "seed"),
         (pack(type="hello", mode="realtime", name="x" * 65), P.BAD_FIELD, "name"),
         (pack(type="hello", mode="realtime", admin=True), P.BAD_FIELD, "admin"),  # unknown field
+        (pack(type="hello", mode="realtime", client_id="short"), P.BAD_FIELD, "client_id"),  # guessable
         (pack(type="input", session="ab", seq=True, keys=[]), P.BAD_FIELD, "seq"),  # bool is not an int
         (pack(type="input", session="ab", seq=0, keys=[]), P.BAD_FIELD, "seq"),
         (pack(type="input", session="ab", seq=1, keys=[2]), P.BAD_FIELD, "keys[0]"),

@@ -216,7 +216,7 @@ def test_repeated_hello_with_a_client_id_keeps_one_session(server):
     raw = Raw(server.address)
     try:
         for _ in range(3):
-            raw.send(type="hello", mode="lockstep", client_id="abc123")
+            raw.send(type="hello", mode="lockstep", client_id="abc123" * 3)
         ids = {raw.recv("welcome")["session"] for _ in range(3)}
         assert len(ids) == 1 and server.stats()["sessions"] == 1
     finally:

@@ -75,10 +75,10 @@ def _float(lo: float, hi: float) -> Checker:
     return check
 
 
-def _str(max_len: int) -> Checker:
+def _str(max_len: int, min_len: int = 0) -> Checker:
     def check(field: str, v: Any) -> str:
-        if not isinstance(v, str) or len(v) > max_len:
-            raise _fail(field, v, f"a string of at most {max_len} characters")
+        if not isinstance(v, str) or not min_len <= len(v) <= max_len:
+            raise _fail(field, v, f"a string of {min_len} to {max_len} characters")
         return v
 
     return check
@@ -129,7 +129,8 @@ SCHEMAS: dict[str, dict[str, tuple[bool, Checker]]] = {
         "encoding": (False, _enum(*ENCODINGS)),
         "quality": (False, _int(1, 100)),
         "name": (False, _str(MAX_NAME)),
-        "client_id": (False, _str(MAX_NAME)),
+        # A secret like the session id (a repeated hello with it gets that session): 16+ random chars.
+        "client_id": (False, _str(MAX_NAME, min_len=16)),
     },
     "input": {"session": (True, _SESSION), "seq": (True, _SEQ), "keys": (True, _keys), "t": (False, _TIME)},
     "step": {"session": (True, _SESSION), "seq": (True, _SEQ), "keys": (True, _keys), "t": (False, _TIME)},
