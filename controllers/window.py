@@ -384,14 +384,14 @@ class ClientSource:
 class PlaySummary:
     world: str
     frames: int  # frames the player saw
-    seconds: float
+    seconds: float  # from the first frame to the last (start-up excluded)
     latencies_ms: list[float]
     dropped: int = 0  # frames made but never shown (the UI only shows the newest)
     resets: int = 0
 
     @property
     def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        return (self.frames - 1) / self.seconds if self.seconds > 0 else 0.0
 
     def latency_percentile(self, q: float) -> float | None:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else None
@@ -435,8 +435,8 @@ def run_headless(
     (idle when None; a bot returning None ends play early), each frame recorded if `recorder` is set."""
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
-    t0 = time.monotonic()
     frame = source.begin_lockstep(seed)
+    t0 = frame.time
     bot = _bind_bot(bot, source.info.key_names)
     latencies = [frame.latency_ms] if frame.latency_ms is not None else []
     _record(recorder, frame, t0)
@@ -451,7 +451,7 @@ def run_headless(
         if frame.latency_ms is not None:
             latencies.append(frame.latency_ms)
         _record(recorder, frame, t0)
-    return PlaySummary(source.info.world, shown, time.monotonic() - t0, latencies)
+    return PlaySummary(source.info.world, shown, frame.time - t0, latencies)
 
 
 def _bind_bot(bot, key_names: tuple[str, ...]):
@@ -525,8 +525,8 @@ class Window:
         pygame.display.init()
         pygame.font.init()
         try:
-            t0 = time.monotonic()
             frame = self.source.start(self.seed)
+            t0 = last = frame.time
             info = self.source.info
             if self.scale is None:
                 desktop = pygame.display.Info()
@@ -559,6 +559,7 @@ class Window:
                     break
                 if frame is not None:  # a new frame: show it, record it, let the bot see it
                     shown += 1
+                    last = frame.time
                     self._note(frame)
                     if frame.latency_ms is not None:
                         latencies.append(frame.latency_ms)
@@ -582,7 +583,7 @@ class Window:
             if self.screenshot and shown:
                 self.save_screenshot(self.screenshot)
             dropped = int(self.source.stats().get("dropped", 0))
-            return PlaySummary(info.world, shown, time.monotonic() - t0, latencies, dropped, resets)
+            return PlaySummary(info.world, shown, last - t0, latencies, dropped, resets)
         finally:
             pygame.display.quit()
 
