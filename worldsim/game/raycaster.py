@@ -114,7 +114,9 @@ class Raycaster:
         self.sprite_offset = wall_pal.shape[0]
         self.row_offset = self.sprite_offset + sprite_pal.shape[0]
         self.palette = torch.cat([wall_pal, sprite_pal, row_pal]).to(device)  # [N, 3] uint8
-        self.row_base = (self.row_offset + 2 * torch.arange(height)).to(device)  # [H] palette row entries
+        self.row_base = (self.row_offset + 2 * torch.arange(height, dtype=torch.int32)).to(
+            device
+        )  # [H] palette row entries
 
         # ---- sprites: positions [S, 2], atlas offsets [S], world scale [S] ---------------------
         s = level.sprites
@@ -129,7 +131,7 @@ class Raycaster:
         """Wall kind at float cell coordinates, clamped into the grid; same shape as cx."""
         ix = cx.clamp(0, self.gx - 1).long()
         iy = cy.clamp(0, self.gy - 1).long()
-        return self.grid[iy * self.gx + ix]
+        return self.grid.take(iy * self.gx + ix)
 
     def _walls(self, pos: torch.Tensor, ray: torch.Tensor):
         """First wall along each ray. pos [B, 2], ray [2, B, W] (x, y components, depth-normalised).
@@ -151,8 +153,9 @@ class Raycaster:
         cell_p = torch.addcmul(base[..., None], step[..., None], self.k)
         flat = torch.addcmul(cell_p * self.stride_p, q_at.floor(), self.stride_q)
         # Rays leave the grid only after hitting its solid border, so crossings that index outside
-        # it come after the first hit and never matter: wrap them into range instead of clamping.
-        kind = self.grid[flat.long() % self.grid.numel()]  # [2, B, W, M]
+        # it come after the first hit and never matter: clamping the flat index is enough.
+        flat = flat.clamp_(0, self.grid.numel() - 1).int()
+        kind = self.grid.index_select(0, flat.reshape(-1)).view(flat.shape)  # [2, B, W, M]
         first = (kind > 0).to(torch.uint8).argmax(-1, keepdim=True)  # [2, B, W, 1]
         kind = kind.gather(-1, first).squeeze(-1)  # [2, B, W]
         dist = torch.where(kind > 0, t.gather(-1, first).squeeze(-1), _FAR)
@@ -177,25 +180,24 @@ class Raycaster:
         tex_u = ((along - along.floor()) * T).long().clamp_(0, T - 1)
         tex_u = torch.where(flip, T - 1 - tex_u, tex_u)
         level = (torch.exp(-cfg.fog_density * dist) * (FOG_LEVELS - 1) + 0.5).long()  # [B, W]
-        column = (side * FOG_LEVELS + level) * self.wall_level_size + (kind - 1).clamp_(
-            min=0
-        ) * self.wall_kind_size
-        column += tex_u
+        texel = (kind - 1).clamp_(min=0) * self.wall_kind_size + tex_u
+        column = ((side * FOG_LEVELS + level) * self.wall_level_size + texel).int()  # [B, W]
         v = self.wall_rows[:, None] * dist[:, None, :]  # [B, H, W] texel rows from the wall's middle
         on_wall = v.abs() < T / 2
-        wall = (v + T / 2).long().mul_(T).add_(column[:, None, :])  # garbage off the wall: masked next
+        wall = (v + T / 2).int().mul_(T).add_(column[:, None, :])  # garbage off the wall: masked next
 
         # ---- floor and ceiling: a faint per-cell checker that moves with the player ----
         px, py = pos[:, 0, None, None], pos[:, 1, None, None]  # [B, 1, 1]
         fx = torch.addcmul(px, self.row_dist[:, None], ray[0][:, None, :])  # [B, H, W] world x seen
         fy = torch.addcmul(py, self.row_dist[:, None], ray[1][:, None, :])
-        index = (fx.floor().long() + fy.floor().long()).bitwise_and_(1).add_(self.row_base[:, None])
+        # int() truncates: equal to floor wherever the floor is visible (inside the level, >= 0)
+        index = fx.int().add_(fy.int()).bitwise_and_(1).add_(self.row_base[:, None])
         index = torch.where(on_wall, wall, index)  # [B, H, W] palette index
 
         # ---- sprites: per column, the `layers` nearest visible ones, drawn far to near ----
         if self.layers:
             index = self._sprites(index, pos, fwd, right, dist)
-        return self.palette[index]  # [B, H, W, 3] uint8
+        return self.palette.index_select(0, index.reshape(-1)).view(*index.shape, 3)  # [B, H, W, 3] uint8
 
     def _sprites(self, index, pos, fwd, right, dist) -> torch.Tensor:
         T = TEXELS
@@ -216,13 +218,14 @@ class Raycaster:
         # texel row (+1 for the transparent pad row) = a * drop + b; unseen columns -> row 0 (clear)
         a = torch.where(seen, near_depth * T / sc, 0.0)
         b = torch.where(seen, (sc - self.eye) * T / sc + 1, 0.0)
-        texel = self.sprite_base[near] + su  # [B, L, W]
+        texel = (self.sprite_base[near] + su).int()  # [B, L, W]
         level = (torch.exp(-self.cfg.fog_density * near_depth) * (FOG_LEVELS - 1) + 0.5).long()
-        shade = self.sprite_offset + level * self.sprite_level_size  # [B, L, W]
+        shade = (self.sprite_offset + level * self.sprite_level_size).int()  # [B, L, W]
         for layer in reversed(range(self.layers)):  # far to near; a fixed, small count
             rows = torch.addcmul(
                 b[:, layer, None, :], self.row_pf[:, None], a[:, layer, None, :]
             )  # [B, H, W]
-            atlas = rows.clamp_(0, T + 1).long().mul_(T).add_(texel[:, layer, None, :])
-            index = torch.where(self.sprite_alpha[atlas], atlas + shade[:, layer, None, :], index)
+            atlas = rows.clamp_(0, T + 1).int().mul_(T).add_(texel[:, layer, None, :])
+            opaque = self.sprite_alpha.index_select(0, atlas.reshape(-1)).view(atlas.shape)
+            index = torch.where(opaque, atlas.add_(shade[:, layer, None, :]), index)
         return index
