@@ -129,3 +129,22 @@ def test_backward_reaches_every_parameter():
     (m(x, t, keys, drop_keys=drop) - target).square().mean().backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, missing
+
+
+def test_temporal_rope_is_relative_and_periodic_in_the_window():
+    from worldsim.model.rope import apply_rope, cos_sin, temporal_angles
+
+    W, Dh = 16, 64
+    q, k = torch.randn(Dh, dtype=torch.float64), torch.randn(Dh, dtype=torch.float64)
+
+    def score(n: int, m: int) -> float:
+        cq, sq = cos_sin(temporal_angles(torch.tensor([n]), Dh, W).double(), torch.float64)
+        ck, sk = cos_sin(temporal_angles(torch.tensor([m]), Dh, W).double(), torch.float64)
+        return float(apply_rope(q[None], cq, sq) @ apply_rope(k[None], ck, sk).T)
+
+    for n, m in [(14, 13), (15, 3), (0, 0), (7, 2)]:
+        for shift in (3, 17, 10**6 + 5):  # across a wrap of the ring and far beyond
+            assert score(n + shift, m + shift) == pytest.approx(score(n, m), abs=1e-5)
+    # every distance a query can see (0..W-1) is told apart
+    by_distance = [score(20 + d, 20) for d in range(W)]
+    assert min(abs(a - b) for i, a in enumerate(by_distance) for b in by_distance[i + 1 :]) > 1e-4

@@ -31,8 +31,7 @@ class ModelConfig:
     depth: int = 8
     heads: int = 4  # H
     mlp_ratio: float = 4.0
-    rope_theta_space: float = 100.0  # RoPE base for the (x, y) dims
-    rope_theta_time: float = 1000.0  # RoPE base for the frame-index dims
+    rope_theta_space: float = 100.0  # RoPE base for the (x, y) dims (time dims: period = window)
     # Block-causal attention and the KV cache (DESIGN §5) --------------------------------------
     block_frames: int = 1  # frames generated together (full attention inside a block)
     window: int = 16  # frames a query sees, itself included (the ring buffer's slots)

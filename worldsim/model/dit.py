@@ -3,7 +3,8 @@
 Pre-norm transformer blocks; adaLN-Zero modulation computed PER FRAME from
 `embed(noise level t of frame f) + embed(keys at frame f)` (adaLN-single: one shared projection plus a
 learned per-block table, as PixArt-alpha, which keeps the tiny/base presets near 6M/30M parameters);
-a learned null-key embedding for key dropout (guidance); QK-norm; RoPE on (x, y) and on the frame index;
+a learned null-key embedding for key dropout (guidance); QK-norm; RoPE on (x, y) and on the frame index
+(periodic in the window, so positions stay bounded: see rope.py);
 block-causal sliding-window attention with learned, time-free sink tokens.
 
 Two ways to run the same function:
@@ -246,7 +247,7 @@ class DiT(nn.Module):
         N, S = cfg.tokens_per_frame, cfg.sinks
         frames = torch.arange(F, device=x.device)
         angles = self.space_angles.repeat(F, 1) + temporal_angles(
-            frames.repeat_interleave(N), cfg.head_dim, cfg.rope_theta_time
+            frames.repeat_interleave(N), cfg.head_dim, cfg.window
         )  # [F*N, Dh/2]
         cos, sin = cos_sin(angles, x.dtype)
         backend = self.attention
@@ -294,24 +295,19 @@ class DiT(nn.Module):
             raise ValueError("the KVCache was built for another model config; build it from dit.cfg")
         N, Fb = cfg.tokens_per_frame, cfg.block_frames
         view = cache.begin(rows)
-        # queries: spatial + temporal rotation at the block-relative frame j (0..Fb-1)
-        q_angles = self.space_angles.repeat(Fb, 1) + temporal_angles(
-            torch.arange(Fb, device=x.device).repeat_interleave(N), cfg.head_dim, cfg.rope_theta_time
-        )  # [Fb*N, Dh/2]
-        q_cos, q_sin = cos_sin(q_angles, x.dtype)
-        s_cos, s_sin = cos_sin(self.space_angles.repeat(Fb, 1), x.dtype)  # keys enter the cache like this
-        t_cos, t_sin = cos_sin(
-            temporal_angles(view.key_frames, cfg.head_dim, cfg.rope_theta_time)[:, None], cache.dtype
-        )  # [R,1,(S+W)*N,Dh/2] temporal rotation at read, block-relative
+        # the block's tokens, rotated in space and by their frame index modulo the window (rope.py)
+        angles = self.space_angles.repeat(Fb, 1) + temporal_angles(
+            view.frames.repeat_interleave(N, dim=1), cfg.head_dim, cfg.window
+        )  # [R, Fb*N, Dh/2]
+        cos, sin = cos_sin(angles[:, None], x.dtype)  # [R, 1, Fb*N, Dh/2]
         use_flash = self.attention == "flash" and x.is_cuda and attn_lib.flash_available()
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            cache.write(i, view, apply_rope(k, s_cos, s_sin), v)
+            cache.write(i, view, apply_rope(k, cos, sin), v)
             if cfg.sinks:
                 cache.write_sinks(i, *self.sinks(i))
             kc, vc = cache.read(i, view)
-            kc = apply_rope(kc, t_cos, t_sin)
-            q = apply_rope(q, q_cos, q_sin).to(kc.dtype)
+            q = apply_rope(q, cos, sin).to(kc.dtype)
             if use_flash:  # the read mask is exactly the valid prefix (slots fill in order)
                 out = attn_lib.flash_prefix(q, kc, vc, view.valid_tokens)
             else:

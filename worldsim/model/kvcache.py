@@ -3,8 +3,8 @@
 Layout per layer: K and V `[B, H, (sinks + window) * N, Dh]`. The first `sinks * N` rows hold the
 learned sink tokens; frame n of a game lives in ring slot `n % window`, i.e. rows
 `(sinks + n % window) * N ...`. Writes are index writes (never torch.cat, never a shift-copy).
-K is stored with its spatial rotation only; the temporal rotation is applied at read with positions
-relative to the frame being generated, so positions stay bounded forever.
+K is stored fully rotated: the temporal RoPE is periodic in the window (see rope.py), so a frame's
+rotation depends on `n % window` only, positions stay bounded forever and nothing is re-rotated at read.
 
 Frame counters (`length`, `slot_frame`) are device tensors: nothing on the per-frame path reads them
 on the host, and filling and steady state have the same static shapes (a valid-slot mask covers the
@@ -29,7 +29,7 @@ class CacheView:
     rows: torch.Tensor | None  # long [R] batch rows of the cache, None = all B (no gather copies)
     write_index: torch.Tensor  # long [R, Fb*N] cache rows (token positions) of the current block
     mask: torch.Tensor  # bool [R, 1, Fb*N, (S+W)*N] token-level read mask
-    key_frames: torch.Tensor  # long [R, (S+W)*N] key frame position relative to the block start
+    frames: torch.Tensor  # long [R, Fb] absolute frame indices of the current block
     valid_tokens: torch.Tensor  # long [R] the valid prefix length (for prefix-only backends)
 
 
@@ -95,7 +95,7 @@ class KVCache:
 
     # one forward pass -------------------------------------------------------------------------
     def begin(self, rows: torch.Tensor | None = None) -> CacheView:
-        """Claim the ring slots of the current block and build the read mask and key positions.
+        """Claim the ring slots of the current block and build the read mask.
 
         Idempotent within a block: every denoising pass and the final write pass call it.
         """
@@ -113,13 +113,11 @@ class KVCache:
         write_index = ((S + slot)[:, :, None] * N + self._tokens).flatten(1)  # [R, Fb*N]
         fmask = frame_mask(frames, slot_frame, sinks=S, block_frames=Fb, window=W)  # [R, Fb, S+W]
         mask = expand_frame_mask(fmask, N)[:, None]  # [R, 1, Fb*N, (S+W)*N]
-        rel = torch.cat([slot_frame.new_zeros(slot_frame.shape[0], S), slot_frame - length[:, None]], 1)
-        key_frames = rel.repeat_interleave(N, dim=1)  # [R, (S+W)*N]; sinks at 0 (time-free anyway)
         valid_tokens = (S + (slot_frame >= 0).sum(1)) * N  # [R]
-        return CacheView(rows, write_index, mask, key_frames, valid_tokens)
+        return CacheView(rows, write_index, mask, frames, valid_tokens)
 
     def write(self, layer: int, view: CacheView, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store the block's K/V `[R, H, Fb*N, Dh]` (K spatially rotated only) into its ring slots."""
+        """Store the block's K/V `[R, H, Fb*N, Dh]` (K fully rotated) into its ring slots."""
         rows = self._all_rows if view.rows is None else view.rows
         idx = (rows[:, None], slice(None), view.write_index)  # -> [R, Fb*N, H, Dh] positions
         self.k[layer][idx] = k.transpose(1, 2).to(self.dtype)

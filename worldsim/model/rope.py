@@ -1,12 +1,17 @@
 """Rotary position embedding on (x, y) and on the frame index (DESIGN §4, §5).
 
-The head dim is split into pairs for x, y and time. Spatial and temporal pairs are disjoint, so the
-spatial rotation can be applied once (when K enters the KV cache) and the temporal one at read, with
-window-relative frame positions: the score between two tokens depends only on their frame distance,
-which keeps every position bounded and the horizon unbounded.
+The head dim is split into pairs for x, y and time. The time pairs rotate with frequencies
+2*pi*k/window (k integer, 1 <= k <= window/2): every temporal rotation is periodic in the window, so a
+frame is rotated by `frame % window`, the score between two tokens depends only on their frame distance
+modulo the window, and the distances a query can see (`window` consecutive frames) are all distinct
+modulo the window. Positions stay in [0, window) forever: frame 10^6 is rotated exactly as frame
+10^6 % window, keys enter the KV cache fully rotated once, and nothing is re-rotated at read. (This is
+DESIGN §5's "equivalent that keeps positions bounded" to re-rotating cached keys at every read.)
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -39,15 +44,22 @@ def spatial_angles(
     return torch.cat([ax, ay, at], dim=-1).float()
 
 
-def temporal_angles(frames: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
-    """Angles `[..., Dh/2]` for frame positions `frames [...]`, zero on the x and y pairs.
+def time_freqs(dims: int, window: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """`[dims/2]` frequencies 2*pi*k/window, k spread geometrically over the integers 1..window/2."""
+    n, top = dims // 2, max(1, window // 2)
+    k = top ** (torch.arange(n, device=device, dtype=torch.float64) / max(n - 1, 1))
+    return 2 * math.pi * k.round().clamp(1, top) / window
 
-    Positions should be small (window-relative) numbers: float32 angles of huge positions lose
-    precision, which is exactly what the window-relative scheme avoids.
+
+def temporal_angles(frames: torch.Tensor, head_dim: int, window: int) -> torch.Tensor:
+    """Angles `[..., Dh/2]` for integer frame indices `frames [...]` (any size), zero on the x and y pairs.
+
+    The frame is reduced modulo `window` first (exact: the rotation is periodic in the window), so
+    angles are computed from small numbers whatever the frame index.
     """
     dx, dy, dt = split_dims(head_dim)
-    f = _freqs(dt, theta, frames.device).float()
-    at = frames.float().unsqueeze(-1) * f  # [..., dt/2]
+    f = time_freqs(dt, window, frames.device)
+    at = (frames.remainder(window).double().unsqueeze(-1) * f).float()  # [..., dt/2]
     zeros = at.new_zeros(*at.shape[:-1], (dx + dy) // 2)
     return torch.cat([zeros, at], dim=-1)
 
