@@ -17,6 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
+from worldsim.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -522,7 +524,12 @@ class Window:
         from controllers.gamepad import Gamepads
         from controllers.keyboard import Keyboard
 
-        pygame.display.init()
+        try:
+            pygame.display.init()
+        except pygame.error as e:
+            raise UserError(
+                f"cannot open a window ({e}): run with a display, or play without one: --headless --frames N"
+            ) from None
         pygame.font.init()
         try:
             frame = self.source.start(self.seed)
