@@ -217,7 +217,9 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
                 made.append(make(batch_size))
                 return made[-1]
 
-            server = Server(make_and_keep, bind="tcp://127.0.0.1:0", fps=args.fps)
+            # One player; a second slot lets a reconnect in before the old session expires. The world
+            # is built with batch = max_sessions, so more slots would cost a neural world memory.
+            server = Server(make_and_keep, bind="tcp://127.0.0.1:0", fps=args.fps, max_sessions=2)
             server.start()
             source = ClientSource(server.address, args.fps, local_world=lambda: made[-1] if made else None)
             return source, server
