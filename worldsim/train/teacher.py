@@ -167,7 +167,6 @@ def train(args: argparse.Namespace) -> dict:
             total = state.get("schedule_total", args.steps)
         log.info("resumed %s at step %d", state_path, step)
 
-    fwd = torch.compile(model) if args.compile else model
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "teacher %s: %.2fM params, clip %d frames, window %d, device %s",
@@ -210,7 +209,8 @@ def train(args: argparse.Namespace) -> dict:
     )
     if not evals:
         evals.append([0, validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)])  # untrained baseline
-    budget = common.Budget(args.steps, args.minutes)
+    budget = common.Budget(args.steps, args.minutes)  # compile time counts: the run cannot overrun
+    fwd = _compiled(model, data, ae, cfg, args, amp, device) if args.compile else model
     warmup = min(args.warmup, max(1, args.steps // 10))
     bar = common.progress(args.steps, step, args.no_progress, "teacher")
     model.train()
@@ -282,6 +282,32 @@ def train(args: argparse.Namespace) -> dict:
     common.write_json(metrics, out / "teacher.json")
     log.info("teacher: %d steps in %.0f s, ema val loss %.4f", step, seconds, v)
     return metrics
+
+
+def _compiled(model, data, ae, cfg, args, amp, device):
+    """torch.compile(model), tried on one training batch first; on failure, the eager model (logged)."""
+    fwd = torch.compile(model)
+    try:
+        frames, keys = next(data)
+        z0 = encode_clips(ae, frames)
+        t = sample_t(
+            z0.shape[:2],
+            shift=cfg.schedule_shift,
+            context_prob=args.context_prob,
+            context_max=args.context_max,
+            device=device,
+        )
+        with amp:
+            loss = flow_matching_loss(fwd, z0, t, keys, torch.zeros_like(t, dtype=torch.bool))
+        loss.backward()
+    except Exception as e:  # any compiler failure: training eagerly beats not training
+        log.warning(
+            "torch.compile failed (%s: %s); training eagerly", type(e).__name__, str(e).splitlines()[0][:200]
+        )
+        fwd = model
+    for p in model.parameters():
+        p.grad = None
+    return fwd
 
 
 @torch.no_grad()
