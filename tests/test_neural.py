@@ -52,10 +52,11 @@ def test_world_api_shapes_and_determinism(checkpoint):
 
 
 @torch.no_grad()
-def test_generation_is_the_full_forward_of_the_model(checkpoint):
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_generation_is_the_full_forward_of_the_model(checkpoint, guidance):
     """The cached few-step loop equals Euler on the training forward over the whole history."""
     path, dit, ae, start = checkpoint
-    w = NeuralWorld.from_checkpoint(path, device="cpu", batch_size=2)
+    w = NeuralWorld.from_checkpoint(path, device="cpu", batch_size=2, guidance=guidance)
     seed = 3
     w.reset([seed, seed + 1])
     cfg = w.cfg
@@ -69,7 +70,11 @@ def test_generation_is_the_full_forward_of_the_model(checkpoint):
         x = torch.cat([hist, noise], 1)
         t = torch.cat([torch.zeros(2, hist.shape[1]), torch.ones(2, 1)], 1)
         kk = torch.cat([keys_hist, keys[:, None]], 1)
-        x0 = noise - dit(x, t, kk)[:, -1:]  # one Euler step from t=1 to t=0
+        v = dit(x, t, kk)[:, -1:]
+        drop = torch.zeros(t.shape, dtype=torch.bool)
+        drop[:, -1] = True
+        v_null = dit(x, t, kk, drop_keys=drop)[:, -1:]
+        x0 = noise - (v_null + guidance * (v - v_null))  # one Euler step from t=1 to t=0
         want = model_to_frames(ae.decode(x0[:, 0]))
         assert (got.int() - want.int()).abs().max() <= 1
         hist, keys_hist = torch.cat([hist, x0], 1), kk

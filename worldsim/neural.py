@@ -31,6 +31,8 @@ class NeuralWorld(World):
 
     `start_latents` `[M, C, h, w]` or `[M, T, C, h, w]` (T context frames per start; optional
     `start_keys [M, T, K]`, else all-false = "just reset"): `reset(seed)` starts from entry `seed % M`.
+    `guidance` > 1 applies key guidance, v = v_null + g (v_keys - v_null) (two passes per step; both
+    share the cache because every pass rewrites the current frame's slot before reading it).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class NeuralWorld(World):
         start_latents: torch.Tensor | None = None,
         start_keys: torch.Tensor | None = None,
         sampler: str = "euler",
+        guidance: float = 1.0,
         dtype: torch.dtype | None = None,
         checkpoint_name: str | None = None,
         checkpoint_hash: str | None = None,
@@ -70,6 +73,8 @@ class NeuralWorld(World):
         self.dit = dit.to(self.device, self.dtype).eval().requires_grad_(False)
         self.autoencoder = autoencoder.to(self.device, self.dtype).eval().requires_grad_(False)
         self.sampler = SAMPLERS[sampler]
+        self.guidance = float(guidance)
+        self._drop = torch.ones(batch_size, 1, dtype=torch.bool, device=self.device)
         self.schedule = schedule_for(config, self.steps, self.device)
         self.cache = KVCache(config, batch_size, device=self.device, dtype=self.dtype)
         self.generator = torch.Generator(self.device).manual_seed(0)
@@ -199,7 +204,11 @@ class NeuralWorld(World):
         noise = torch.randn(R, 1, C, h, w, device=self.device, dtype=self.dtype, generator=self.generator)
 
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.dit.forward_cached(x, t, k, self.cache, rows=rows)
+            v = self.dit.forward_cached(x, t, k, self.cache, rows=rows)
+            if self.guidance == 1.0:
+                return v
+            v_null = self.dit.forward_cached(x, t, k, self.cache, rows=rows, drop_keys=self._drop[:R])
+            return v_null + self.guidance * (v - v_null)
 
         x0 = self.sampler(model, noise, self.schedule)  # [R,1,C,h,w]
         self._write(x0, k, None, rows)

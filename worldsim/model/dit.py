@@ -256,8 +256,11 @@ class DiT(nn.Module):
         if backend == "flex":
             block_mask = attn_lib.flex_block_mask(F, N, S, cfg.block_frames, cfg.window, str(x.device))
         else:
-            mask = attn_lib.sequence_mask(
-                F, N, sinks=S, block_frames=cfg.block_frames, window=cfg.window, device=x.device
+            mask = attn_lib.additive(
+                attn_lib.sequence_mask(
+                    F, N, sinks=S, block_frames=cfg.block_frames, window=cfg.window, device=x.device
+                ),
+                x.dtype,
             )  # [F*N, (S+F)*N]
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

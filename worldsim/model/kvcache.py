@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from worldsim.model.attention import expand_frame_mask, frame_mask
+from worldsim.model.attention import additive, expand_frame_mask, frame_mask
 from worldsim.model.config import ModelConfig
 
 
@@ -28,7 +28,7 @@ class CacheView:
 
     rows: torch.Tensor | None  # long [R] batch rows of the cache, None = all B (no gather copies)
     write_index: torch.Tensor  # long [R, Fb*N] cache rows (token positions) of the current block
-    mask: torch.Tensor  # bool [R, 1, Fb*N, (S+W)*N] token-level read mask
+    mask: torch.Tensor  # [R, 1, Fb*N, (S+W)*N] additive read mask (0 visible, -inf not)
     frames: torch.Tensor  # long [R, Fb] absolute frame indices of the current block
     valid_tokens: torch.Tensor  # long [R] the valid prefix length (for prefix-only backends)
 
@@ -112,7 +112,7 @@ class KVCache:
             slot_frame = self.slot_frame.index_select(0, rows)
         write_index = ((S + slot)[:, :, None] * N + self._tokens).flatten(1)  # [R, Fb*N]
         fmask = frame_mask(frames, slot_frame, sinks=S, block_frames=Fb, window=W)  # [R, Fb, S+W]
-        mask = expand_frame_mask(fmask, N)[:, None]  # [R, 1, Fb*N, (S+W)*N]
+        mask = additive(expand_frame_mask(fmask, N)[:, None], self.dtype)  # [R, 1, Fb*N, (S+W)*N]
         valid_tokens = (S + (slot_frame >= 0).sum(1)) * N  # [R]
         return CacheView(rows, write_index, mask, frames, valid_tokens)
 
