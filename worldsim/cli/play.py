@@ -234,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else _replay_seed(args.bot)
     seed = 0 if seed is None else int(seed)
     kind, checkpoint = (None, None) if args.connect else choose_world(args)
+    if kind == "neural" and args.size != 64:
+        log.warning("--size %d ignored: a neural world's frame size comes from its checkpoint", args.size)
     source, server = build_source(args, kind, checkpoint)
     recorder = None
     try:
