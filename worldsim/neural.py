@@ -74,6 +74,7 @@ class NeuralWorld(World):
         self.autoencoder = autoencoder.to(self.device, self.dtype).eval().requires_grad_(False)
         self.sampler = SAMPLERS[sampler]
         self.guidance = float(guidance)
+        self._rows_cache: dict[tuple[int, ...], torch.Tensor] = {}
         self._drop = torch.ones(batch_size, 1, dtype=torch.bool, device=self.device)
         self.schedule = schedule_for(config, self.steps, self.device)
         self.cache = KVCache(config, batch_size, device=self.device, dtype=self.dtype)
@@ -133,10 +134,17 @@ class NeuralWorld(World):
     def _rows(self, slots: Sequence[int] | None) -> tuple[torch.Tensor | None, int]:
         if slots is None:
             return None, self.batch_size
-        slots = [int(s) for s in slots]
-        if not slots or len(set(slots)) != len(slots) or min(slots) < 0 or max(slots) >= self.batch_size:
-            raise ValueError(f"slots must be distinct game indices in [0, {self.batch_size}), got {slots}")
-        return torch.tensor(slots, device=self.device), len(slots)
+        key = tuple(int(s) for s in slots)
+        rows = self._rows_cache.get(key)
+        if rows is None:  # validated and copied to the device once per distinct slot list
+            if not key or len(set(key)) != len(key) or min(key) < 0 or max(key) >= self.batch_size:
+                raise ValueError(
+                    f"slots must be distinct game indices in [0, {self.batch_size}), got {list(key)}"
+                )
+            rows = torch.tensor(key, device=self.device)
+            if len(self._rows_cache) < 256:
+                self._rows_cache[key] = rows
+        return rows, len(key)
 
     @torch.inference_mode()
     def reset(
