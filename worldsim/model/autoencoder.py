@@ -83,7 +83,7 @@ AE_PRESETS: dict[str, AutoencoderConfig] = {
         image_size=32, latent_channels=4, downsample=8, base_channels=8, max_channels=32,
         decoder_channels=32, decoder_min_channels=8,
     ),
-    "tiny": AutoencoderConfig(image_size=64, latent_channels=16, downsample=8, max_channels=128),
+    "tiny": AutoencoderConfig(image_size=64, latent_channels=16, downsample=8, max_channels=96),
     "base": AutoencoderConfig(
         image_size=128, latent_channels=32, downsample=16, base_channels=32, max_channels=256,
         encoder_blocks=2, decoder_channels=256,
