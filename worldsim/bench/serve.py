@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seconds must be > 0, got {args.seconds}")
     fps = 30.0
     factory = world_factory(args.world, checkpoint=args.checkpoint, size=args.size, device=args.device)
-    server = Server(factory, max_sessions=args.clients, fps=fps, stats_interval_s=0).start()
+    # One torch thread, as `worldsim serve` defaults to: the clients share the same cores.
+    server = Server(factory, max_sessions=args.clients, fps=fps, stats_interval_s=0, torch_threads=1).start()
     try:
         start_at = time.time() + 2.0 + 0.3 * args.clients  # every client connected before measuring
         procs = [
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "torch_threads": 1,
             "load_avg_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews every figure
         },
     }
@@ -106,6 +108,10 @@ def _print_table(r: dict) -> None:
         p50 = f"{lat['p50']:.1f}" if lat["p50"] is not None else "-"
         p99 = f"{lat['p99']:.1f}" if lat["p99"] is not None else "-"
         print(f"{c['name']:<10}{c['fps']:>8.1f}{p50:>10}{p99:>10}{c['dropped']:>9}")
+    ws = r["server"]["world_step_ms"]
+    if ws["n"]:
+        print(f"server: batched World.step p50 {ws['p50']:.1f} ms, p99 {ws['p99']:.1f} ms, "
+              f"{ws['mean_batch']:.1f} sessions per step")  # fmt: skip
     t = r["target"]
     print(
         f"target >= {t['fps']:g} fps and p99 <= {t['p99_ms']:g} ms per client: {'met' if t['met'] else 'NOT met'}"

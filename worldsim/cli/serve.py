@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--keys", default=None, metavar="DIR", help="require CURVE keys from DIR (`worldsim keys DIR`)"
     )
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without keys")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for the world (default 1: on a CPU shared with clients more threads "
+        "spin against them and raise latency; 0 keeps torch's default)",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds of silence before a session expires")
     p.set_defaults(func=run_serve)
 
@@ -68,6 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
         keys_dir=args.keys,
         insecure=args.insecure,
         session_timeout_s=args.timeout,
+        torch_threads=args.threads or None,
     )
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground server stops
         server.serve_forever()

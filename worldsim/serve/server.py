@@ -52,6 +52,7 @@ class Server:
         send_hwm: int = 8,
         stats_interval_s: float = 10.0,
         max_drain: int = 1000,
+        torch_threads: int | None = None,
     ) -> None:
         if max_sessions < 1:
             raise UserError(f"max_sessions must be >= 1, got {max_sessions}")
@@ -59,6 +60,8 @@ class Server:
             raise UserError(f"fps must be in [1, {P.MAX_FPS:g}], got {fps}")
         if session_timeout_s <= 0:
             raise UserError(f"session_timeout_s must be > 0, got {session_timeout_s}")
+        if torch_threads is not None and torch_threads < 1:
+            raise UserError(f"torch_threads must be >= 1 or None (torch's default), got {torch_threads}")
         if send_hwm < 1:
             raise UserError(f"send_hwm must be >= 1, got {send_hwm}")
         check_bind(bind, keys_dir, insecure)
@@ -74,6 +77,7 @@ class Server:
         self.send_hwm = send_hwm
         self.stats_interval_s = stats_interval_s
         self.max_drain = max_drain
+        self.torch_threads = torch_threads
 
         self.world: World | None = None
         self._address: str | None = None
@@ -92,6 +96,8 @@ class Server:
         self.bad_messages = 0
         self.errors_sent = 0
         self.sessions_opened = 0
+        self._step_ms: collections.deque[float] = collections.deque(maxlen=1024)  # batched World.step times
+        self._batch: collections.deque[int] = collections.deque(maxlen=1024)  # sessions per step
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -137,6 +143,17 @@ class Server:
 
     def serve_forever(self) -> None:
         """Bind and serve until stop() (or Ctrl-C when run on the main thread)."""
+        threads_before = torch.get_num_threads()
+        if self.torch_threads is not None:
+            # Process-wide while serving. On a CPU shared with clients, one intra-op thread avoids
+            # OpenMP spin-waits fighting them for cores (measured: game step p50 17 ms -> 3 ms, 2 cores).
+            torch.set_num_threads(self.torch_threads)
+        try:
+            self._serve()
+        finally:
+            torch.set_num_threads(threads_before)
+
+    def _serve(self) -> None:
         self.world = self.world_factory(self.max_sessions)
         if self.world.batch_size < self.max_sessions:
             raise UserError(
@@ -144,7 +161,14 @@ class Server:
                 "build it with batch_size=max_sessions"
             )
         self._ctx = zmq.Context()
-        self._curve = CurveServer(self._ctx, self.keys_dir) if self.keys_dir is not None else None
+        self._curve = None
+        try:
+            if self.keys_dir is not None:
+                self._curve = CurveServer(self._ctx, self.keys_dir)
+        except BaseException:
+            self._ctx.term()
+            self.world.close()
+            raise
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable/full peers raise instead of vanishing silently
         sock.setsockopt(zmq.SNDHWM, self.send_hwm)
@@ -159,6 +183,7 @@ class Server:
         except zmq.ZMQError as e:
             sock.close(0)
             self._teardown_context()
+            self.world.close()
             raise UserError(f"cannot bind {self.bind!r}: {e}; pick another --bind address or port") from None
         self._sock = sock
         self._address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -460,6 +485,8 @@ class Server:
                 self._fail_session(s)
             return
         step_ms = (time.perf_counter() - t) * 1000
+        self._step_ms.append(step_ms)
+        self._batch.append(len(batch))
         for (s, k, seq, t_in), img in zip(batch, frames):
             s.keys, s.input_seq, s.input_time = k, seq, t_in
             s.frame_number += 1
@@ -557,6 +584,7 @@ class Server:
         return f"{st['frames']} frames, {st['fps']:.1f} fps, {st['dropped']} dropped, latency {lat_s}"
 
     def _server_counters(self) -> dict[str, Any]:
+        steps, batch = list(self._step_ms), list(self._batch)
         return {
             "sessions": len(self._sessions),
             "max_sessions": self.max_sessions,
@@ -564,6 +592,12 @@ class Server:
             "bad_messages": self.bad_messages,
             "errors_sent": self.errors_sent,
             "sessions_opened": self.sessions_opened,
+            "world_step_ms": {
+                "n": len(steps),
+                "p50": round(float(np.percentile(steps, 50)), 3) if steps else None,
+                "p99": round(float(np.percentile(steps, 99)), 3) if steps else None,
+                "mean_batch": round(float(np.mean(batch)), 2) if batch else None,
+            },
         }
 
     def stats(self) -> dict[str, Any]:
