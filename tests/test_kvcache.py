@@ -139,3 +139,23 @@ def test_rows_subset_matches_full_batch():
     sub = _generate(m, b, x[rows], t[rows], keys[rows], rows=rows)
     torch.testing.assert_close(sub, full[rows], atol=2e-5, rtol=1e-4)
     assert int(b.length[1]) == 0 and bool((b.slot_frame[1] == -1).all())
+
+
+def test_cached_pass_backpropagates_and_later_writes_do_not_break_it():
+    m = _model()
+    cfg = m.cfg
+    x, t, keys = _inputs(cfg, 2, cfg.window + 2)
+    cache = KVCache(cfg, 2)
+    with torch.no_grad():
+        _generate(m, cache, x[:, :-1], t[:, :-1], keys[:, :-1])
+        ref = m(x, t, keys)[:, -1:]
+    xg = x[:, -1:].clone().requires_grad_(True)
+    out = m.forward_cached(xg, t[:, -1:], keys[:, -1:], cache)  # grad enabled
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
+    with torch.no_grad():  # the write pass and a further frame rewrite the cache in place
+        m.forward_cached(x[:, -1:], t[:, -1:], keys[:, -1:], cache)
+        cache.advance()
+        m.forward_cached(x[:, :1], t[:, :1], keys[:, :1], cache)
+    out.square().sum().backward()
+    assert xg.grad.abs().sum() > 0 and m.sink_k.grad.abs().sum() > 0
+    assert m.blocks[0].attn.qkv.weight.grad.abs().sum() > 0

@@ -19,6 +19,8 @@ Two ways to run the same function:
 
     i.e. `steps + 1` passes per block; after it the cache holds exactly what `forward` would have
     computed for that frame at `t_ctx`, which is what makes cached generation equal the full forward.
+    With grad enabled, a cached pass backpropagates into its own block's K/V and the sinks; K/V of
+    earlier frames read from the cache are constants (the cache stores detached values).
 
 Shapes: B batch, F frames, N tokens per frame, D width, H heads, K keys, C latent channels.
 """
@@ -306,10 +308,15 @@ class DiT(nn.Module):
         use_flash = self.attention == "flash" and x.is_cuda and attn_lib.flash_available()
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            cache.write(i, view, apply_rope(k, cos, sin), v)
-            if cfg.sinks:
-                cache.write_sinks(i, *self.sinks(i))
+            k = apply_rope(k, cos, sin)
+            sinks = self.sinks(i) if cfg.sinks else None
+            # the cache stores values only (detached): later in-place writes never break a backward
+            cache.write(i, view, k.detach(), v.detach())
+            if sinks is not None:
+                cache.write_sinks(i, sinks[0].detach(), sinks[1].detach())
             kc, vc = cache.read(i, view)
+            if torch.is_grad_enabled():  # attend over an out-of-place copy that carries the gradient
+                kc, vc = cache.with_grad(view, kc, vc, k, v, sinks)
             q = apply_rope(q, cos, sin).to(kc.dtype)
             if use_flash:  # the read mask is exactly the valid prefix (slots fill in order)
                 out = attn_lib.flash_prefix(q, kc, vc, view.valid_tokens)

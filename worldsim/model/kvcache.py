@@ -129,6 +129,27 @@ class KVCache:
         self.k[layer][:, :, :n].copy_(k.to(self.dtype).expand(self.batch_size, -1, -1, -1))
         self.v[layer][:, :, :n].copy_(v.to(self.dtype).expand(self.batch_size, -1, -1, -1))
 
+    def with_grad(
+        self,
+        view: CacheView,
+        kc: torch.Tensor,
+        vc: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        sinks: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Out-of-place copies of the read K/V `[R, H, (S+W)*N, Dh]` whose block rows are `k`, `v`
+        `[R, H, Fb*N, Dh]` (and sink rows `sinks`) with their autograd history (for training)."""
+        R = kc.shape[0]
+        idx = (torch.arange(R, device=kc.device)[:, None], view.write_index)  # on [R, L, H, Dh]
+        kc = kc.transpose(1, 2).index_put(idx, k.transpose(1, 2).to(kc.dtype)).transpose(1, 2)
+        vc = vc.transpose(1, 2).index_put(idx, v.transpose(1, 2).to(vc.dtype)).transpose(1, 2)
+        if sinks is not None:
+            n = sinks[0].shape[1]
+            kc = torch.cat([sinks[0].to(kc.dtype).expand(R, -1, -1, -1), kc[:, :, n:]], dim=2)
+            vc = torch.cat([sinks[1].to(vc.dtype).expand(R, -1, -1, -1), vc[:, :, n:]], dim=2)
+        return kc, vc
+
     def read(self, layer: int, view: CacheView) -> tuple[torch.Tensor, torch.Tensor]:
         """K/V `[R, H, (S+W)*N, Dh]` of the layer (views when all rows, gathered copies otherwise)."""
         if view.rows is None:
