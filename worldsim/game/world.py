@@ -14,7 +14,7 @@ import torch
 from worldsim.game.config import KEY_MOTION, GameConfig
 from worldsim.game.level import Level, default_level
 from worldsim.game.procgen import procedural_level
-from worldsim.game.raycaster import Raycaster
+from worldsim.game.raycaster import Raycaster, floor_nonneg
 from worldsim.world import KEY_NAMES, World, keys_tensor, normalize_seeds
 
 _EPS = 1e-4  # gap kept between the player's edge and a wall after a collision
@@ -115,8 +115,10 @@ class GameWorld(World):
     # ---- physics ------------------------------------------------------------------------------
     def _tick(self, pos: torch.Tensor, heading: torch.Tensor, keys: torch.Tensor):
         cfg = self.config
-        motion = keys.float() @ self.key_motion  # [B, 3] forward, strafe_right, turn_right
-        turn = motion[:, 2].round().long() * cfg.turn_units
+        # [B, K, 1] * [K, 3] summed over K: forward, strafe_right, turn_right. Not a matmul: BLAS
+        # threads spin after each call and starve a busy 2-core machine.
+        motion = (keys[:, :, None] * self.key_motion).sum(1)
+        turn = motion[:, 2].long() * cfg.turn_units  # exact small integers: no rounding needed
         heading = (heading + turn) % cfg.heading_units
         fwd, right = self.renderer.forward[heading], self.renderer.right[heading]  # [B, 2]
         move = fwd * motion[:, 0:1] + right * motion[:, 1:2]  # [B, 2]
@@ -129,8 +131,9 @@ class GameWorld(World):
     def _collide(self, p: torch.Tensor, q: torch.Tensor, dp: torch.Tensor, across: bool):
         """Move along one axis to p; if the player's leading edge enters a wall cell, stop at it."""
         r = self.config.radius
-        edge = torch.where(dp > 0, (p + r).floor(), (p - r).floor())  # cell column/row the edge is in
-        lo, hi = (q - r).floor(), (q + r).floor()
+        # cell column/row the leading edge is in; the player is inside the walled grid, so >= 0
+        edge = torch.where(dp > 0, floor_nonneg(p + r), floor_nonneg(p - r))
+        lo, hi = floor_nonneg(q - r), floor_nonneg(q + r)
         cells = self.renderer.cells
         solid = (
             (cells(lo, edge) > 0) | (cells(hi, edge) > 0)
