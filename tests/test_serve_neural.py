@@ -39,6 +39,8 @@ def test_neural_world_lockstep_and_realtime_sessions(checkpoint, tmp_path):
         ):
             welcome = a.connect()
             assert welcome["world"] == server.world.name and (welcome["height"], welcome["width"]) == (32, 32)
+            assert welcome["checkpoint"] == "t" and welcome["checkpoint_hash"] == server.world.checkpoint_hash
+            assert welcome["steps"] == 1
             rt.connect()
             first = a.reset(seed=1)
             frames = [first] + [a.step(k) for k in keys]

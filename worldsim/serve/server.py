@@ -384,6 +384,10 @@ class Server:
                 "timeout_s": self.session_timeout_s,
                 "max_message_bytes": P.MAX_MESSAGE_BYTES,
                 "server": SERVER_VERSION,
+                # what a neural world was built from (nil for the game): for HUDs and client recordings
+                "checkpoint": getattr(w, "checkpoint_name", None),
+                "checkpoint_hash": getattr(w, "checkpoint_hash", None),
+                "steps": getattr(w, "steps", None),
             }
         )
 
