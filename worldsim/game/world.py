@@ -14,7 +14,7 @@ import torch
 from worldsim.game.config import KEY_MOTION, GameConfig
 from worldsim.game.level import Level, default_level
 from worldsim.game.procgen import procedural_level
-from worldsim.game.raycaster import Raycaster, floor_nonneg
+from worldsim.game.raycaster import Raycaster
 from worldsim.world import KEY_NAMES, World, keys_tensor, normalize_seeds
 
 _EPS = 1e-4  # gap kept between the player's edge and a wall after a collision
@@ -122,26 +122,28 @@ class GameWorld(World):
         heading = (heading + turn) % cfg.heading_units
         fwd, right = self.renderer.forward[heading], self.renderer.right[heading]  # [B, 2]
         move = fwd * motion[:, 0:1] + right * motion[:, 1:2]  # [B, 2]
-        move = move * (cfg.move_speed / move.norm(dim=1, keepdim=True).clamp(min=1.0))
+        move = move * (move.norm(dim=1, keepdim=True).clamp(min=1.0).reciprocal() * cfg.move_speed)
         x, y = pos[:, 0], pos[:, 1]
         x, hit_x = self._collide(x + move[:, 0], y, move[:, 0], across=False)
         y, hit_y = self._collide(y + move[:, 1], x, move[:, 1], across=True)
         return torch.stack([x, y], dim=1), heading, hit_x | hit_y
 
     def _collide(self, p: torch.Tensor, q: torch.Tensor, dp: torch.Tensor, across: bool):
-        """Move along one axis to p; if the player's leading edge enters a wall cell, stop at it."""
-        r = self.config.radius
-        # cell column/row the leading edge is in; the player is inside the walled grid, so >= 0
-        edge = torch.where(dp > 0, floor_nonneg(p + r), floor_nonneg(p - r))
-        lo, hi = floor_nonneg(q - r), floor_nonneg(q + r)
-        cells = self.renderer.cells
-        solid = (
-            (cells(lo, edge) > 0) | (cells(hi, edge) > 0)
-            if across
-            else (cells(edge, lo) > 0) | (cells(edge, hi) > 0)
-        )
-        hit = solid & (dp != 0)
-        stop = torch.where(dp > 0, edge - r - _EPS, edge + 1 + r + _EPS)
+        """Move along one axis to p; if the player's leading edge enters a wall cell, stop at it.
+
+        p, q, dp: [B] new coordinate along the axis, the other coordinate, the move along the axis.
+        """
+        r, gx = self.config.radius, self.renderer.gx
+        # cells the leading edge spans; int() truncation is floor here: the player is inside the
+        # walled grid, every coordinate >= 0 (see raycaster.floor_nonneg)
+        lead = torch.where(dp > 0, p + r, p - r).int()  # [B]
+        span = torch.stack([q - r, q + r], dim=-1).int()  # [B, 2]
+        flat = lead[:, None] * gx + span if across else span * gx + lead[:, None]
+        flat = flat.clamp_(0, self.renderer.grid.numel() - 1)
+        solid = self.renderer.grid.index_select(0, flat.view(-1)).view(flat.shape) > 0  # [B, 2]
+        hit = (solid[:, 0] | solid[:, 1]) & (dp != 0)
+        edge = lead.to(p.dtype)
+        stop = torch.where(dp > 0, edge - (r + _EPS), edge + (1 + r + _EPS))
         return torch.where(hit, stop, p), hit
 
     # ---- helpers ------------------------------------------------------------------------------
