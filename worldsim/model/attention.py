@@ -102,6 +102,7 @@ def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch
     return _flex_fn(q.is_cuda)(q, k, v, block_mask=block_mask)
 
 
+@functools.cache
 def flash_available() -> bool:
     try:
         import flash_attn  # noqa: F401

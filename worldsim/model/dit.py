@@ -186,14 +186,14 @@ class DiT(nn.Module):
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         B, F, C, h, w = x.shape
         p = self.cfg.patch_size
-        x = x.view(B, F, C, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)  # [B,F,h/p,w/p,C,p,p]
+        x = x.reshape(B, F, C, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)  # [B,F,h/p,w/p,C,p,p]
         return x.reshape(B, F, (h // p) * (w // p), C * p * p)  # [B,F,N,C*p*p]
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         B, F, N, _ = x.shape
         p, C = self.cfg.patch_size, self.cfg.latent_channels
         gh, gw = self.cfg.grid
-        x = x.view(B, F, gh, gw, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # [B,F,C,h/p,p,w/p,p]
+        x = x.reshape(B, F, gh, gw, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)  # [B,F,C,h/p,p,w/p,p]
         return x.reshape(B, F, C, gh * p, gw * p)  # [B,F,C,h,w]
 
     def condition(self, t: torch.Tensor, keys: torch.Tensor, drop_keys: torch.Tensor | None) -> torch.Tensor:
