@@ -7,6 +7,7 @@ State lives on the device: `pos [B, 2]` float cells, `heading [B]` long units, `
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -26,8 +27,8 @@ def resolve_level(level: str | int | Level) -> Level:
         return level
     if isinstance(level, bool):  # bool is an int; never a seed
         raise ValueError(f"level must be 'default', a Level or an int seed, got {level!r}")
-    if isinstance(level, int):
-        return procedural_level(level)
+    if isinstance(level, numbers.Integral):
+        return procedural_level(int(level))
     if isinstance(level, str):
         if level == "default":
             return default_level()
@@ -37,8 +38,8 @@ def resolve_level(level: str | int | Level) -> Level:
 
 
 def _frame_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
+    if isinstance(size, numbers.Integral):
+        return int(size), int(size)
     if isinstance(size, Sequence) and len(size) == 2:
         return int(size[0]), int(size[1])
     raise ValueError(f"size must be an int or (height, width), got {size!r}")
