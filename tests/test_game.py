@@ -230,3 +230,15 @@ def test_cuda_matches_cpu_closely():
         a, b = cpu.step(k), gpu.step(k.cuda()).cpu()
     assert torch.allclose(cpu.pos, gpu.pos.cpu(), atol=1e-4)
     assert (a.int() - b.int()).abs().gt(8).float().mean() < 0.01  # float rounding moves a few edge pixels
+
+
+def test_turning_right_pans_the_view_left():
+    """Handedness: the screen's right is the player's right (a mirrored renderer fails this)."""
+    w = GameWorld(size=64)
+    open_pose(w)
+    before = w.render()[0].float()
+    after = w.step(keys_for("turn_right"))[0].float()
+    s = round(64 * 5 / 66)  # one heading unit (5 degrees) of a 66-degree view, in pixels
+    pan_left = (after[:, :-s] - before[:, s:]).abs().mean()
+    pan_right = (after[:, s:] - before[:, :-s]).abs().mean()
+    assert pan_left * 2 < pan_right
