@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from controllers.client import Client
 from worldsim.cli import main
 
@@ -31,7 +33,8 @@ def test_keys_refuses_to_overwrite_a_client(tmp_path, capsys):
     assert len(list((tmp_path / "authorized").glob("*.key"))) == 2
 
 
-def test_serve_runs_until_ctrl_c(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_cleanly_on_ctrl_c_or_term(tmp_path, sig):
     addr = f"tcp://127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "worldsim", "serve", "--bind", addr, "--size", "16", "--max-sessions", "2",
            "--record-dir", str(tmp_path)]  # fmt: skip
@@ -40,11 +43,11 @@ def test_serve_runs_until_ctrl_c(tmp_path):
         with Client(addr, mode="lockstep", timeout_s=60) as c:  # waits for the server to come up
             c.connect()
             assert c.step([1, 0, 0, 0, 0, 0]).image.shape == (16, 16, 3)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+            proc.send_signal(sig)  # while the client is still connected: it gets a bye
+            out, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out
-    assert "serving game 16x16 on " + addr in out and "stopped" in out
-    assert len(list(tmp_path.glob("*.wsrec"))) == 1
+    assert "serving game 16x16 on " + addr in out and "closed (shutdown)" in out and "stopped" in out
+    assert len(list(tmp_path.glob("*.wsrec"))) == 1, (out, list(tmp_path.iterdir()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 
@@ -77,7 +78,16 @@ def run_serve(args: argparse.Namespace) -> int:
         session_timeout_s=args.timeout,
         torch_threads=args.threads or None,
     )
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a foreground server stops
+
+    def stop(signum: int, _frame: object) -> None:
+        # Finish the current tick, say bye to every client and close the recordings; a second
+        # Ctrl-C interrupts at once.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        server.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0
 

@@ -25,6 +25,7 @@ import zmq
 
 from worldsim.errors import UserError
 from worldsim.serve import protocol as P
+from worldsim.serve.recording import SessionRecorder
 from worldsim.serve.security import CurveServer, check_bind
 from worldsim.serve.session import MAX_PENDING_STEPS, Session
 from worldsim.serve.worlds import world_factory as named_world_factory
@@ -349,6 +350,10 @@ class Server:
             last_seen=now,
             next_tick=math.floor((now - self._t0) * fps) + 1,
         )
+        if self.record_dir is not None:
+            s.recorder = SessionRecorder(
+                self.record_dir, self.world, session=s.id, mode=mode, client=s.name, fps=fps
+            )
         self._sessions[s.id] = s
         if cid is not None:
             self._by_client_id[cid] = s.id
@@ -458,8 +463,9 @@ class Server:
             log.exception("world.reset failed for session %s", s.id[:8])
             self._fail_session(s)
             return
-        self._open_recording(s)
-        self._send_frame(s, frame, 0.0, now)
+        if s.recorder is not None:
+            s.recorder.new_game(seed, frame, s.keys)
+        self._send_frame(s, frame, 0.0, now, record=False)
 
     def _tick(self, now: float) -> None:
         batch: list[tuple[Session, np.ndarray, int, float | None]] = []  # session, keys, seq, input time
@@ -496,7 +502,9 @@ class Server:
             s.frame_number += 1
             self._send_frame(s, img, step_ms, time.monotonic())
 
-    def _send_frame(self, s: Session, img: np.ndarray, step_ms: float, now: float) -> None:
+    def _send_frame(
+        self, s: Session, img: np.ndarray, step_ms: float, now: float, *, record: bool = True
+    ) -> None:
         latency = None
         if s.input_time is not None:  # the first frame that reflects this input
             latency = (time.monotonic() - s.input_time) * 1000
@@ -517,41 +525,10 @@ class Server:
             "data": P.encode_image(img, s.encoding, s.quality),
         }
         s.stats.frame_sent(now, self._send(s.identity, P.encode(msg)))
-        if s.recorder is not None:
-            try:
-                s.recorder.write(s.frame_number, s.keys, img, time=time.time(), latency_ms=latency)
-            except OSError as e:
-                log.error("recording of session %s stopped: %s", s.id[:8], e)
-                s.recorder = None
+        if record and s.recorder is not None:
+            s.recorder.frame(s.frame_number, s.keys, img, latency)
 
     # ------------------------------------------------------------------ sessions
-
-    def _open_recording(self, s: Session) -> None:
-        if s.recorder is not None:
-            s.recorder.close()
-            s.recorder = None
-        if self.record_dir is None:
-            return
-        assert self.world is not None
-        from worldsim.record import RecordingWriter
-
-        self.record_dir.mkdir(parents=True, exist_ok=True)
-        path = self.record_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{s.id[:8]}-{s.resets}.wsrec"
-        s.resets += 1
-        try:
-            s.recorder = RecordingWriter(
-                path,
-                world=self.world.name,
-                height=self.world.height,
-                width=self.world.width,
-                key_names=list(self.world.key_names),
-                fps=s.fps,
-                seed=s.seed,
-                checkpoint_hash=getattr(self.world, "checkpoint_hash", None),
-                extra={"session": s.id, "mode": s.mode, "client": s.name, "source": "server"},
-            )
-        except OSError as e:
-            log.error("cannot record session %s to %s: %s", s.id[:8], path, e)
 
     def _close_session(self, s: Session, reason: str) -> None:
         if self._sessions.pop(s.id, None) is None:
@@ -562,7 +539,6 @@ class Server:
         self._free_slots.sort()
         if s.recorder is not None:
             s.recorder.close()
-            s.recorder = None
         self._send(s.identity, P.encode({"type": "bye", "session": s.id, "reason": reason}))
         self._closed.append({**s.describe(), "reason": reason})
         log.info("session %s closed (%s): %s", s.id[:8], reason, self._stats_line(s))

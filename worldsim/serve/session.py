@@ -90,10 +90,9 @@ class Session:
     frame_number: int = 0
     input_seq: int = 0  # seq of the newest input/step/reset applied
     input_time: float | None = None  # when that input arrived, until a frame reflects it
-    resets: int = 0
     pending_steps: collections.deque = field(default_factory=collections.deque)  # (seq, keys, t)
     stats: SessionStats = field(default_factory=SessionStats)
-    recorder: Any = None  # a worldsim.record.RecordingWriter when the server records
+    recorder: Any = None  # a worldsim.serve.recording.SessionRecorder when the server records
 
     def describe(self) -> dict[str, Any]:
         return {
