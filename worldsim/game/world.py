@@ -116,8 +116,7 @@ class GameWorld(World):
     # ---- physics ------------------------------------------------------------------------------
     def _tick(self, pos: torch.Tensor, heading: torch.Tensor, keys: torch.Tensor):
         cfg = self.config
-        # [B, K, 1] * [K, 3] summed over K: forward, strafe_right, turn_right. Not a matmul: BLAS
-        # threads spin after each call and starve a busy 2-core machine.
+        # [B, K, 1] * [K, 3] summed over K: forward, strafe_right, turn_right (exact small sums)
         motion = (keys[:, :, None] * self.key_motion).sum(1)
         turn = motion[:, 2].long() * cfg.turn_units  # exact small integers: no rounding needed
         heading = (heading + turn) % cfg.heading_units
