@@ -45,7 +45,7 @@ def floor_nonneg(x: torch.Tensor) -> torch.Tensor:
     The per-frame path avoids float floor/trunc/round/exp: on torch 2.13 CPU they go parallel even
     on a few thousand elements, and the idle OpenMP worker then spins, which on a busy 2-core
     machine costs far more than the op (measured: ~8 ms for floor on 3072 floats with 2 threads,
-    3 us with 1). Same for min/max/topk along a dim, so the renderer uses neither.
+    3 us with 1). min/max/topk along a dim are avoided too, as a precaution of the same kind.
     """
     return x.int().to(x.dtype)
 
