@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,3 +52,36 @@ def test_serve_stops_cleanly_on_ctrl_c_or_term(tmp_path, sig):
     assert proc.returncode == 0, out
     assert "serving game 16x16 on " + addr in out and "closed (shutdown)" in out and "stopped" in out
     assert len(list(tmp_path.glob("*.wsrec"))) == 1, (out, list(tmp_path.iterdir()))
+
+
+def test_realtime_client_survives_a_server_crash_and_restart():
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "worldsim", "serve", "--bind", addr, "--size", "16"]
+
+    def frames(c: Client, n: int, timeout_s: float = 60) -> int:
+        got, deadline = 0, time.monotonic() + timeout_s
+        while got < n and time.monotonic() < deadline:
+            c.send_keys([0, 0, 0, 0, 1, 0])
+            got += c.poll_frame(timeout_ms=50) is not None
+        return got
+
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = None
+    try:
+        with Client(addr, timeout_s=60) as c:
+            c.connect()
+            old = c.session
+            assert frames(c, 5) == 5
+            first.kill()  # no bye: the client only learns from the next server's unknown_session
+            first.wait(30)
+            second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 60
+            while c.session == old and time.monotonic() < deadline:
+                frames(c, 1, timeout_s=0.2)
+            assert c.session != old, "no new session after the restart"
+            assert frames(c, 5) == 5
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(30)
