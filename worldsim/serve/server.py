@@ -262,6 +262,9 @@ class Server:
             getattr(self, "_on_" + msg["type"])(identity, msg, now)
         except P.ProtocolError as e:
             self._reject(identity, e, msg)
+        except Exception:  # noqa: BLE001 - a bug in handling one message must not stop the server
+            log.exception("failed to handle a %s message", msg["type"] if msg else "?")
+            self._reject(identity, P.ProtocolError(P.INTERNAL, "the server failed on this message"), msg)
 
     def _reject(self, identity: bytes, e: P.ProtocolError, msg: dict[str, Any] | None = None) -> None:
         """Count a bad message and answer with an error naming the field (dropped if the peer is full)."""
