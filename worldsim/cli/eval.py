@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint", default=None, help="checkpoint name (checkpoints/NAME.safetensors) or path"
     )
-    p.add_argument("--quick", action="store_true", help="4 sequences, horizons up to 128, 200 idle frames")
+    p.add_argument("--quick", action="store_true", help="4 sequences, horizons up to 128, 128 idle frames")
     p.add_argument(
         "--json", default=None, metavar="FILE", help="write the results JSON here (default OUT/eval.json)"
     )
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     device = resolve_device(args.device)
     neural = NeuralWorld.from_checkpoint(
-        args.checkpoint, device=device, batch_size=cfg.sequences, steps=args.steps
+        args.checkpoint, device=device, batch_size=2 * cfg.sequences, steps=args.steps
     )
     name = getattr(neural, "checkpoint_name", None) or (
         Path(args.checkpoint).stem if args.checkpoint else "default"

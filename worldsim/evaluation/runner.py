@@ -39,11 +39,15 @@ class EvalConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> EvalConfig:
-        return cls(sequences=4, horizons=(1, 8, 32, 128), context_frames=4, idle_frames=200, seed=seed)
+        return cls(sequences=4, horizons=(1, 8, 32, 128), context_frames=4, idle_frames=128, seed=seed)
 
 
 def _start(game, neural, explorer, cfg: EvalConfig, seeds: list[int]) -> torch.Tensor:
-    """Reset the game, walk `context_frames` real frames with explorer keys, start the neural world on them."""
+    """Reset the game, walk `context_frames` real frames with explorer keys, start the neural world on them.
+
+    The neural world holds 2B games: rows [0, B) follow the explorer, rows [B, 2B) idle; both halves
+    start from the same real context, so one batched step serves both runs.
+    """
     frames = [game.reset(seeds)]
     keys = [torch.zeros(len(seeds), game.num_keys, dtype=torch.bool, device=game.device)]
     for _ in range(cfg.context_frames - 1):
@@ -52,7 +56,9 @@ def _start(game, neural, explorer, cfg: EvalConfig, seeds: list[int]) -> torch.T
         frames.append(game.step(k))
     ctx = torch.stack(frames, 1)  # [B,F,H,W,3]
     ctx_keys = torch.stack(keys, 1)  # [B,F,K]
-    neural.reset_from_frames(ctx.to(neural.device), ctx_keys.to(neural.device))
+    neural.reset_from_frames(
+        ctx.repeat(2, 1, 1, 1, 1).to(neural.device), ctx_keys.repeat(2, 1, 1).to(neural.device)
+    )
     return ctx[:, -1]
 
 
@@ -65,7 +71,7 @@ def evaluate(
     checkpoint: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run the fidelity and idle evaluation of `neural` (a NeuralWorld) against the real default level."""
+    """Fidelity and idle evaluation of `neural` (a NeuralWorld of 2 x cfg.sequences games) on the default level."""
     from tqdm import tqdm
 
     from worldsim.data import Explorer
@@ -73,38 +79,49 @@ def evaluate(
 
     t0 = time.perf_counter()
     B, dev = cfg.sequences, neural.device
-    if neural.batch_size != B:
-        raise ValueError(f"the neural world steps {neural.batch_size} games; EvalConfig.sequences is {B}")
+    if neural.batch_size != 2 * B:
+        raise ValueError(
+            f"the neural world steps {neural.batch_size} games; evaluate needs 2 x sequences = {2 * B} "
+            f"(explorer rows + idle rows)"
+        )
     game = GameWorld(batch_size=B, size=(neural.height, neural.width), level="default", device=dev)
     seeds = [cfg.seed + i for i in range(B)]
     explorer = Explorer(B, game.num_keys, cfg.seed, dev)
-
-    # --- fidelity under explorer keys ----------------------------------------------------------
     start = _start(game, neural, explorer, cfg, seeds)
-    T = max(cfg.horizons)
+
+    T, n = max(cfg.horizons), max(max(cfg.horizons), cfg.idle_frames)
     curves = {k: torch.zeros(T, B) for k in ("psnr", "ssim", "base_psnr", "base_ssim")}
     motion_real, motion_gen = torch.zeros(T), torch.zeros(T)
-    prev_real, prev_gen = start, start
+    idle_mean, idle_std = torch.zeros(cfg.idle_frames), torch.zeros(cfg.idle_frames)
+    no_keys = torch.zeros(B, game.num_keys, dtype=torch.bool, device=dev)
+    idle_rows = list(range(B, 2 * B))
+    prev_real, prev_gen, idle_last = start, start, start
     V = min(cfg.video_sequences, B)
     video = []
-    for i in tqdm(range(T), desc="eval: explorer", disable=not progress, dynamic_ncols=True):
-        keys = explorer.act(game.blocked)
-        real = game.step(keys)
-        gen = neural.step(keys)
-        curves["psnr"][i] = psnr(gen, real).cpu()
-        curves["ssim"][i] = ssim(gen, real).cpu()
-        curves["base_psnr"][i] = psnr(start, real).cpu()
-        curves["base_ssim"][i] = ssim(start, real).cpu()
-        motion_real[i] = (real.float() - prev_real.float()).abs().mean().cpu()
-        motion_gen[i] = (gen.float() - prev_gen.float()).abs().mean().cpu()
-        prev_real, prev_gen = real, gen
-        video.append(torch.cat([real[:V], gen[:V]], dim=2).flatten(0, 1).cpu().numpy())  # [V*H, 2W, 3]
+    for i in tqdm(range(n), desc="eval", disable=not progress, dynamic_ncols=True):
+        if i < T:
+            keys = explorer.act(game.blocked)
+            real = game.step(keys)
+            out = neural.step(torch.cat([keys, no_keys]))  # [2B,H,W,3]: explorer rows, then idle rows
+            gen, idle = out[:B], out[B:]
+            curves["psnr"][i] = psnr(gen, real).cpu()
+            curves["ssim"][i] = ssim(gen, real).cpu()
+            curves["base_psnr"][i] = psnr(start, real).cpu()
+            curves["base_ssim"][i] = ssim(start, real).cpu()
+            motion_real[i] = (real.float() - prev_real.float()).abs().mean().cpu()
+            motion_gen[i] = (gen.float() - prev_gen.float()).abs().mean().cpu()
+            prev_real, prev_gen = real, gen
+            video.append(torch.cat([real[:V], gen[:V]], dim=2).flatten(0, 1).cpu().numpy())  # [V*H, 2W, 3]
+        else:
+            idle = neural.step(no_keys, slots=idle_rows)
+        if i < cfg.idle_frames:
+            f = idle.float()
+            idle_mean[i] = f.mean().cpu()
+            idle_std[i] = f.std(dim=(1, 2, 3)).mean().cpu()
+            idle_last = idle
 
     def at(name: str) -> dict[str, float]:
         return {str(h): round(curves[name][h - 1].mean().item(), 3) for h in cfg.horizons}
-
-    # --- idle: no keys, frames must stay in the real game's range ------------------------------
-    idle = _idle(game, neural, explorer, cfg, seeds, progress)
 
     result = {
         "psnr": at("psnr"),
@@ -114,7 +131,7 @@ def evaluate(
             "real_mean_abs_diff": round(motion_real.mean().item(), 3),
             "generated_mean_abs_diff": round(motion_gen.mean().item(), 3),
         },
-        "idle": idle,
+        "idle": _idle_summary(start, idle_last, idle_mean, idle_std),
         "checkpoint": checkpoint,
         "device": str(dev),
         "steps": getattr(neural, "steps", None),
@@ -125,50 +142,40 @@ def evaluate(
         "seconds": None,
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        plot_horizons(curves, out / "psnr_vs_horizon.png", title=f"{checkpoint}: fidelity vs the real game")
-        write_video(video, out / "real_vs_generated.mp4")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plot_horizons(
+            curves, out_dir / "psnr_vs_horizon.png", title=f"{checkpoint}: fidelity vs the real game"
+        )
+        write_video(video, out_dir / "real_vs_generated.mp4")
         result["files"] = {
-            "plot": str(out / "psnr_vs_horizon.png"),
-            "video": str(out / "real_vs_generated.mp4"),
+            "plot": str(out_dir / "psnr_vs_horizon.png"),
+            "video": str(out_dir / "real_vs_generated.mp4"),
         }
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
 
-def _idle(game, neural, explorer, cfg: EvalConfig, seeds: list[int], progress: bool) -> dict:
-    from tqdm import tqdm
-
-    start = _start(game, neural, explorer, cfg, seeds)
-    none = torch.zeros(cfg.sequences, game.num_keys, dtype=torch.bool, device=neural.device)
-    real_mean = start.float().mean(dim=(1, 2, 3))
-    means, stds = [], []
-    last = start
-    for _ in tqdm(range(cfg.idle_frames), desc="eval: idle", disable=not progress, dynamic_ncols=True):
-        last = neural.step(none)
-        f = last.float()
-        means.append(f.mean().item())
-        stds.append(f.std(dim=(1, 2, 3)).mean().item())
+def _idle_summary(start: torch.Tensor, last: torch.Tensor, means: torch.Tensor, stds: torch.Tensor) -> dict:
     # The real game does not move without keys: the start frame is the truth for every idle frame.
-    final_psnr = psnr(last, start).mean().item()
+    real_mean = start.float().mean(dim=(1, 2, 3))
     real_std = start.float().std(dim=(1, 2, 3)).mean().item()
     mean_lo, mean_hi = real_mean.min().item(), real_mean.max().item()
     # "In range": the mean brightness stays within 40 levels of the real start frames' and the
     # contrast never collapses below 30% of theirs (a blank or flat frame fails).
-    in_range = all(mean_lo - 40 <= m <= mean_hi + 40 for m in means)
-    collapsed = min(stds) < 0.3 * real_std
+    in_range = bool(((means >= mean_lo - 40) & (means <= mean_hi + 40)).all())
+    collapsed = bool(stds.min() < 0.3 * real_std)
     return {
-        "frames": cfg.idle_frames,
-        "mean_first": round(means[0], 2),
-        "mean_last": round(means[-1], 2),
-        "std_first": round(stds[0], 2),
-        "std_last": round(stds[-1], 2),
+        "frames": len(means),
+        "mean_first": round(means[0].item(), 2),
+        "mean_last": round(means[-1].item(), 2),
+        "std_first": round(stds[0].item(), 2),
+        "std_last": round(stds[-1].item(), 2),
         "real_mean_range": [round(mean_lo, 2), round(mean_hi, 2)],
         "real_std": round(real_std, 2),
-        "psnr_last_vs_start": round(final_psnr, 3),
-        "in_range": bool(in_range),
-        "collapsed": bool(collapsed),
+        "psnr_last_vs_start": round(psnr(last, start).mean().item(), 3),
+        "in_range": in_range,
+        "collapsed": collapsed,
     }
 
 
