@@ -20,7 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--bind", default=DEFAULT_BIND, help=f"ZeroMQ endpoint to bind (default {DEFAULT_BIND})")
-    p.add_argument("--world", choices=["game", "neural"], default="game", help="what makes the frames")
+    p.add_argument(
+        "--world",
+        choices=["game", "neural"],
+        default=None,
+        help="what makes the frames (default: game, or neural with --checkpoint)",
+    )
     p.add_argument(
         "--checkpoint", default=None, help="neural world: checkpoint name or path (default: best shipped)"
     )
@@ -61,8 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from worldsim.errors import UserError
     from worldsim.serve import Server, world_factory
 
+    world = args.world or ("neural" if args.checkpoint else "game")
+    if world == "game" and args.checkpoint:
+        raise UserError("--checkpoint is for --world neural; drop it or pass --world neural")
     level: str | int = int(args.level) if args.level.lstrip("-").isdigit() else args.level
     factory = world_factory(
         args.world, checkpoint=args.checkpoint, size=args.size, level=level, device=args.device
