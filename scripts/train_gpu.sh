@@ -4,7 +4,9 @@
 #
 #   OUT=/some/dir scripts/train_gpu.sh                 # tiny, ~14 min on one H100
 #   PRESET=tiny AE_MIN=3 TEACHER_MIN=8 scripts/train_gpu.sh all
-#   scripts/train_gpu.sh ae | teacher | export | eval  # one stage (the work dir persists in $RUN_DIR)
+#   scripts/train_gpu.sh ae teacher; scripts/train_gpu.sh export eval   # stages in separate calls
+#     ($RUN_DIR, under the git-ignored runs/, persists between calls on the same machine;
+#      TEACHER_RESUME=1 continues the teacher of an earlier call)
 #
 # Budgets are wall-clock minutes (--minutes), so the run cannot overrun; step counts are upper bounds.
 # What comes back in $OUT (few files, each <= 16 MiB): $PRESET.safetensors, $PRESET.md (card),
@@ -14,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 
-STAGE="${1:-all}"
+STAGES=" ${*:-all} "
+has() { [[ "$STAGES" == *" all "* || "$STAGES" == *" $1 "* ]]; }
 PRESET="${PRESET:-tiny}"
 OUT="${OUT:-runs/out-$PRESET}"
 RUN_DIR="${RUN_DIR:-runs/gpu-$PRESET}"
@@ -28,6 +31,8 @@ TEACHER_BATCH="${TEACHER_BATCH:-32}"
 TEACHER_ARGS="${TEACHER_ARGS:-}"
 EVAL_ARGS="${EVAL_ARGS:-}"
 COMPILE="${COMPILE:---compile}"
+RESUME=""
+[ "${TEACHER_RESUME:-0}" = 1 ] && RESUME="--resume"
 [ "$DEVICE" = "cpu" ] && COMPILE=""
 mkdir -p "$OUT" "$RUN_DIR"
 LOG="$RUN_DIR/pipeline.log"
@@ -35,29 +40,29 @@ T0=$(date +%s)
 
 stage() { echo "=== $1 ($(($(date +%s) - T0)) s) ===" | tee -a "$LOG"; }
 
-if [ "$STAGE" = all ] || [ "$STAGE" = ae ]; then
+if has ae; then
   stage "autoencoder: $AE_MIN min"
   python -m worldsim train autoencoder --preset "$PRESET" --device "$DEVICE" --minutes "$AE_MIN" \
     --steps "$AE_STEPS" --batch "$AE_BATCH" --out "$RUN_DIR/ae" --no-progress --log-every 250 \
     2>&1 | tee "$RUN_DIR/autoencoder.log"
 fi
 
-if [ "$STAGE" = all ] || [ "$STAGE" = teacher ]; then
+if has teacher; then
   stage "teacher: $TEACHER_MIN min"
   # shellcheck disable=SC2086
   python -m worldsim train teacher --preset "$PRESET" --device "$DEVICE" --minutes "$TEACHER_MIN" \
     --steps "$TEACHER_STEPS" --batch "$TEACHER_BATCH" --autoencoder "$RUN_DIR/ae/autoencoder.pt" \
-    --out "$RUN_DIR/teacher" --no-progress --log-every 250 $COMPILE $TEACHER_ARGS \
-    2>&1 | tee "$RUN_DIR/teacher.log"
+    --out "$RUN_DIR/teacher" --no-progress --log-every 250 $COMPILE $RESUME $TEACHER_ARGS \
+    2>&1 | tee -a "$RUN_DIR/teacher.log"
 fi
 
-if [ "$STAGE" = all ] || [ "$STAGE" = export ]; then
+if has export; then
   stage "export"
   python -m worldsim.train.export "$RUN_DIR/teacher/teacher.pt" "$OUT/$PRESET.safetensors" \
     --autoencoder-metrics "$RUN_DIR/ae/autoencoder.json" 2>&1 | tee "$RUN_DIR/export.log"
 fi
 
-if [ "$STAGE" = all ] || [ "$STAGE" = eval ]; then
+if has eval; then
   stage "quick eval"
   # shellcheck disable=SC2086
   python -m worldsim eval --checkpoint "$OUT/$PRESET.safetensors" --quick --device "$DEVICE" \
