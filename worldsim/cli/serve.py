@@ -74,7 +74,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UserError("--checkpoint is for --world neural; drop it or pass --world neural")
     level: str | int = int(args.level) if args.level.lstrip("-").isdigit() else args.level
     factory = world_factory(
-        args.world, checkpoint=args.checkpoint, size=args.size, level=level, device=args.device
+        world, checkpoint=args.checkpoint, size=args.size, level=level, device=args.device
     )
     server = Server(
         factory,
