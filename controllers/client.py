@@ -150,7 +150,8 @@ class Client:
         self._held = held
         self._maintain()
         seq = self._next_seq()
-        self._send({"type": "input", "session": self.session, "seq": seq, "keys": held})
+        if not self._lost_at:  # while reconnecting, the held keys go out with the new welcome
+            self._send({"type": "input", "session": self.session, "seq": seq, "keys": held})
         return seq
 
     def poll_frame(self, timeout_ms: int = 0) -> Frame | None:
