@@ -147,10 +147,10 @@ def evaluate(
         plot_horizons(
             curves, out_dir / "psnr_vs_horizon.png", title=f"{checkpoint}: fidelity vs the real game"
         )
-        write_video(video, out_dir / "real_vs_generated.mp4")
+        video_path = write_video(video, out_dir / "real_vs_generated.mp4")
         result["files"] = {
             "plot": str(out_dir / "psnr_vs_horizon.png"),
-            "video": str(out_dir / "real_vs_generated.mp4"),
+            "video": str(video_path),
         }
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
@@ -204,23 +204,33 @@ def plot_horizons(curves: dict[str, torch.Tensor], path: Path, title: str) -> No
     os.replace(tmp, path)
 
 
-def write_video(frames: list[np.ndarray], path: Path, fps: int = 15, scale: int = 4) -> None:
-    """uint8 [H,W,3] frames -> an H.264 mp4 (nearest-upscaled so 64x64 frames are visible)."""
-    import imageio_ffmpeg
+def write_video(frames: list[np.ndarray], path: Path, fps: int = 15, scale: int = 4) -> Path:
+    """uint8 [H,W,3] frames -> an H.264 mp4 (nearest-upscaled so 64x64 frames are visible).
 
-    h, w = frames[0].shape[:2]
+    Where imageio-ffmpeg is not installed (the GPU image lacks it), writes a GIF beside it instead and
+    returns that path.
+    """
+    big = [np.ascontiguousarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        from PIL import Image
+
+        path = path.with_suffix(".gif")
+        log.warning("imageio-ffmpeg is not installed: writing %s instead of an mp4", path)
+        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+        images = [Image.fromarray(f) for f in big]
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        os.replace(tmp, path)
+        return path
+    h, w = big[0].shape[:2]
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     writer = imageio_ffmpeg.write_frames(
-        str(tmp),
-        (w * scale, h * scale),
-        fps=fps,
-        codec="libx264",
-        pix_fmt_out="yuv420p",
-        macro_block_size=1,
-        quality=8,
+        str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1, quality=8
     )
     writer.send(None)
-    for f in frames:
-        writer.send(np.ascontiguousarray(f.repeat(scale, 0).repeat(scale, 1)))
+    for f in big:
+        writer.send(f)
     writer.close()
     os.replace(tmp, path)
+    return path
