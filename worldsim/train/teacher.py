@@ -12,7 +12,7 @@ import torch
 
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder, frames_to_model
-from worldsim.train import common
+from worldsim.train import common, distributed
 from worldsim.train.autoencoder import load_autoencoder
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,22 @@ def flow_matching_loss(
     return (v.float() - (noise - z0).float()).pow(2).mean()
 
 
+def train_step(fwd, model, opt, z0, t, keys, drop, *, grad_clip: float, amp, noise=None):
+    """One optimizer step; returns (loss, grad norm) as tensors (no host sync).
+
+    `fwd` is what runs the forward (the model, or its DDP / compiled wrapper), `model` the plain module
+    whose parameters are clipped. Under DDP the gradients are the mean over ranks by the time backward
+    returns, so the clip and the step see the gradient of the whole global batch, as one process would.
+    """
+    with amp:
+        loss = flow_matching_loss(fwd, z0, t, keys, drop, noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss, gnorm
+
+
 @torch.no_grad()
 def encode_clips(ae: Autoencoder, frames: torch.Tensor) -> torch.Tensor:
     """uint8 frames [B,F,H,W,3] -> normalised latents [B,F,C,h,w] (fp32)."""
@@ -94,7 +110,8 @@ def train(args: argparse.Namespace) -> dict:
     from worldsim.model.config import ModelConfig, get_preset
 
     common.check_positive(steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes)
-    device = common.resolve_device(args.device)
+    dist_info, device = distributed.setup_distributed(common.resolve_device(args.device))
+    main_rank = dist_info.is_main
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
@@ -144,7 +161,7 @@ def train(args: argparse.Namespace) -> dict:
             "--clip-frames %d <= window %d: the attention window never slides in training", clip, cfg.window
         )
 
-    model = build_dit(cfg).to(device)
+    model = build_dit(cfg).to(device)  # same seed on every rank; DDP broadcasts rank 0's weights anyway
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -166,15 +183,20 @@ def train(args: argparse.Namespace) -> dict:
         if state.get("hparams", {}).get("steps") == args.steps:
             total = state.get("schedule_total", args.steps)
         log.info("resumed %s at step %d", state_path, step)
+    ddp = distributed.parallelize(model, dist_info, device)
+    if dist_info.enabled:  # noise levels and key dropout of their own per rank, like the data
+        torch.manual_seed(distributed.rank_seed(args.seed * 1_000 + step, dist_info))
 
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
-        "teacher %s: %.2fM params, clip %d frames, window %d, device %s",
+        "teacher %s: %.2fM params, clip %d frames, window %d, device %s, %d rank(s) x batch %d",
         cfg.name,
         n_params / 1e6,
         clip,
         cfg.window,
         device,
+        dist_info.world_size,
+        args.batch,
     )
 
     # A fixed held-out batch (other seeds), fixed noise and levels: a comparable validation loss.
@@ -200,7 +222,11 @@ def train(args: argparse.Namespace) -> dict:
     val_noise = torch.randn(val_z.shape, device=device, generator=g)
 
     data = common.game_batches(
-        batch=args.batch, frames=clip, size=cfg.image_hw, device=device, seed=args.seed * 1_000 + step
+        batch=args.batch,
+        frames=clip,
+        size=cfg.image_hw,
+        device=device,
+        seed=distributed.rank_seed(args.seed * 1_000 + step, dist_info),
     )
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -210,12 +236,14 @@ def train(args: argparse.Namespace) -> dict:
     if not evals:
         evals.append([0, validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)])  # untrained baseline
     budget = common.Budget(args.steps, args.minutes)  # compile time counts: the run cannot overrun
-    fwd = _compiled(model, data, ae, cfg, args, amp, device) if args.compile else model
+    fwd = _compiled(ddp, model, data, ae, cfg, args, amp, device) if args.compile else ddp
     warmup = min(args.warmup, max(1, args.steps // 10))
-    bar = common.progress(args.steps, step, args.no_progress, "teacher")
+    bar = common.progress(args.steps, step, args.no_progress or not main_rank, "teacher")
     model.train()
     t_start, start_step = time.monotonic(), step
-    while not budget.done(step):
+    # A time budget ends on rank 0's clock: ranks that stopped apart would hang in the next all-reduce.
+    sync_budget = dist_info.enabled and args.minutes is not None
+    while not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget):
         frames, keys = next(data)
         z0 = encode_clips(ae, frames)
         t = sample_t(
@@ -230,28 +258,25 @@ def train(args: argparse.Namespace) -> dict:
             # Time budget: fit the cosine schedule to the steps the remaining minutes allow.
             rate = (step - start_step) / max(1e-6, time.monotonic() - t_start)
             total = max(step + 1, min(total, step + int(rate * (budget.seconds - budget.elapsed))))
+            total = distributed.agree(total, dist_info, device)  # one LR schedule for all ranks
         for grp in opt.param_groups:
             grp["lr"] = args.lr * common.warmup_cosine(step, total, warmup)
-        with amp:
-            loss = flow_matching_loss(fwd, z0, t, keys, drop)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
+        loss, gnorm = train_step(fwd, model, opt, z0, t, keys, drop, grad_clip=args.grad_clip, amp=amp)
         common.ema_update(ema, model, min(args.ema_decay, (1 + step) / (10 + step)))
         step += 1
         bar.update(1)
         if step % 10 == 0 or step == 1:
+            loss_all = distributed.mean_across_ranks(loss, dist_info).item()  # the global batch's loss
             history["step"].append(step)
-            history["loss"].append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.4f}", gnorm=f"{gnorm.item():.2f}")
+            history["loss"].append(loss_all)
+            bar.set_postfix(loss=f"{loss_all:.4f}", gnorm=f"{gnorm.item():.2f}")
         if step % args.log_every == 0:
-            v = validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)
+            v = validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)  # EMA is the same on all ranks
             evals.append([step, v])
             log.info(
                 "step %d loss %.4f ema val loss %.4f lr %.2e", step, loss.item(), v, opt.param_groups[0]["lr"]
             )
-        if step % args.ckpt_every == 0:
+        if step % args.ckpt_every == 0 and main_rank:
             _save(state_path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total)
     bar.close()
     seconds = time.monotonic() - t_start
@@ -263,6 +288,7 @@ def train(args: argparse.Namespace) -> dict:
         "params": n_params,
         "steps": step,
         "batch": args.batch,
+        "ranks": dist_info.world_size,
         "clip_frames": clip,
         "window": cfg.window,
         "sinks": cfg.sinks,
@@ -271,22 +297,27 @@ def train(args: argparse.Namespace) -> dict:
         "key_dropout": args.key_dropout,
         "train_seconds_this_run": round(seconds, 1),
         "steps_per_second": round((step - start_step) / max(seconds, 1e-6), 2),
+        "clips_per_second": round(
+            (step - start_step) * args.batch * dist_info.world_size / max(seconds, 1e-6), 2
+        ),
         "final_loss": round(history["loss"][-1], 5) if history["loss"] else None,
         "ema_val_loss": round(v, 5),
         "device": str(device),
     }
-    _save(state_path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total, metrics)
-    common.save_loss_plot(
-        _with_val(history, evals), out / "teacher_loss.png", f"teacher ({cfg.name}): flow-matching loss"
-    )
-    common.write_json(metrics, out / "teacher.json")
+    if main_rank:  # one writer: the others hold the same weights
+        _save(state_path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total, metrics)
+        common.save_loss_plot(
+            _with_val(history, evals), out / "teacher_loss.png", f"teacher ({cfg.name}): flow-matching loss"
+        )
+        common.write_json(metrics, out / "teacher.json")
+    distributed.barrier(dist_info)  # no rank returns before the train state is on disk
     log.info("teacher: %d steps in %.0f s, ema val loss %.4f", step, seconds, v)
     return metrics
 
 
-def _compiled(model, data, ae, cfg, args, amp, device):
-    """torch.compile(model), tried on one training batch first; on failure, the eager model (logged)."""
-    fwd = torch.compile(model)
+def _compiled(wrapped, model, data, ae, cfg, args, amp, device):
+    """torch.compile(wrapped), tried on one training batch first; on failure, `wrapped` eagerly (logged)."""
+    fwd = torch.compile(wrapped)
     try:
         frames, keys = next(data)
         z0 = encode_clips(ae, frames)
@@ -304,7 +335,7 @@ def _compiled(model, data, ae, cfg, args, amp, device):
         log.warning(
             "torch.compile failed (%s: %s); training eagerly", type(e).__name__, str(e).splitlines()[0][:200]
         )
-        fwd = model
+        fwd = wrapped
     for p in model.parameters():
         p.grad = None
     return fwd
@@ -393,9 +424,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    train(args)
-    if args.export:
-        from worldsim.train.export import export
+    dist_info = distributed.info_from_env()
+    try:
+        train(args)
+        if args.export and dist_info.is_main:
+            from worldsim.train.export import export
 
-        export(Path(args.out) / STATE_FILE, args.export)
+            export(Path(args.out) / STATE_FILE, args.export)
+    finally:
+        distributed.cleanup(dist_info)
     return 0
