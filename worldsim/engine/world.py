@@ -1,0 +1,152 @@
+"""`GraphWorld`: a `NeuralWorld` whose per-frame step (all denoising passes, the cache write, the
+decoder and the uint8 conversion) replays as ONE CUDA graph for all its session slots.
+
+Sessions join and leave without recapture: `reset(..., slots=...)` primes the slots' cache rows
+eagerly (outside the graph, same tensors), and `step(keys, slots=...)` fills the static inputs of the
+chosen slots and marks only them active (the other rows compute but do not advance: see step.py).
+Noise comes from the world's generator in the same order as the eager path, so replay equals eager.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from worldsim.engine.graph import StepGraph
+from worldsim.engine.step import block_step
+from worldsim.model.autoencoder import model_to_frames
+from worldsim.neural import NeuralWorld, default_device
+from worldsim.world import World, keys_tensor
+
+
+class GraphWorld(World):
+    """Wrap `world` (a `NeuralWorld`); `graph=None` = a CUDA graph on CUDA, the eager step elsewhere."""
+
+    def __init__(self, world: NeuralWorld, *, graph: bool | None = None):
+        if graph and world.device.type != "cuda":
+            raise ValueError(f"GraphWorld(graph=True) needs a CUDA world, got device {world.device}")
+        self.world = world
+        self.key_names, self.height, self.width = world.key_names, world.height, world.width
+        self.batch_size, self.device = world.batch_size, world.device
+        cfg = world.cfg
+        B, C, (h, w) = world.batch_size, cfg.latent_channels, cfg.latent_hw
+        dev, dt = world.device, world.dtype
+        # static inputs, filled in place before every replay
+        self._noise = torch.zeros(B, 1, C, h, w, device=dev, dtype=dt)  # [B,1,C,h,w]
+        self._write_noise = torch.zeros_like(self._noise) if cfg.context_noise > 0 else None
+        self._keys = torch.zeros(B, 1, world.num_keys, device=dev, dtype=torch.bool)  # [B,1,K]
+        self._active = torch.zeros(B, device=dev, dtype=torch.long)  # [B]
+        self._all = torch.ones(B, device=dev, dtype=torch.long)
+        self._masks: dict[tuple[int, ...], torch.Tensor] = {}
+        enabled = world.device.type == "cuda" if graph is None else graph
+        self.graph = StepGraph(self._step_all, enabled=enabled)
+
+    # construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(
+        cls,
+        name_or_path: str | os.PathLike | None = None,
+        *,
+        device: torch.device | str | None = None,
+        graph: bool | None = None,
+        **kwargs,
+    ) -> GraphWorld:
+        """`NeuralWorld.from_checkpoint(...)` wrapped in the engine (kwargs go to NeuralWorld)."""
+        return cls(NeuralWorld.from_checkpoint(name_or_path, device=device, **kwargs), graph=graph)
+
+    # the captured function ------------------------------------------------------------------------
+    def _step_all(self) -> torch.Tensor:
+        w = self.world
+        x0 = block_step(
+            w.dit, w.cache, w.sampler, w.schedule, self._noise, self._keys,
+            active=self._active, guidance=w.guidance, drop=w._drop,
+            context_noise=w.cfg.context_noise, write_noise=self._write_noise,
+        )  # fmt: skip
+        return model_to_frames(w.autoencoder.decode(x0[:, 0]))  # [B,H,W,3] uint8
+
+    def _mask(self, rows: torch.Tensor | None, key: tuple[int, ...] | None) -> torch.Tensor:
+        if rows is None:
+            return self._all
+        m = self._masks.get(key)  # type: ignore[arg-type]
+        if m is None:  # built on the device once per distinct slot list
+            m = torch.zeros(self.batch_size, device=self.device, dtype=torch.long).index_fill_(0, rows, 1)
+            if len(self._masks) < 256:
+                self._masks[key] = m  # type: ignore[index]
+        return m
+
+    # World API --------------------------------------------------------------------------------------
+    def reset(self, seeds=None, *, slots: Sequence[int] | None = None) -> torch.Tensor:
+        return self.world.reset(seeds, slots=slots)
+
+    def reset_from_frames(self, frames, keys=None, *, slots: Sequence[int] | None = None) -> torch.Tensor:
+        return self.world.reset_from_frames(frames, keys, slots=slots)
+
+    @torch.inference_mode()
+    def step(self, keys: torch.Tensor, *, slots: Sequence[int] | None = None) -> torch.Tensor:
+        w = self.world
+        rows, R = w._rows(slots)
+        k = keys_tensor(keys, R, self.num_keys, self.device)  # [R,K]
+        cfg = w.cfg
+        C, (h, w_) = cfg.latent_channels, cfg.latent_hw
+        gen = w.generator  # drawn in the eager path's order: step noise, then write noise
+        noise = torch.randn(R, 1, C, h, w_, device=self.device, dtype=w.dtype, generator=gen)
+        wnoise = None
+        if self._write_noise is not None:
+            wnoise = torch.randn(R, 1, C, h, w_, device=self.device, dtype=w.dtype, generator=gen)
+        if not self.graph.captured and self.graph.enabled:
+            self._active.zero_()  # warm-up passes must not move any frame counter
+            self.graph.capture()
+        if rows is None:
+            self._noise.copy_(noise)
+            self._keys[:, 0].copy_(k)
+            if wnoise is not None:
+                self._write_noise.copy_(wnoise)  # type: ignore[union-attr]
+        else:
+            self._noise.index_copy_(0, rows, noise)
+            self._keys.zero_()
+            self._keys[:, 0].index_copy_(0, rows, k)
+            if wnoise is not None:
+                self._write_noise.index_copy_(0, rows, wnoise)  # type: ignore[union-attr]
+        self._active.copy_(self._mask(rows, tuple(int(s) for s in slots) if slots is not None else None))
+        frames = self.graph()  # [B,H,W,3]
+        # a copy: the graph's output buffer is overwritten by the next replay
+        return frames.clone() if rows is None else frames.index_select(0, rows)
+
+    def describe(self) -> dict:
+        d = self.world.describe()
+        d.update(world=self.world.name, engine="cuda-graph" if self.graph.enabled else "eager")
+        return d
+
+    @property
+    def name(self) -> str:
+        return self.world.name
+
+    @property
+    def checkpoint_name(self) -> str | None:
+        return self.world.checkpoint_name
+
+    @property
+    def checkpoint_hash(self) -> str | None:
+        return self.world.checkpoint_hash
+
+    @property
+    def steps(self) -> int:
+        return self.world.steps
+
+    def close(self) -> None:
+        self.graph.reset()
+        self.world.close()
+
+
+def fastest_world(
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 1,
+    **kwargs,
+) -> World:
+    """The fastest neural world this engine knows for `device`: graphed on CUDA, eager elsewhere."""
+    device = torch.device(device) if device is not None else default_device()
+    return GraphWorld.from_checkpoint(checkpoint, device=device, batch_size=batch_size, **kwargs)
