@@ -5,7 +5,8 @@ import pygame
 import pytest
 import torch
 
-from controllers.window import Window, WorldSource
+from controllers.sources import WorldSource
+from controllers.window import Window
 from worldsim.cli import main
 from worldsim.record import read_recording
 

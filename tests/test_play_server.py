@@ -6,7 +6,8 @@ import pygame
 import pytest
 import torch
 
-from controllers.window import ClientSource, Window
+from controllers.sources import ClientSource
+from controllers.window import Window
 from worldsim.cli import main
 from worldsim.game import GameWorld
 from worldsim.record import read_recording

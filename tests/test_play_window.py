@@ -7,7 +7,8 @@ import numpy as np
 import pygame
 import torch
 
-from controllers.window import Window, WorldSource
+from controllers.sources import WorldSource
+from controllers.window import Window
 from worldsim.game import GameWorld
 from worldsim.world import KEY_NAMES
 

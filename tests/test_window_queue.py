@@ -7,8 +7,9 @@ import numpy as np
 import pygame
 import pytest
 
+from controllers.frames import FrameQueue
 from controllers.keyboard import Keyboard
-from controllers.window import FrameQueue, auto_scale
+from controllers.window import auto_scale
 from worldsim.world import KEY_NAMES
 
 
