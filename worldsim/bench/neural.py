@@ -1,0 +1,309 @@
+"""`worldsim bench --world neural`: frames/s, per-frame latency p50/p99 and GPU memory of the neural
+world's per-frame step; `--compare` times eager vs CUDA graph, bf16 vs fp32, sessions 1/16/64 and the
+anchor-shape presets in one process and prints one table (`--quick`: toy sizes, runs on CPU).
+
+Timing: a warm-up (graph capture included), then half the time with a host sync after every step
+(the latency percentiles), then half unsynced in chunks (frames/s: what a server ticking the world
+sees). Numbers are measured, never derived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from worldsim.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # deliberate host sync: the clock must see finished work
+
+
+def time_steps(
+    step: Callable[[int], object], device: torch.device, seconds: float, *, min_steps: int = 5
+) -> dict:
+    """Time `step(i)` for ~`seconds` (after a warm-up): latency percentiles (synced) and steps/s."""
+    device = torch.device(device)
+    warm_end = time.perf_counter() + min(1.0, seconds / 4)
+    i = 0
+    while i < 3 or time.perf_counter() < warm_end:  # the first step captures the graph
+        step(i)
+        i += 1
+    _sync(device)
+    lat: list[float] = []
+    end = time.perf_counter() + seconds / 2
+    while len(lat) < min_steps or time.perf_counter() < end:
+        t0 = time.perf_counter()
+        step(i)
+        _sync(device)
+        lat.append(time.perf_counter() - t0)
+        i += 1
+    n, chunk = 0, 2
+    start = time.perf_counter()
+    while True:
+        for _ in range(chunk):
+            step(i)
+            i += 1
+        n += chunk
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds / 2 and n >= min_steps:
+            break
+        chunk = min(chunk * 2, 128)
+    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
+    return {
+        "steps_per_s": n / elapsed,
+        "ms_p50": q[49] * 1e3,
+        "ms_p99": q[98] * 1e3,
+        "ms_mean": elapsed / n * 1e3,
+        "timed_steps": n + len(lat),
+    }
+
+
+def _memory(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def _reset_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def measure_world(world, seconds: float) -> dict:
+    """Frames/s (all sessions together), per-frame latency and peak GPU memory of `world.step`."""
+    device, B = world.device, world.batch_size
+    gen = torch.Generator().manual_seed(0)
+    stream = (torch.rand(64, B, world.num_keys, generator=gen) < 0.3).to(device)  # a changing key stream
+    world.reset(list(range(B)))
+    r = time_steps(lambda i: world.step(stream[i % 64]), device, seconds)
+    r.update(fps=r["steps_per_s"] * B, fps_per_session=r["steps_per_s"], sessions=B)
+    r["gpu_mib"] = _memory(device)
+    return r
+
+
+def build_world(
+    *,
+    checkpoint: str | None,
+    device: torch.device,
+    sessions: int,
+    dtype: torch.dtype | None,
+    graph: bool,
+    preset: str | None = None,
+):
+    """A neural world: from a checkpoint, or (`preset`) the preset's shapes with random weights."""
+    from worldsim.engine import GraphWorld
+    from worldsim.neural import NeuralWorld
+
+    if preset is None:
+        world = NeuralWorld.from_checkpoint(checkpoint, device=device, batch_size=sessions, dtype=dtype)
+    else:
+        from worldsim.model import DiT, get_preset
+        from worldsim.model.autoencoder import Autoencoder
+
+        cfg = get_preset(preset)
+        torch.manual_seed(0)
+        with torch.device(device):
+            dit, ae = DiT(cfg), Autoencoder(cfg.autoencoder)
+        start = torch.randn(4, 1, cfg.latent_channels, *cfg.latent_hw)
+        world = NeuralWorld(
+            dit, ae, cfg, batch_size=sessions, device=device, dtype=dtype, start_latents=start,
+            checkpoint_name=f"{preset} (random weights)",
+        )  # fmt: skip
+    return GraphWorld(world, graph=graph) if graph else world
+
+
+def measure_anchor(
+    name: str, *, device: torch.device, dtype: torch.dtype, graph: bool, seconds: float, quick: bool
+) -> dict:
+    """Latent-only block steps of an anchor-shape preset (random weights, one session)."""
+    from worldsim.engine.latent import LatentEngine
+    from worldsim.model import DiT
+    from worldsim.model.presets_anchor import VIDEO_FRAMES_PER_LATENT, anchor_preset, reported_fps
+
+    cfg = anchor_preset(name, quick=quick)
+    torch.manual_seed(0)
+    with torch.device(device):
+        dit = DiT(cfg)
+    eng = LatentEngine(dit, batch_size=1, device=device, dtype=dtype, graph=graph)
+    keys = torch.zeros(1, cfg.block_frames, cfg.num_keys, dtype=torch.bool, device=device)
+    r = time_steps(lambda i: eng.step(keys), device, seconds)
+    Fb = cfg.block_frames
+    r.update(
+        fps=r["steps_per_s"] * Fb, fps_per_session=r["steps_per_s"] * Fb, sessions=1,
+        video_fps=r["steps_per_s"] * Fb * VIDEO_FRAMES_PER_LATENT, reported_video_fps=reported_fps(name),
+        gpu_mib=_memory(device), params=dit.num_params(), tokens_per_frame=cfg.tokens_per_frame,
+        block_frames=Fb, window=cfg.window, steps=cfg.steps,
+    )  # fmt: skip
+
+    return r
+
+
+def _env(device: torch.device) -> dict:
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
+def _write_json(path: str, obj: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    log.info("wrote %s", path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The comparison (one process, one table)
+# ---------------------------------------------------------------------------------------------------
+
+
+def compare(*, device: torch.device, checkpoint: str | None, seconds: float, quick: bool) -> dict:
+    """Eager vs graph x dtype x sessions on the checkpoint (and `base` shapes), then the anchors.
+
+    `quick`: the `test` preset and toy anchors at sessions 1 and 2 (CPU-sized). Graph rows only on CUDA;
+    bf16 only on CUDA (CPU bf16 matmuls are no deployment target).
+    """
+    from worldsim.model.presets_anchor import ANCHOR_NAMES
+
+    cuda = device.type == "cuda"
+    modes = ("eager", "graph") if cuda else ("eager",)
+    dtypes = ("bf16", "fp32") if cuda else ("fp32",)
+    sessions = (1, 2) if quick else (1, 16, 64)
+    if quick:
+        models = [("test (random)", None, "test", dtypes)]
+    else:
+        models = [(checkpoint or "default checkpoint", checkpoint, None, dtypes)]
+        if cuda:
+            models.append(("base (random)", None, "base", ("bf16",)))
+    rows: list[dict] = []
+    for label, ckpt, preset, dts in models:
+        for dt in dts:
+            for S in sessions:
+                for mode in modes:
+                    _reset_memory(device)
+                    world = build_world(
+                        checkpoint=ckpt, device=device, sessions=S, dtype=DTYPES[dt],
+                        graph=mode == "graph", preset=preset,
+                    )  # fmt: skip
+                    r = measure_world(world, seconds)
+                    world.close()
+                    del world
+                    rows.append({"model": label, "dtype": dt, "mode": mode, **r})
+                    log.info("%s %s S=%d %s: %.1f fps", label, dt, S, mode, r["fps"])
+    if cuda or quick:
+        for name in ANCHOR_NAMES:
+            for mode in modes:
+                _reset_memory(device)
+                dt = dtypes[0]
+                r = measure_anchor(
+                    name, device=device, dtype=DTYPES[dt], graph=mode == "graph", seconds=seconds, quick=quick
+                )
+                rows.append({"model": name + (" (quick)" if quick else ""), "dtype": dt, "mode": mode, **r})
+                log.info("%s %s: %.1f latent fps", name, mode, r["fps"])
+    else:
+        log.info("anchor shapes skipped: 1.1B-parameter models are timed on CUDA only (use --quick on CPU)")
+    for r in rows:  # graph speed-up against the eager row of the same work
+        eager = [
+            e
+            for e in rows
+            if e["mode"] == "eager" and all(e[k] == r[k] for k in ("model", "dtype", "sessions"))
+        ]
+        r["vs_eager"] = r["fps"] / eager[0]["fps"] if eager else None
+    return {"rows": rows, "quick": quick, "seconds_per_row": seconds, **_env(device)}
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (
+        f"{'model':<24} {'dtype':<5} {'mode':<6} {'sess':>4} {'frames/s':>9} {'fps/sess':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'GPU MiB':>8} {'x eager':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        mem = f"{r['gpu_mib']:.0f}" if r.get("gpu_mib") is not None else "-"
+        vs = f"{r['vs_eager']:.2f}" if r.get("vs_eager") is not None else "-"
+        lines.append(
+            f"{r['model'][:24]:<24} {r['dtype']:<5} {r['mode']:<6} {r['sessions']:>4} {r['fps']:>9.1f} "
+            f"{r['fps_per_session']:>9.1f} {r['ms_p50']:>8.2f} {r['ms_p99']:>8.2f} {mem:>8} {vs:>7}"
+        )
+        if "video_fps" in r:
+            lines.append(
+                f"{'':<24} latent frames; video frames/s (x4 VAE) = {r['video_fps']:.1f} "
+                f"(reported by the authors: {r['reported_video_fps']:.0f})"
+            )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: CUDA is not available here; pass --device cpu")
+    if args.sessions < 1 or args.seconds <= 0:
+        raise UserError(f"need --sessions >= 1 and --seconds > 0; got {args.sessions}, {args.seconds}")
+    quick = bool(getattr(args, "quick", False))
+    if args.compare:
+        result = compare(device=device, checkpoint=args.checkpoint, seconds=args.seconds, quick=quick)
+        print(format_table(result["rows"]))
+    else:
+        graph = device.type == "cuda" and not getattr(args, "eager", False)
+        _reset_memory(device)
+        world = build_world(
+            checkpoint=args.checkpoint, device=device, sessions=args.sessions, dtype=None, graph=graph,
+            preset="test" if quick else None,
+        )  # fmt: skip
+        r = measure_world(world, args.seconds)
+        label = world.checkpoint_name or "?"
+        dt = "bf16" if world.device.type == "cuda" else "fp32"
+        world.close()
+        row = {"model": label, "dtype": dt, "mode": "graph" if graph else "eager", "vs_eager": None, **r}
+        print(format_table([row]))
+        result = {**row, **_env(device)}
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m worldsim.bench.neural`: the same benchmark, with `--quick` and `--eager`."""
+    p = argparse.ArgumentParser(prog="python -m worldsim.bench.neural", description=__doc__)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--sessions", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--compare", action="store_true")
+    p.add_argument("--quick", action="store_true", help="toy sizes (the test preset, toy anchors)")
+    p.add_argument("--eager", action="store_true", help="time the eager step even on CUDA")
+    p.add_argument("--json", default=None, metavar="FILE")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return run(args)
+    except UserError as e:
+        p.exit(2, f"error: {e}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
