@@ -1,0 +1,59 @@
+"""`worldsim bench --world neural`: the single run and the `--compare --quick` table, on CPU."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from worldsim.bench import neural as bench
+from worldsim.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _args(**kw):
+    base = dict(
+        world="neural", checkpoint=None, device="cpu", sessions=1, seconds=0.2, compare=False, json=None,
+        quick=True, eager=False,
+    )  # fmt: skip
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_single_run_writes_fps_and_latency(tmp_path, capsys):
+    out = tmp_path / "n.json"
+    assert bench.run(_args(sessions=2, json=str(out))) == 0
+    r = json.loads(out.read_text())
+    assert r["fps"] > 0 and r["sessions"] == 2 and r["mode"] == "eager" and r["device"] == "cpu"
+    assert 0 < r["ms_p50"] <= r["ms_p99"]
+    assert r["fps"] == pytest.approx(2 * r["fps_per_session"])
+    assert "frames/s" in capsys.readouterr().out
+
+
+def test_compare_quick_covers_sessions_and_anchors(tmp_path, capsys):
+    out = tmp_path / "c.json"
+    assert (
+        bench.main(["--compare", "--quick", "--device", "cpu", "--seconds", "0.1", "--json", str(out)]) == 0
+    )
+    r = json.loads(out.read_text())
+    rows = r["rows"]
+    assert {(x["model"], x["sessions"]) for x in rows} >= {("test (random)", 1), ("test (random)", 2)}
+    anchors = [x for x in rows if "video_fps" in x]
+    assert {x["model"] for x in anchors} == {"matrix-game-2 (quick)", "self-forcing (quick)"}
+    for x in anchors:  # a block is 3 latent frames; the table's video rate is 4 per latent frame
+        assert x["block_frames"] == 3 and x["video_fps"] == pytest.approx(4 * x["fps"])
+    assert all(x["fps"] > 0 and x["vs_eager"] == 1.0 for x in rows)  # CPU: eager rows only
+    table = capsys.readouterr().out
+    assert "self-forcing (quick)" in table and "x eager" in table
+
+
+def test_bad_arguments_are_user_errors():
+    with pytest.raises(UserError, match="--sessions"):
+        bench.run(_args(sessions=0))
