@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Speed on one GPU in one command (issue 6): the GPU tests of the engine and kernels, then the
+# comparison table (eager vs CUDA graph, bf16 vs fp32, sessions 1/16/64, base shapes, anchor shapes),
+# then single runs of the default engine. Everything lands in $OUT. About 4-5 minutes on an H100.
+#
+#   OUT=/some/dir scripts/bench_neural_gpu.sh
+#   SECONDS_PER_ROW=1 scripts/bench_neural_gpu.sh        # shorter rows
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+OUT="${OUT:-runs/bench-neural}"
+SECONDS_PER_ROW="${SECONDS_PER_ROW:-2}"
+mkdir -p "$OUT"
+status=0
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1 || true
+python -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'python', sys.version.split()[0])" | tee -a "$OUT/gpu.txt"
+
+echo "== GPU tests (engine, kernels, bench) =="
+timeout 150 python -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_bench_neural.py \
+    $(ls tests/test_kernels*.py 2>/dev/null) 2>&1 | tee "$OUT/tests.txt" || status=1
+
+echo "== comparison =="
+timeout 240 python -m worldsim.bench.neural --compare --seconds "$SECONDS_PER_ROW" \
+    --json "$OUT/compare.json" 2>&1 | tee "$OUT/compare.txt" || status=1
+
+echo "== default engine (graph, bf16) at 1 and 64 sessions =="
+for s in 1 64; do
+    timeout 60 python -m worldsim.bench.neural --sessions "$s" --seconds "$SECONDS_PER_ROW" \
+        --json "$OUT/engine-s$s.json" 2>&1 | tee -a "$OUT/engine.txt" || status=1
+done
+exit $status
