@@ -1,8 +1,10 @@
-"""The ZeroMQ server: one ROUTER socket, one loop, one batched World.step per tick (DESIGN §8).
+"""The ZeroMQ server: one ROUTER socket, one loop, one batched World.step per engine per tick (DESIGN §8).
 
 Each loop pass: wait until the next real-time tick is due (or a message arrives), drain every
 pending message without blocking (newest key state wins per session), then step all sessions due
-now - real-time ones on their fps grid and lockstep ones with a queued step - in one `World.step`.
+now - real-time ones on their fps grid and lockstep ones with a queued step - in one `World.step` per
+engine (worldsim.serve.engines: one World per GPU, sessions on the least-loaded one). The message
+handlers live in worldsim.serve.handlers.
 Sends never block: a client whose queue is full loses that frame (counted as dropped).
 """
 
@@ -12,10 +14,9 @@ import collections
 import logging
 import math
 import random
-import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,29 @@ import zmq
 
 from worldsim.errors import UserError
 from worldsim.serve import protocol as P
-from worldsim.serve.recording import SessionRecorder
+from worldsim.serve.engines import EnginePool
+from worldsim.serve.handlers import SERVER_VERSION, MessageHandlers
 from worldsim.serve.security import CurveServer, check_bind
-from worldsim.serve.session import MAX_PENDING_STEPS, Session
+from worldsim.serve.session import Session
 from worldsim.serve.worlds import world_factory as named_world_factory
 from worldsim.world import World
 
 log = logging.getLogger(__name__)
 
-SERVER_VERSION = "worldsim-serve/1"
+__all__ = ["SERVER_VERSION", "Server"]
 
 
-class Server:
-    """Serve a batched World to up to `max_sessions` clients; a session owns one slot of the batch."""
+class Server(MessageHandlers):
+    """Serve batched Worlds to clients; a session owns one game (slot) of one engine's batch.
+
+    `world_factory` builds one engine's World from its batch size: a factory, a name ("game",
+    "neural"), or a list of factories for several engines (one per GPU). `max_sessions` is per engine:
+    the server takes `len(factories) * max_sessions` sessions and places each on the least-loaded engine.
+    """
 
     def __init__(
         self,
-        world_factory: Callable[[int], World] | str = "game",
+        world_factory: Callable[[int], World] | str | Sequence[Callable[[int], World]] = "game",
         *,
         bind: str = "tcp://127.0.0.1:0",
         max_sessions: int = 16,
@@ -66,11 +73,15 @@ class Server:
         if send_hwm < 1:
             raise UserError(f"send_hwm must be >= 1, got {send_hwm}")
         check_bind(bind, keys_dir, insecure)
-        self.world_factory = (
-            named_world_factory(world_factory) if isinstance(world_factory, str) else world_factory
-        )
+        if isinstance(world_factory, str):
+            factories = [named_world_factory(world_factory)]
+        elif callable(world_factory):
+            factories = [world_factory]
+        else:
+            factories = list(world_factory)
+        self.pool = EnginePool(factories, max_sessions)
         self.bind = bind
-        self.max_sessions = max_sessions
+        self.max_sessions = self.pool.capacity  # all engines together
         self.fps = float(fps)
         self.record_dir = Path(record_dir) if record_dir is not None else None
         self.keys_dir = keys_dir
@@ -80,11 +91,9 @@ class Server:
         self.max_drain = max_drain
         self.torch_threads = torch_threads
 
-        self.world: World | None = None
         self._address: str | None = None
         self._sessions: dict[str, Session] = {}
         self._by_client_id: dict[str, str] = {}
-        self._free_slots: list[int] = list(range(max_sessions))
         self._closed: collections.deque[dict[str, Any]] = collections.deque(maxlen=256)  # their last stats
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -101,6 +110,11 @@ class Server:
         self._batch: collections.deque[int] = collections.deque(maxlen=1024)  # sessions per step
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def world(self) -> World | None:
+        """Engine 0's World (every engine serves the same kind), None until the server starts."""
+        return self.pool.engines[0].world if self.pool.engines else None
 
     @property
     def address(self) -> str:
@@ -155,12 +169,7 @@ class Server:
             torch.set_num_threads(threads_before)
 
     def _serve(self) -> None:
-        self.world = self.world_factory(self.max_sessions)
-        if self.world.batch_size < self.max_sessions:
-            raise UserError(
-                f"the world steps {self.world.batch_size} games but max_sessions is {self.max_sessions}; "
-                "build it with batch_size=max_sessions"
-            )
+        self.pool.start()
         self._ctx = zmq.Context()
         self._curve = None
         try:
@@ -168,7 +177,7 @@ class Server:
                 self._curve = CurveServer(self._ctx, self.keys_dir)
         except BaseException:
             self._ctx.term()
-            self.world.close()
+            self.pool.close()
             raise
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable/full peers raise instead of vanishing silently
@@ -184,15 +193,15 @@ class Server:
         except zmq.ZMQError as e:
             sock.close(0)
             self._teardown_context()
-            self.world.close()
+            self.pool.close()
             raise UserError(f"cannot bind {self.bind!r}: {e}; pick another --bind address or port") from None
         self._sock = sock
         self._address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._t0 = time.monotonic()
         w = self.world
         log.info(
-            "serving %s %dx%d on %s (max %d sessions, %g fps%s)",
-            w.name, w.height, w.width, self._address, self.max_sessions, self.fps,
+            "serving %s %dx%d on %s (max %d sessions on %d engine(s), %g fps%s)",
+            w.name, w.height, w.width, self._address, self.max_sessions, len(self.pool.engines), self.fps,
             ", CURVE" if self._curve else "",
         )  # fmt: skip
         self._ready.set()
@@ -206,8 +215,7 @@ class Server:
             self._close_session(s, "shutdown")
         self._sock.close(linger=200)
         self._teardown_context()
-        if self.world is not None:
-            self.world.close()
+        self.pool.close()
         log.info("server on %s stopped", self._address)
 
     def _teardown_context(self) -> None:
@@ -295,164 +303,6 @@ class Server:
                 return False
             raise
 
-    # ------------------------------------------------------------------ messages
-
-    def _session(self, identity: bytes, msg: dict[str, Any], now: float) -> Session:
-        s = self._sessions.get(msg["session"])
-        if s is None:
-            raise P.ProtocolError(
-                P.UNKNOWN_SESSION,
-                "no live session with that id (it expired, was closed, or the server restarted); send hello",
-                "session",
-            )
-        s.identity = identity  # a reconnected client keeps its session under its new routing id
-        s.last_seen = now
-        return s
-
-    def _keys(self, keys: list[bool]) -> np.ndarray:
-        assert self.world is not None
-        if len(keys) != self.world.num_keys:
-            raise P.ProtocolError(
-                P.BAD_FIELD,
-                f"field 'keys' has {len(keys)} entries; this world has {self.world.num_keys} keys: "
-                + ", ".join(self.world.key_names),
-                "keys",
-            )
-        return np.asarray(keys, dtype=bool)
-
-    def _on_hello(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
-        cid = msg.get("client_id")
-        if cid is not None and cid in self._by_client_id:  # a repeated hello: same session again
-            s = self._sessions[self._by_client_id[cid]]
-            s.identity, s.last_seen = identity, now
-            self._send(identity, self._welcome(s))
-            return
-        if not self._free_slots:
-            raise P.ProtocolError(
-                P.SERVER_FULL, f"all {self.max_sessions} sessions are taken; try again later"
-            )
-        assert self.world is not None
-        mode = msg["mode"]
-        seed = msg.get("seed")
-        if seed is None:
-            seed = self._rng.randrange(2**31)
-        fps = min(msg.get("fps", self.fps), self.fps) if mode == "realtime" else self.fps
-        slot = self._free_slots.pop(0)
-        s = Session(
-            id=secrets.token_hex(16),
-            identity=identity,
-            mode=mode,
-            slot=slot,
-            fps=fps,
-            seed=seed,
-            encoding=msg.get("encoding", "raw"),
-            quality=msg.get("quality", 90),
-            name=msg.get("name", ""),
-            client_id=cid,
-            keys=np.zeros(self.world.num_keys, dtype=bool),
-            last_seen=now,
-            next_tick=math.floor((now - self._t0) * fps) + 1,
-        )
-        if self.record_dir is not None:
-            s.recorder = SessionRecorder(
-                self.record_dir, self.world, session=s.id, mode=mode, client=s.name, fps=fps
-            )
-        self._sessions[s.id] = s
-        if cid is not None:
-            self._by_client_id[cid] = s.id
-        self.sessions_opened += 1
-        log.info(
-            "session %s (%s, %s, %g fps, seed %d, slot %d) opened",
-            s.id[:8],
-            s.name or "-",
-            mode,
-            fps,
-            seed,
-            slot,
-        )
-        self._send(identity, self._welcome(s))
-        self._reset(s, seed, seq=0, now=now)
-
-    def _welcome(self, s: Session) -> bytes:
-        assert self.world is not None
-        w = self.world
-        return P.encode(
-            {
-                "type": "welcome",
-                "session": s.id,
-                "world": w.name,
-                "height": w.height,
-                "width": w.width,
-                "key_names": list(w.key_names),
-                "fps": s.fps,
-                "mode": s.mode,
-                "encoding": s.encoding,
-                "seed": s.seed,
-                "heartbeat_s": self.session_timeout_s / 4,
-                "timeout_s": self.session_timeout_s,
-                "max_message_bytes": P.MAX_MESSAGE_BYTES,
-                "server": SERVER_VERSION,
-                # what a neural world was built from (nil for the game): for HUDs and client recordings
-                "checkpoint": getattr(w, "checkpoint_name", None),
-                "checkpoint_hash": getattr(w, "checkpoint_hash", None),
-                "steps": getattr(w, "steps", None),
-            }
-        )
-
-    def _on_input(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
-        s = self._session(identity, msg, now)
-        if s.mode != "realtime":
-            raise P.ProtocolError(
-                P.WRONG_MODE, "'input' is for realtime sessions; lockstep sessions send 'step'", "type"
-            )
-        keys = self._keys(msg["keys"])
-        if msg["seq"] <= s.input_seq:  # arrived after a newer one: the newest key state wins
-            s.stats.stale_inputs += 1
-            return
-        if s.input_time is not None:  # overtaken before any frame reflected it
-            s.stats.stale_inputs += 1
-        s.keys, s.input_seq, s.input_time = keys, msg["seq"], now
-        s.stats.inputs += 1
-
-    def _on_step(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
-        s = self._session(identity, msg, now)
-        if s.mode != "lockstep":
-            raise P.ProtocolError(
-                P.WRONG_MODE, "'step' is for lockstep sessions; realtime sessions send 'input'", "type"
-            )
-        keys = self._keys(msg["keys"])
-        last = s.pending_steps[-1][0] if s.pending_steps else s.input_seq
-        if msg["seq"] <= last:
-            raise P.ProtocolError(
-                P.BAD_FIELD, f"field 'seq' must increase: got {msg['seq']} after {last}", "seq"
-            )
-        if len(s.pending_steps) >= MAX_PENDING_STEPS:
-            raise P.ProtocolError(P.FLOOD, f"more than {MAX_PENDING_STEPS} steps queued; wait for each frame")
-        s.pending_steps.append((msg["seq"], keys, now))
-        s.stats.inputs += 1
-
-    def _on_reset(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
-        s = self._session(identity, msg, now)
-        if msg["seq"] <= s.input_seq:
-            raise P.ProtocolError(
-                P.BAD_FIELD, f"field 'seq' must increase: got {msg['seq']} after {s.input_seq}", "seq"
-            )
-        seed = msg.get("seed")
-        self._reset(s, self._rng.randrange(2**31) if seed is None else seed, seq=msg["seq"], now=now)
-
-    def _on_stats(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
-        s = self._session(identity, msg, now)
-        self._send(identity, P.encode({"type": "stats", **s.describe(), "server": self._server_counters()}))
-
-    def _on_ping(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
-        reply: dict[str, Any] = {"type": "pong", "t": msg.get("t"), "server_time": time.time()}
-        if msg.get("session") is not None:
-            reply["session"] = self._session(identity, msg, now).id
-        self._send(identity, P.encode(reply))
-
-    def _on_bye(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
-        self._close_session(self._session(identity, msg, now), "bye")
-
     # ------------------------------------------------------------------ frames
 
     def _reset(self, s: Session, seed: int, *, seq: int, now: float) -> None:
@@ -460,8 +310,9 @@ class Server:
         s.seed, s.frame_number, s.input_seq, s.input_time = seed, 0, seq, None
         s.keys = np.zeros(self.world.num_keys, dtype=bool)
         s.pending_steps.clear()
+        engine, game = self.pool.locate(s.slot)
         try:
-            frame = self.world.reset([seed], slots=[s.slot])[0].cpu().numpy()  # host sync: frame goes out
+            frame = engine.reset(seed, game)
         except Exception:  # noqa: BLE001 - a world failure ends this session, never the server
             log.exception("world.reset failed for session %s", s.id[:8])
             self._fail_session(s)
@@ -484,26 +335,21 @@ class Server:
                 batch.append((s, keys, seq, t))
         if not batch:
             return
-        assert self.world is not None
-        keys = torch.from_numpy(np.stack([b[1] for b in batch]))  # [B, K] bool
-        slots = [b[0].slot for b in batch]
+        keys = np.stack([b[1] for b in batch])  # [B, K] bool
         t = time.perf_counter()
-        try:
-            frames = (
-                self.world.step(keys.to(self.world.device), slots=slots).cpu().numpy()
-            )  # host sync: frames go out
-        except Exception:  # noqa: BLE001 - a world failure ends these sessions, never the server
-            log.exception("world.step failed for %d session(s)", len(batch))
-            for s, *_ in batch:
-                self._fail_session(s)
-            return
-        step_ms = (time.perf_counter() - t) * 1000
-        self._step_ms.append(step_ms)
+        results = self.pool.step([b[0].slot for b in batch], keys)  # one World.step per engine, in parallel
+        self._step_ms.append((time.perf_counter() - t) * 1000)
         self._batch.append(len(batch))
-        for (s, k, seq, t_in), img in zip(batch, frames):
-            s.keys, s.input_seq, s.input_time = k, seq, t_in
-            s.frame_number += 1
-            self._send_frame(s, img, step_ms, time.monotonic())
+        for pos, frames, step_ms in results:
+            if isinstance(frames, BaseException):  # that engine failed: its sessions end, never the server
+                for i in pos:
+                    self._fail_session(batch[i][0])
+                continue
+            for i, img in zip(pos, frames):
+                s, k, seq, t_in = batch[i]
+                s.keys, s.input_seq, s.input_time = k, seq, t_in
+                s.frame_number += 1
+                self._send_frame(s, img, step_ms, time.monotonic())
 
     def _send_frame(
         self, s: Session, img: np.ndarray, step_ms: float, now: float, *, record: bool = True
@@ -538,8 +384,7 @@ class Server:
             return
         if s.client_id is not None:
             self._by_client_id.pop(s.client_id, None)
-        self._free_slots.append(s.slot)
-        self._free_slots.sort()
+        self.pool.release(s.slot)
         if s.recorder is not None:
             s.recorder.close()
         self._send(s.identity, P.encode({"type": "bye", "session": s.id, "reason": reason}))
@@ -559,6 +404,9 @@ class Server:
             for s in self._sessions.values():
                 log.info("session %s: %s", s.id[:8], self._stats_line(s))
 
+    def _describe(self, s: Session) -> dict[str, Any]:
+        return {**s.describe(), "engine": s.slot // self.pool.per_engine}
+
     @staticmethod
     def _stats_line(s: Session) -> str:
         st = s.stats.snapshot()
@@ -575,6 +423,7 @@ class Server:
             "bad_messages": self.bad_messages,
             "errors_sent": self.errors_sent,
             "sessions_opened": self.sessions_opened,
+            "engines": [e.describe() for e in self.pool.engines],
             "world_step_ms": {
                 "n": len(steps),
                 "p50": round(float(np.percentile(steps, 50)), 3) if steps else None,
@@ -589,6 +438,6 @@ class Server:
         sessions = list(self._sessions.values())  # one C-level copy under the GIL
         return {
             **self._server_counters(),
-            "session_stats": [s.describe() for s in sessions],
+            "session_stats": [self._describe(s) for s in sessions],
             "closed_sessions": list(self._closed),
         }

@@ -1,0 +1,206 @@
+"""The server's message handlers: one `_on_<type>` per client message (protocol: docs/protocol.md).
+
+A mixin of `Server` (worldsim.serve.server): the handlers read and change the server's sessions and
+engines; the loop, ticks, frames and sockets stay in the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worldsim.serve import protocol as P
+from worldsim.serve.engines import EnginePool
+from worldsim.serve.recording import SessionRecorder
+from worldsim.serve.session import MAX_PENDING_STEPS, Session
+
+log = logging.getLogger("worldsim.serve.server")  # one logger for the server's lines
+
+SERVER_VERSION = "worldsim-serve/1"
+
+
+class MessageHandlers:
+    """`_on_hello`, `_on_input`, `_on_step`, `_on_reset`, `_on_stats`, `_on_ping`, `_on_bye` of `Server`."""
+
+    # What the handlers use of the Server (declared here for readers and type checkers).
+    pool: EnginePool
+    max_sessions: int
+    fps: float
+    record_dir: Path | None
+    session_timeout_s: float
+    sessions_opened: int
+    _sessions: dict[str, Session]
+    _by_client_id: dict[str, str]
+    _t0: float
+    _rng: random.Random
+
+    def _session(self, identity: bytes, msg: dict[str, Any], now: float) -> Session:
+        s = self._sessions.get(msg["session"])
+        if s is None:
+            raise P.ProtocolError(
+                P.UNKNOWN_SESSION,
+                "no live session with that id (it expired, was closed, or the server restarted); send hello",
+                "session",
+            )
+        s.identity = identity  # a reconnected client keeps its session under its new routing id
+        s.last_seen = now
+        return s
+
+    def _keys(self, keys: list[bool]) -> np.ndarray:
+        assert self.world is not None
+        if len(keys) != self.world.num_keys:
+            raise P.ProtocolError(
+                P.BAD_FIELD,
+                f"field 'keys' has {len(keys)} entries; this world has {self.world.num_keys} keys: "
+                + ", ".join(self.world.key_names),
+                "keys",
+            )
+        return np.asarray(keys, dtype=bool)
+
+    def _on_hello(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        cid = msg.get("client_id")
+        if cid is not None and cid in self._by_client_id:  # a repeated hello: same session again
+            s = self._sessions[self._by_client_id[cid]]
+            s.identity, s.last_seen = identity, now
+            self._send(identity, self._welcome(s))
+            return
+        slot = self.pool.place()  # the least-loaded engine's first free game
+        if slot is None:
+            raise P.ProtocolError(
+                P.SERVER_FULL, f"all {self.max_sessions} sessions are taken; try again later"
+            )
+        assert self.world is not None
+        mode = msg["mode"]
+        seed = msg.get("seed")
+        if seed is None:
+            seed = self._rng.randrange(2**31)
+        fps = min(msg.get("fps", self.fps), self.fps) if mode == "realtime" else self.fps
+        s = Session(
+            id=secrets.token_hex(16),
+            identity=identity,
+            mode=mode,
+            slot=slot,
+            fps=fps,
+            seed=seed,
+            encoding=msg.get("encoding", "raw"),
+            quality=msg.get("quality", 90),
+            name=msg.get("name", ""),
+            client_id=cid,
+            keys=np.zeros(self.world.num_keys, dtype=bool),
+            last_seen=now,
+            next_tick=math.floor((now - self._t0) * fps) + 1,
+        )
+        if self.record_dir is not None:
+            s.recorder = SessionRecorder(
+                self.record_dir,
+                self.pool.locate(slot)[0].world,
+                session=s.id,
+                mode=mode,
+                client=s.name,
+                fps=fps,
+            )
+        self._sessions[s.id] = s
+        if cid is not None:
+            self._by_client_id[cid] = s.id
+        self.sessions_opened += 1
+        log.info(
+            "session %s (%s, %s, %g fps, seed %d, slot %d, engine %d) opened",
+            s.id[:8],
+            s.name or "-",
+            mode,
+            fps,
+            seed,
+            slot,
+            slot // self.pool.per_engine,
+        )
+        self._send(identity, self._welcome(s))
+        self._reset(s, seed, seq=0, now=now)
+
+    def _welcome(self, s: Session) -> bytes:
+        assert self.world is not None
+        w = self.world
+        return P.encode(
+            {
+                "type": "welcome",
+                "session": s.id,
+                "world": w.name,
+                "height": w.height,
+                "width": w.width,
+                "key_names": list(w.key_names),
+                "fps": s.fps,
+                "mode": s.mode,
+                "encoding": s.encoding,
+                "seed": s.seed,
+                "heartbeat_s": self.session_timeout_s / 4,
+                "timeout_s": self.session_timeout_s,
+                "max_message_bytes": P.MAX_MESSAGE_BYTES,
+                "server": SERVER_VERSION,
+                # what a neural world was built from (nil for the game): for HUDs and client recordings
+                "checkpoint": getattr(w, "checkpoint_name", None),
+                "checkpoint_hash": getattr(w, "checkpoint_hash", None),
+                "steps": getattr(w, "steps", None),
+            }
+        )
+
+    def _on_input(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        s = self._session(identity, msg, now)
+        if s.mode != "realtime":
+            raise P.ProtocolError(
+                P.WRONG_MODE, "'input' is for realtime sessions; lockstep sessions send 'step'", "type"
+            )
+        keys = self._keys(msg["keys"])
+        if msg["seq"] <= s.input_seq:  # arrived after a newer one: the newest key state wins
+            s.stats.stale_inputs += 1
+            return
+        if s.input_time is not None:  # overtaken before any frame reflected it
+            s.stats.stale_inputs += 1
+        s.keys, s.input_seq, s.input_time = keys, msg["seq"], now
+        s.stats.inputs += 1
+
+    def _on_step(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        s = self._session(identity, msg, now)
+        if s.mode != "lockstep":
+            raise P.ProtocolError(
+                P.WRONG_MODE, "'step' is for lockstep sessions; realtime sessions send 'input'", "type"
+            )
+        keys = self._keys(msg["keys"])
+        last = s.pending_steps[-1][0] if s.pending_steps else s.input_seq
+        if msg["seq"] <= last:
+            raise P.ProtocolError(
+                P.BAD_FIELD, f"field 'seq' must increase: got {msg['seq']} after {last}", "seq"
+            )
+        if len(s.pending_steps) >= MAX_PENDING_STEPS:
+            raise P.ProtocolError(P.FLOOD, f"more than {MAX_PENDING_STEPS} steps queued; wait for each frame")
+        s.pending_steps.append((msg["seq"], keys, now))
+        s.stats.inputs += 1
+
+    def _on_reset(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        s = self._session(identity, msg, now)
+        if msg["seq"] <= s.input_seq:
+            raise P.ProtocolError(
+                P.BAD_FIELD, f"field 'seq' must increase: got {msg['seq']} after {s.input_seq}", "seq"
+            )
+        seed = msg.get("seed")
+        self._reset(s, self._rng.randrange(2**31) if seed is None else seed, seq=msg["seq"], now=now)
+
+    def _on_stats(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        s = self._session(identity, msg, now)
+        self._send(
+            identity, P.encode({"type": "stats", **self._describe(s), "server": self._server_counters()})
+        )
+
+    def _on_ping(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        reply: dict[str, Any] = {"type": "pong", "t": msg.get("t"), "server_time": time.time()}
+        if msg.get("session") is not None:
+            reply["session"] = self._session(identity, msg, now).id
+        self._send(identity, P.encode(reply))
+
+    def _on_bye(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
+        self._close_session(self._session(identity, msg, now), "bye")
