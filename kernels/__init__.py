@@ -1,0 +1,10 @@
+"""Triton kernels for the per-frame path, each next to the PyTorch reference it must match.
+
+`available()` says whether the Triton path can run on a tensor's device (CUDA, or any device with
+TRITON_INTERPRET=1 for the CPU tests); callers fall back to the reference otherwise.
+"""
+
+from kernels.adaln_norm import adaln_layernorm, adaln_layernorm_reference
+from kernels.common import available
+
+__all__ = ["adaln_layernorm", "adaln_layernorm_reference", "available"]
