@@ -32,7 +32,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="game world: frame size in pixels (default 64)")
     p.add_argument("--level", default="default", help="game world: 'default' or an int procedural seed")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the world's choice)")
-    p.add_argument("--max-sessions", type=int, default=16, help="sessions served at once (the batch size)")
+    p.add_argument(
+        "--gpus",
+        default=None,
+        metavar="all|N",
+        help="one engine per GPU on cuda:0..N-1 behind this endpoint; sessions go to the least-loaded one",
+    )
+    p.add_argument(
+        "--engines",
+        type=int,
+        default=1,
+        help="engines (batched worlds) on --device, each with --max-sessions sessions (default 1)",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=16,
+        help="sessions per engine (each engine's batch size; the server takes engines x this)",
+    )
     p.add_argument(
         "--fps", type=float, default=30.0, help="real-time tick rate and the cap a client may ask for"
     )
@@ -73,11 +90,12 @@ def run_serve(args: argparse.Namespace) -> int:
     if world == "game" and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop it or pass --world neural")
     level: str | int = int(args.level) if args.level.lstrip("-").isdigit() else args.level
-    factory = world_factory(
-        world, checkpoint=args.checkpoint, size=args.size, level=level, device=args.device
-    )
+    factories = [
+        world_factory(world, checkpoint=args.checkpoint, size=args.size, level=level, device=device)
+        for device in engine_devices(args.gpus, args.engines, args.device)
+    ]
     server = Server(
-        factory,
+        factories,
         bind=args.bind,
         max_sessions=args.max_sessions,
         fps=args.fps,
@@ -99,6 +117,32 @@ def run_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0
+
+
+def engine_devices(gpus: str | None, engines: int, device: str | None) -> list[str | None]:
+    """The device of each engine: cuda:0..N-1 for `--gpus all|N`, else `--engines` times `--device`."""
+    from worldsim.errors import UserError
+
+    if engines < 1:
+        raise UserError(f"--engines must be >= 1, got {engines}")
+    if gpus is None:
+        return [device] * engines
+    if device is not None or engines != 1:
+        raise UserError("--gpus picks the devices and the engine count; drop --device and --engines")
+    import torch
+
+    have = torch.cuda.device_count()
+    if gpus == "all":
+        n = have
+    elif gpus.isdigit() and int(gpus) >= 1:
+        n = int(gpus)
+    else:
+        raise UserError(f"--gpus must be 'all' or a count >= 1, got {gpus!r}")
+    if n == 0 or n > have:
+        raise UserError(
+            f"--gpus {gpus} but torch sees {have} GPU(s); use --gpus <= {have}, or --engines N --device cpu"
+        )
+    return [f"cuda:{i}" for i in range(n)]
 
 
 def run_keys(args: argparse.Namespace) -> int:
