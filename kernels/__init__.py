@@ -6,5 +6,12 @@ TRITON_INTERPRET=1 for the CPU tests); callers fall back to the reference otherw
 
 from kernels.adaln_norm import adaln_layernorm, adaln_layernorm_reference
 from kernels.common import available
+from kernels.ring_attention import ring_attention, ring_attention_reference
 
-__all__ = ["adaln_layernorm", "adaln_layernorm_reference", "available"]
+__all__ = [
+    "adaln_layernorm",
+    "adaln_layernorm_reference",
+    "available",
+    "ring_attention",
+    "ring_attention_reference",
+]
