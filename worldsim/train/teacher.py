@@ -240,7 +240,7 @@ def train(args: argparse.Namespace) -> dict:
     warmup = min(args.warmup, max(1, args.steps // 10))
     bar = common.progress(args.steps, step, args.no_progress or not main_rank, "teacher")
     model.train()
-    t_start, start_step = time.monotonic(), step
+    t_start, start_step, t_warm = time.monotonic(), step, None
     # A time budget ends on rank 0's clock: ranks that stopped apart would hang in the next all-reduce.
     sync_budget = dist_info.enabled and args.minutes is not None
     while not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget):
@@ -276,10 +276,18 @@ def train(args: argparse.Namespace) -> dict:
             log.info(
                 "step %d loss %.4f ema val loss %.4f lr %.2e", step, loss.item(), v, opt.param_groups[0]["lr"]
             )
+        if step - start_step == WARM_STEPS:  # after the loss sync above: compile and warmup are behind
+            t_warm = time.monotonic()
         if step % args.ckpt_every == 0 and main_rank:
             _save(state_path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total)
     bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # host sync: the timing covers the queued steps
     seconds = time.monotonic() - t_start
+    steady = None
+    if t_warm is not None and step - start_step > WARM_STEPS:
+        rate = (step - start_step - WARM_STEPS) / max(time.monotonic() - t_warm, 1e-6)
+        steady = round(rate * args.batch * dist_info.world_size, 2)
 
     v = validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)
     evals.append([step, v])
@@ -300,6 +308,8 @@ def train(args: argparse.Namespace) -> dict:
         "clips_per_second": round(
             (step - start_step) * args.batch * dist_info.world_size / max(seconds, 1e-6), 2
         ),
+        # Clips per second over all ranks after the first WARM_STEPS steps (compile, cuDNN autotune).
+        "steady_clips_per_second": steady,
         "final_loss": round(history["loss"][-1], 5) if history["loss"] else None,
         "ema_val_loss": round(v, 5),
         "device": str(device),
@@ -358,6 +368,8 @@ def _with_val(history: dict, evals: list) -> dict:
         ys.append(last)
     return {**history, "ema val": ys}
 
+
+WARM_STEPS = 20  # steps left out of the steady-state throughput (a multiple of 10: the loss sync)
 
 HPARAMS = (
     "lr",
