@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 OUT="${OUT:-runs/bench-neural}"
-SECONDS_PER_ROW="${SECONDS_PER_ROW:-2}"
+SECONDS_PER_ROW="${SECONDS_PER_ROW:-1.5}"
 mkdir -p "$OUT"
 status=0
 
@@ -17,16 +17,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu
 python -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'python', sys.version.split()[0])" | tee -a "$OUT/gpu.txt"
 
 echo "== GPU tests (engine, kernels, bench) =="
-timeout 150 python -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_bench_neural.py \
+timeout 120 python -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_bench_neural.py \
     $(ls tests/test_kernels*.py 2>/dev/null) 2>&1 | tee "$OUT/tests.txt" || status=1
 
 echo "== comparison =="
-timeout 240 python -m worldsim.bench.neural --compare --seconds "$SECONDS_PER_ROW" \
+timeout 270 python -m worldsim.bench.neural --compare --seconds "$SECONDS_PER_ROW" \
     --json "$OUT/compare.json" 2>&1 | tee "$OUT/compare.txt" || status=1
 
 echo "== default engine (graph, bf16) at 1 and 64 sessions =="
 for s in 1 64; do
-    timeout 60 python -m worldsim.bench.neural --sessions "$s" --seconds "$SECONDS_PER_ROW" \
+    timeout 40 python -m worldsim.bench.neural --sessions "$s" --seconds "$SECONDS_PER_ROW" \
         --json "$OUT/engine-s$s.json" 2>&1 | tee -a "$OUT/engine.txt" || status=1
 done
 exit $status

@@ -100,3 +100,26 @@ def test_ring_attention_equals_the_models_cached_read():
     kc, vc = cache.read(0, view)
     want = torch.nn.functional.scaled_dot_product_attention(q, kc, vc, attn_mask=view.mask)
     torch.testing.assert_close(ring_attention(q, kc, vc, fmask), want, atol=2e-3, rtol=2e-3)
+
+
+def test_fused_blocks_compute_the_same_dit():
+    """The engine's fused-adaLN blocks (Triton under the interpreter) give the DiT's velocity."""
+    from worldsim.engine.fuse import FusedAdaLNBlock, fuse_adaln, unfuse
+    from worldsim.model import DiT, get_preset
+
+    cfg = get_preset("test")
+    torch.manual_seed(0)
+    dit = DiT(cfg).to(DEVICE)
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    x = torch.randn(2, 3, cfg.latent_channels, *cfg.latent_hw, device=DEVICE)
+    t = torch.rand(2, 3, device=DEVICE)
+    keys = torch.rand(2, 3, cfg.num_keys, device=DEVICE) < 0.5
+    with torch.no_grad():
+        want = dit(x, t, keys)
+        assert fuse_adaln(dit) == cfg.depth and isinstance(dit.blocks[0], FusedAdaLNBlock)
+        got = dit(x, t, keys)
+        unfuse(dit)
+        assert type(dit.blocks[0]).__name__ == "Block"
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

@@ -104,8 +104,12 @@ def build_world(
     dtype: torch.dtype | None,
     graph: bool,
     preset: str | None = None,
+    kernels: bool = False,
 ):
-    """A neural world: from a checkpoint, or (`preset`) the preset's shapes with random weights."""
+    """A neural world: from a checkpoint, or (`preset`) the preset's shapes with random weights.
+
+    `graph`: the engine's one-graph step; `kernels`: plus the fused Triton kernels (engine/fuse.py).
+    """
     from worldsim.engine import GraphWorld
     from worldsim.neural import NeuralWorld
 
@@ -124,7 +128,7 @@ def build_world(
             dit, ae, cfg, batch_size=sessions, device=device, dtype=dtype, start_latents=start,
             checkpoint_name=f"{preset} (random weights)",
         )  # fmt: skip
-    return GraphWorld(world, graph=graph) if graph else world
+    return GraphWorld(world, graph=graph, kernels=kernels) if graph or kernels else world
 
 
 def measure_anchor(
@@ -177,15 +181,18 @@ def _write_json(path: str, obj: dict) -> None:
 
 
 def compare(*, device: torch.device, checkpoint: str | None, seconds: float, quick: bool) -> dict:
-    """Eager vs graph x dtype x sessions on the checkpoint (and `base` shapes), then the anchors.
+    """Eager vs graph (vs graph + fused kernels) x dtype x sessions on the checkpoint (and `base`
+    shapes), then the anchors.
 
     `quick`: the `test` preset and toy anchors at sessions 1 and 2 (CPU-sized). Graph rows only on CUDA;
     bf16 only on CUDA (CPU bf16 matmuls are no deployment target).
     """
+    from kernels.common import triton_importable
     from worldsim.model.presets_anchor import ANCHOR_NAMES
 
     cuda = device.type == "cuda"
     modes = ("eager", "graph") if cuda else ("eager",)
+    world_modes = modes + ("graph+k",) if cuda and triton_importable() else modes
     dtypes = ("bf16", "fp32") if cuda else ("fp32",)
     sessions = (1, 2) if quick else (1, 16, 64)
     if quick:
@@ -198,11 +205,11 @@ def compare(*, device: torch.device, checkpoint: str | None, seconds: float, qui
     for label, ckpt, preset, dts in models:
         for dt in dts:
             for S in sessions:
-                for mode in modes:
+                for mode in world_modes:
                     _reset_memory(device)
                     world = build_world(
                         checkpoint=ckpt, device=device, sessions=S, dtype=DTYPES[dt],
-                        graph=mode == "graph", preset=preset,
+                        graph=mode != "eager", preset=preset, kernels=mode == "graph+k",
                     )  # fmt: skip
                     r = measure_world(world, seconds)
                     world.close()
@@ -233,7 +240,7 @@ def compare(*, device: torch.device, checkpoint: str | None, seconds: float, qui
 
 def format_table(rows: list[dict]) -> str:
     head = (
-        f"{'model':<24} {'dtype':<5} {'mode':<6} {'sess':>4} {'frames/s':>9} {'fps/sess':>9} "
+        f"{'model':<24} {'dtype':<5} {'mode':<7} {'sess':>4} {'frames/s':>9} {'fps/sess':>9} "
         f"{'p50 ms':>8} {'p99 ms':>8} {'GPU MiB':>8} {'x eager':>7}"
     )
     lines = [head, "-" * len(head)]
@@ -241,7 +248,7 @@ def format_table(rows: list[dict]) -> str:
         mem = f"{r['gpu_mib']:.0f}" if r.get("gpu_mib") is not None else "-"
         vs = f"{r['vs_eager']:.2f}" if r.get("vs_eager") is not None else "-"
         lines.append(
-            f"{r['model'][:24]:<24} {r['dtype']:<5} {r['mode']:<6} {r['sessions']:>4} {r['fps']:>9.1f} "
+            f"{r['model'][:24]:<24} {r['dtype']:<5} {r['mode']:<7} {r['sessions']:>4} {r['fps']:>9.1f} "
             f"{r['fps_per_session']:>9.1f} {r['ms_p50']:>8.2f} {r['ms_p99']:>8.2f} {mem:>8} {vs:>7}"
         )
         if "video_fps" in r:
@@ -269,16 +276,23 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(result["rows"]))
     else:
         graph = device.type == "cuda" and not getattr(args, "eager", False)
+        fused = bool(getattr(args, "kernels", False))
         _reset_memory(device)
         world = build_world(
             checkpoint=args.checkpoint, device=device, sessions=args.sessions, dtype=None, graph=graph,
-            preset="test" if quick else None,
+            preset="test" if quick else None, kernels=fused,
         )  # fmt: skip
         r = measure_world(world, args.seconds)
         label = world.checkpoint_name or "?"
         dt = "bf16" if world.device.type == "cuda" else "fp32"
         world.close()
-        row = {"model": label, "dtype": dt, "mode": "graph" if graph else "eager", "vs_eager": None, **r}
+        row = {
+            "model": label,
+            "dtype": dt,
+            "mode": ("graph" if graph else "eager") + ("+k" if fused else ""),
+            "vs_eager": None,
+            **r,
+        }
         print(format_table([row]))
         result = {**row, **_env(device)}
     if args.json:
@@ -296,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", action="store_true")
     p.add_argument("--quick", action="store_true", help="toy sizes (the test preset, toy anchors)")
     p.add_argument("--eager", action="store_true", help="time the eager step even on CUDA")
+    p.add_argument("--kernels", action="store_true", help="use the fused Triton kernels (engine/fuse.py)")
     p.add_argument("--json", default=None, metavar="FILE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

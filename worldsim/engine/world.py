@@ -22,12 +22,21 @@ from worldsim.world import World, keys_tensor
 
 
 class GraphWorld(World):
-    """Wrap `world` (a `NeuralWorld`); `graph=None` = a CUDA graph on CUDA, the eager step elsewhere."""
+    """Wrap `world` (a `NeuralWorld`); `graph=None` = a CUDA graph on CUDA, the eager step elsewhere.
 
-    def __init__(self, world: NeuralWorld, *, graph: bool | None = None):
+    `kernels=True` swaps the DiT's blocks to the fused adaLN + LayerNorm Triton kernel (in place, see
+    fuse.py); off by default until the benchmark shows where it wins.
+    """
+
+    def __init__(self, world: NeuralWorld, *, graph: bool | None = None, kernels: bool = False):
         if graph and world.device.type != "cuda":
             raise ValueError(f"GraphWorld(graph=True) needs a CUDA world, got device {world.device}")
         self.world = world
+        self.kernels = kernels
+        if kernels:
+            from worldsim.engine.fuse import fuse_adaln
+
+            fuse_adaln(world.dit)
         self.key_names, self.height, self.width = world.key_names, world.height, world.width
         self.batch_size, self.device = world.batch_size, world.device
         cfg = world.cfg
@@ -51,10 +60,12 @@ class GraphWorld(World):
         *,
         device: torch.device | str | None = None,
         graph: bool | None = None,
+        kernels: bool = False,
         **kwargs,
     ) -> GraphWorld:
         """`NeuralWorld.from_checkpoint(...)` wrapped in the engine (kwargs go to NeuralWorld)."""
-        return cls(NeuralWorld.from_checkpoint(name_or_path, device=device, **kwargs), graph=graph)
+        world = NeuralWorld.from_checkpoint(name_or_path, device=device, **kwargs)
+        return cls(world, graph=graph, kernels=kernels)
 
     # the captured function ------------------------------------------------------------------------
     def _step_all(self) -> torch.Tensor:
@@ -116,7 +127,8 @@ class GraphWorld(World):
 
     def describe(self) -> dict:
         d = self.world.describe()
-        d.update(world=self.world.name, engine="cuda-graph" if self.graph.enabled else "eager")
+        engine = "cuda-graph" if self.graph.enabled else "eager"
+        d.update(world=self.world.name, engine=engine + ("+kernels" if self.kernels else ""))
         return d
 
     @property
