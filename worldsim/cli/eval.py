@@ -1,4 +1,5 @@
-"""`worldsim eval`: the neural world against the real game on the same keys (PSNR/SSIM, idle, plot, video)."""
+"""`worldsim eval`: the neural world against the real game on the same keys (PSNR/SSIM by horizon, idle,
+action following, loop test, long run; plots and a video), or `--compare` of several eval JSONs."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint", default=None, help="checkpoint name (checkpoints/NAME.safetensors) or path"
     )
-    p.add_argument("--quick", action="store_true", help="4 sequences, horizons up to 128, 128 idle frames")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="4 sequences, horizons up to 128, 128 idle frames, no long run (< 3 min on 2 CPU cores)",
+    )
     p.add_argument(
         "--json", default=None, metavar="FILE", help="write the results JSON here (default OUT/eval.json)"
     )
@@ -32,7 +37,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sequences", type=int, default=None, help="key sequences run side by side")
     p.add_argument("--idle-frames", type=int, default=None, help="frames of the no-keys run")
     p.add_argument("--seed", type=int, default=0, help="seeds of the spawn points and explorer keys")
+    p.add_argument(
+        "--long-frames", type=int, default=None, help="frames of the long run (default 18000; 0 with --quick)"
+    )
+    p.add_argument("--no-loop", action="store_true", help="skip the loop test")
+    p.add_argument("--no-action", action="store_true", help="skip action following (the IDM)")
+    p.add_argument(
+        "--idm",
+        default=None,
+        metavar="FILE",
+        help="the cached inverse-dynamics model (trained there if missing)",
+    )
+    p.add_argument("--idm-steps", type=int, default=None, help="IDM training batches when it is not cached")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        default=None,
+        metavar="NAME=JSON",
+        help="no evaluation: plot these eval JSONs side by side (e.g. student=a.json baseline=b.json) into --out",
+    )
     p.set_defaults(func=run)
+
+
+def compare(specs: list[str], out: str | None) -> int:
+    import json
+    from pathlib import Path
+
+    from worldsim.errors import UserError
+    from worldsim.evaluation.plots import plot_compare
+
+    results = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=")
+        path = Path(path)
+        try:
+            results[name or path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"--compare {spec}: cannot read the eval JSON {path} ({e})") from e
+    out_dir = Path(out or "runs/eval-compare")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_compare(results, out_dir / "compare.png")
+    hs = sorted({h for r in results.values() for h in r["psnr"]}, key=int)
+    print("  ".join(f"{c:>12}" for c in ["PSNR @", *hs]))
+    for name, r in results.items():
+        print("  ".join(f"{c!s:>12}" for c in [name, *(r["psnr"].get(h, "-") for h in hs)]))
+    print(f"plot {out_dir / 'compare.png'}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,10 +96,21 @@ def run(args: argparse.Namespace) -> int:
     from worldsim.neural import NeuralWorld
     from worldsim.train.common import resolve_device, write_json
 
+    if args.compare:
+        return compare(args.compare, args.out)
     cfg = EvalConfig.quick(args.seed) if args.quick else EvalConfig(seed=args.seed)
     changes = {
-        k: v for k, v in (("sequences", args.sequences), ("idle_frames", args.idle_frames)) if v is not None
+        k: v
+        for k, v in (
+            ("sequences", args.sequences),
+            ("idle_frames", args.idle_frames),
+            ("long_frames", args.long_frames),
+            ("idm_path", args.idm),
+            ("idm_steps", args.idm_steps),
+        )
+        if v is not None
     }
+    changes.update({k: False for k, off in (("loop", args.no_loop), ("action", args.no_action)) if off})
     try:
         cfg = dataclasses.replace(cfg, **changes)
     except ValueError as e:
@@ -81,6 +142,26 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"idle {idle['frames']} frames: in range {idle['in_range']}, collapsed {idle['collapsed']}, PSNR vs start {idle['psnr_last_vs_start']} dB"
     )
-    print(f"{result['seconds']} s on {result['device']}; JSON {json_path}; plot and video in {out}")
+    acc = result["action_accuracy"]
+    if acc:
+        print(
+            f"action following (IDM, exact / per key): real {acc['real']['exact']} / {acc['real']['per_key']}, "
+            f"generated {acc['generated']['exact']} / {acc['generated']['per_key']}"
+        )
+    loop = result["loop"] or {}
+    for name in ("turn_180_and_back", "walk_and_back"):
+        if name in loop:
+            r = loop[name]
+            print(
+                f"loop {name}: end PSNR vs real {r['psnr_end_vs_real']} dB (mid {r['psnr_mid_vs_real']} dB), "
+                f"vs start {r['psnr_end_vs_start']} dB"
+            )
+    lr = result["long_run"]
+    if lr:
+        print(
+            f"long run {lr['frames']} frames: NaN {lr['nan']}, in range {lr['in_range']} "
+            f"({lr['minutes_in_range']}/{len(lr['per_minute'])} minutes)"
+        )
+    print(f"{result['seconds']} s on {result['device']}; JSON {json_path}; plots and video in {out}")
     print(json.dumps({"psnr": result["psnr"], "ssim": result["ssim"]}))
     return 0

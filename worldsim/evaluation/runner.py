@@ -1,7 +1,9 @@
 """NeuralWorld vs GameWorld on the same seeded explorer keys, from the same real start frames (DESIGN §10).
 
 Writes a JSON of PSNR/SSIM at fixed horizons (with a copy-last-frame baseline so the numbers mean
-something), an idle run (no keys: no collapse), a PSNR-vs-horizon plot and a real | generated mp4.
+something), an idle run (no keys: no collapse), action following (an inverse-dynamics model trained on
+the real game reads the keys back from real and from generated frame pairs), a loop test and a long run
+(probes.py); plots: PSNR vs horizon, loop strip, long-run statistics; a real | generated mp4.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from worldsim.evaluation import plots
 from worldsim.evaluation.metrics import psnr, ssim
+from worldsim.evaluation.probes import FPS, long_run, loop_test
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,11 @@ class EvalConfig:
     idle_frames: int = 2000
     seed: int = 0
     video_sequences: int = 2  # rows of the real | generated video
+    action: bool = True  # action following with the inverse-dynamics model (idm.py)
+    idm_path: str | None = None  # the cached IDM (default runs/idm/...; trained there when missing)
+    idm_steps: int = 1500  # training batches of the IDM when it is not cached yet
+    loop: bool = True  # the loop test (turn 180 degrees and back; walk forward and back)
+    long_frames: int = 18_000  # frames of the long run (0: none)
 
     def __post_init__(self) -> None:
         if self.sequences < 1 or self.context_frames < 1:
@@ -36,13 +44,19 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.horizons must be positive frame counts, got {self.horizons}")
         if self.idle_frames < 1:
             raise ValueError(f"EvalConfig.idle_frames must be >= 1, got {self.idle_frames}")
+        if self.long_frames < 0:
+            raise ValueError(f"EvalConfig.long_frames must be >= 0 (0 = no long run), got {self.long_frames}")
+        if self.idm_steps < 1:
+            raise ValueError(f"EvalConfig.idm_steps must be >= 1, got {self.idm_steps}")
 
     @classmethod
     def quick(cls, seed: int = 0) -> EvalConfig:
-        return cls(sequences=4, horizons=(1, 8, 32, 128), context_frames=4, idle_frames=128, seed=seed)
+        return cls(
+            sequences=4, horizons=(1, 8, 32, 128), context_frames=4, idle_frames=128, seed=seed, long_frames=0
+        )
 
 
-def _start(game, neural, explorer, cfg: EvalConfig, seeds: list[int]) -> torch.Tensor:
+def _start(game, neural, explorer, cfg: EvalConfig, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Reset the game, walk `context_frames` real frames with explorer keys, start the neural world on them.
 
     The neural world holds 2B games: rows [0, B) follow the explorer, rows [B, 2B) idle; both halves
@@ -59,7 +73,7 @@ def _start(game, neural, explorer, cfg: EvalConfig, seeds: list[int]) -> torch.T
     neural.reset_from_frames(
         ctx.repeat(2, 1, 1, 1, 1).to(neural.device), ctx_keys.repeat(2, 1, 1).to(neural.device)
     )
-    return ctx[:, -1]
+    return ctx, ctx_keys
 
 
 @torch.no_grad()
@@ -87,7 +101,17 @@ def evaluate(
     game = GameWorld(batch_size=B, size=(neural.height, neural.width), level="default", device=dev)
     seeds = [cfg.seed + i for i in range(B)]
     explorer = Explorer(B, game.num_keys, cfg.seed, dev)
-    start = _start(game, neural, explorer, cfg, seeds)
+    ctx, ctx_keys = _start(game, neural, explorer, cfg, seeds)
+    start = ctx[:, -1]
+    idm = None
+    if cfg.action:
+        from worldsim.evaluation.idm import effective_keys, get_idm
+
+        idm, idm_info = get_idm(
+            (neural.height, neural.width), neural.key_names, path=cfg.idm_path, device=dev,
+            steps=cfg.idm_steps, progress=progress,
+        )  # fmt: skip
+        logits_real, logits_gen, act_keys, act_valid = [], [], [], []
 
     T, n = max(cfg.horizons), max(max(cfg.horizons), cfg.idle_frames)
     curves = {k: torch.zeros(T, B) for k in ("psnr", "ssim", "base_psnr", "base_ssim")}
@@ -108,6 +132,11 @@ def evaluate(
             curves["ssim"][i] = ssim(gen, real).cpu()
             curves["base_psnr"][i] = psnr(start, real).cpu()
             curves["base_ssim"][i] = ssim(start, real).cpu()
+            if idm is not None:
+                logits_real.append(idm(prev_real, real).cpu())
+                logits_gen.append(idm(prev_gen, gen).cpu())
+                act_keys.append(effective_keys(keys, neural.key_names).cpu())
+                act_valid.append((~game.blocked).cpu())  # a blocked move shows no motion in the real game
             motion_real[i] = (real.float() - prev_real.float()).abs().mean().cpu()
             motion_gen[i] = (gen.float() - prev_gen.float()).abs().mean().cpu()
             prev_real, prev_gen = real, gen
@@ -132,6 +161,9 @@ def evaluate(
             "generated_mean_abs_diff": round(motion_gen.mean().item(), 3),
         },
         "idle": _idle_summary(start, idle_last, idle_mean, idle_std),
+        "action_accuracy": None,
+        "loop": None,
+        "long_run": None,
         "checkpoint": checkpoint,
         "device": str(dev),
         "steps": getattr(neural, "steps", None),
@@ -141,17 +173,60 @@ def evaluate(
         "seed": cfg.seed,
         "seconds": None,
     }
+    if idm is not None:
+        from worldsim.evaluation.idm import accuracy
+
+        keys_all, valid = torch.cat(act_keys), torch.cat(act_valid)
+        result["action_accuracy"] = {
+            "real": accuracy(torch.cat(logits_real), keys_all, valid),
+            "generated": accuracy(torch.cat(logits_gen), keys_all, valid),
+            "frames": T,
+            "idm": {k: idm_info.get(k) for k in ("size", "heldout_real")},
+        }
+    loop = None
+    if cfg.loop:
+
+        def new_game(batch: int) -> GameWorld:
+            return GameWorld(
+                batch_size=batch, size=(neural.height, neural.width), level="default", device=dev
+            )
+
+        loop = loop_test(neural, new_game, (ctx, ctx_keys), seeds)
+        result["loop"] = {k: v for k, v in loop.items() if k != "frames"}
+    long_stats = None
+    if cfg.long_frames:
+        game.reset(seeds)
+        for i in range(1, cfg.context_frames):  # the same real context again (deterministic game)
+            game.step(ctx_keys[:, i])
+        explorer_long = Explorer(B, game.num_keys, cfg.seed + 7919, dev)
+        result["long_run"], long_stats = long_run(
+            neural, game, explorer_long, (ctx, ctx_keys), cfg.long_frames, progress
+        )
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        plot_horizons(
+        files = {"plot": str(out_dir / "psnr_vs_horizon.png")}
+        plots.plot_horizons(
             curves, out_dir / "psnr_vs_horizon.png", title=f"{checkpoint}: fidelity vs the real game"
         )
-        video_path = write_video(video, out_dir / "real_vs_generated.mp4")
-        result["files"] = {
-            "plot": str(out_dir / "psnr_vs_horizon.png"),
-            "video": str(video_path),
-        }
+        files["video"] = str(plots.write_video(video, out_dir / "real_vs_generated.mp4"))
+        if loop is not None and "frames" in loop:
+            labels = [
+                f"{n}: {c}"
+                for n in ("turn", "walk")
+                for c in ("start", "real mid", "gen mid", "real end", "gen end")
+            ]
+            plots.save_strip(loop["frames"], labels, out_dir / "loop.png")
+            files["loop"] = str(out_dir / "loop.png")
+        if long_stats is not None:
+            plots.plot_long_run(
+                long_stats,
+                out_dir / "long_run.png",
+                FPS,
+                f"{checkpoint}: {cfg.long_frames} frames vs the real game",
+            )
+            files["long_run"] = str(out_dir / "long_run.png")
+        result["files"] = files
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -177,60 +252,3 @@ def _idle_summary(start: torch.Tensor, last: torch.Tensor, means: torch.Tensor, 
         "in_range": in_range,
         "collapsed": collapsed,
     }
-
-
-def plot_horizons(curves: dict[str, torch.Tensor], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    T = curves["psnr"].shape[0]
-    x = np.arange(1, T + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for ax, metric in zip(axes, ("psnr", "ssim")):
-        ax.plot(x, curves[metric].mean(1).numpy(), label="neural world")
-        ax.plot(x, curves[f"base_{metric}"].mean(1).numpy(), label="copy last real frame", linestyle="--")
-        ax.set_xscale("log")
-        ax.set_xlabel("frames after the real context")
-        ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def write_video(frames: list[np.ndarray], path: Path, fps: int = 15, scale: int = 4) -> Path:
-    """uint8 [H,W,3] frames -> an H.264 mp4 (nearest-upscaled so 64x64 frames are visible).
-
-    Where imageio-ffmpeg is not installed (the GPU image lacks it), writes a GIF beside it instead and
-    returns that path.
-    """
-    big = [np.ascontiguousarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        from PIL import Image
-
-        path = path.with_suffix(".gif")
-        log.warning("imageio-ffmpeg is not installed: writing %s instead of an mp4", path)
-        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-        images = [Image.fromarray(f) for f in big]
-        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-        os.replace(tmp, path)
-        return path
-    h, w = big[0].shape[:2]
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    writer = imageio_ffmpeg.write_frames(
-        str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1, quality=8
-    )
-    writer.send(None)
-    for f in big:
-        writer.send(f)
-    writer.close()
-    os.replace(tmp, path)
-    return path

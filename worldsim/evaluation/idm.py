@@ -1,0 +1,210 @@
+"""An inverse-dynamics model (IDM) for action following (DESIGN §10): two consecutive frames -> the keys.
+
+Trained on the real game (explorer keys, rendered on the fly), it reads a generated pair of frames the
+way it reads a real one: its accuracy on generated frames, next to its accuracy on real frames (the
+ceiling), says how well a neural world follows the keys. Labels are the *effective* keys: where both
+keys of an opposite pair are held (forward + back) they cancel in the game, so both count as released.
+Trained once per frame size and cached as safetensors (config in the metadata; never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+OPPOSITES = (("forward", "back"), ("strafe_left", "strafe_right"), ("turn_left", "turn_right"))
+IDM_VERSION = 1
+
+
+def effective_keys(keys: torch.Tensor, key_names: Sequence[str]) -> torch.Tensor:
+    """`[..., K]` bool keys with both keys of every opposite pair released where both are held."""
+    keys = keys.bool().clone()
+    index = {n: i for i, n in enumerate(key_names)}
+    for a, b in OPPOSITES:
+        if a in index and b in index:
+            both = keys[..., index[a]] & keys[..., index[b]]
+            keys[..., index[a]] &= ~both
+            keys[..., index[b]] &= ~both
+    return keys
+
+
+class IDM(nn.Module):
+    """Frames `prev, cur [B,H,W,3]` uint8 -> key logits `[B,K]` (multi-label).
+
+    Input channels: prev, cur and their difference (motion is what the keys cause), at most 64x64
+    (larger frames are area-downsampled: a 5 degree turn or a 0.08 cell step still shows at 64x64).
+    """
+
+    def __init__(self, num_keys: int, width: int = 16):
+        super().__init__()
+        w = width
+        layers, c = [], 9
+        for c_out in (w, 2 * w, 2 * w, 4 * w):  # 64 -> 32 -> 16 -> 8 -> 4
+            layers += [nn.Conv2d(c, c_out, 3, stride=2, padding=1), nn.GroupNorm(4, c_out), nn.SiLU()]
+            c = c_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c * 16, num_keys)
+        self.num_keys, self.width = num_keys, width
+
+    def forward(self, prev: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        a = prev.movedim(-1, 1).float() / 127.5 - 1  # [B,H,W,3] -> [B,3,H,W] in [-1, 1]
+        b = cur.movedim(-1, 1).float() / 127.5 - 1
+        x = torch.cat([a, b, 4 * (b - a)], dim=1)  # [B,9,H,W]; the difference is small: scaled up
+        if x.shape[-1] > 64 or x.shape[-2] > 64:
+            x = F.adaptive_avg_pool2d(x, (min(64, x.shape[-2]), min(64, x.shape[-1])))
+        x = F.adaptive_avg_pool2d(self.features(x), 4)  # [B,4w,4,4]
+        return self.head(x.flatten(1))  # [B,K]
+
+
+def accuracy(logits: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+    """Per-key (binary) and exact-match (all keys right) accuracy of logits `[B,K]` vs keys `[B,K]`."""
+    right = (logits > 0) == keys.bool()  # [B,K]
+    if mask is not None:
+        right = right[mask]
+    if right.numel() == 0:
+        return {"per_key": None, "exact": None, "pairs": 0}
+    return {
+        "per_key": round(right.float().mean().item(), 4),
+        "exact": round(right.all(1).float().mean().item(), 4),
+        "pairs": int(right.shape[0]),
+    }
+
+
+def _pairs(game, explorer, steps: int):
+    """Yield (prev, cur, effective keys, valid) from the real game; valid = the move was not blocked."""
+    prev = game.render()
+    for _ in range(steps):
+        keys = explorer.act(game.blocked)
+        cur = game.step(keys)
+        yield prev, cur, effective_keys(keys, game.key_names), ~game.blocked
+        prev = cur
+
+
+def train_idm(
+    size: tuple[int, int],
+    *,
+    steps: int = 1500,
+    batch: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[IDM, dict]:
+    """Train an IDM on `steps` batches of real-game frame pairs; returns it and its held-out accuracy."""
+    from tqdm import tqdm
+
+    from worldsim.data import Explorer
+    from worldsim.game import GameWorld
+
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    game = GameWorld(batch_size=batch, size=size, level="default", device=device)
+    game.reset([1_000_000 + seed * batch + i for i in range(batch)])
+    explorer = Explorer(batch, game.num_keys, seed, device, key_names=game.key_names)
+    model = IDM(game.num_keys).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    data = _pairs(game, explorer, steps)
+    for prev, cur, keys, valid in tqdm(data, total=steps, desc="idm", disable=not progress):
+        logits = model(prev, cur)
+        # blocked moves show no motion: their keys are not recoverable from the frames
+        loss = F.binary_cross_entropy_with_logits(logits[valid], keys[valid].float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    result = evaluate_idm(model, size, seed=seed + 1, device=device)
+    result.update(train_steps=steps, batch=batch, final_loss=round(loss.item(), 4))
+    log.info("IDM trained: held-out real accuracy %s", result)
+    return model, result
+
+
+@torch.no_grad()
+def evaluate_idm(
+    model: IDM, size: tuple[int, int], *, seed: int = 1, batch: int = 32, steps: int = 64, device="cpu"
+) -> dict:
+    """Accuracy on held-out real frame pairs (other spawn seeds and explorer keys than training)."""
+    from worldsim.data import Explorer
+    from worldsim.game import GameWorld
+
+    game = GameWorld(batch_size=batch, size=size, level="default", device=device)
+    game.reset([2_000_000 + seed * batch + i for i in range(batch)])
+    explorer = Explorer(batch, game.num_keys, 10_000 + seed, device, key_names=game.key_names)
+    logits, keys, valid = [], [], []
+    for prev, cur, k, v in _pairs(game, explorer, steps):
+        logits.append(model(prev, cur))
+        keys.append(k)
+        valid.append(v)
+    return accuracy(torch.cat(logits), torch.cat(keys), torch.cat(valid))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The cached file
+# ---------------------------------------------------------------------------------------------------
+
+
+def default_idm_path(size: tuple[int, int]) -> Path:
+    from worldsim.checkpoint import repo_root
+
+    return repo_root() / "runs" / "idm" / f"idm-{size[0]}x{size[1]}-v{IDM_VERSION}.safetensors"
+
+
+def save_idm(model: IDM, path: str | os.PathLike, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    info = {"num_keys": model.num_keys, "width": model.width, "version": IDM_VERSION, **meta}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"idm": json.dumps(info)})
+    os.replace(tmp, path)
+
+
+def load_idm(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[IDM, dict]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        info = json.loads((f.metadata() or {}).get("idm", "{}"))
+    if info.get("version") != IDM_VERSION:
+        raise ValueError(f"{path} is not a version-{IDM_VERSION} worldsim IDM; delete it to retrain")
+    model = IDM(info["num_keys"], info["width"])
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval(), info
+
+
+def get_idm(
+    size: tuple[int, int],
+    key_names: Sequence[str],
+    *,
+    path: str | os.PathLike | None = None,
+    device: torch.device | str = "cpu",
+    steps: int = 1500,
+    progress: bool = False,
+) -> tuple[IDM, dict]:
+    """The cached IDM for this frame size and key set, trained on the real game (and cached) if missing."""
+    path = Path(path) if path is not None else default_idm_path(size)
+    if path.is_file():
+        try:
+            model, info = load_idm(path, device)
+            if list(info.get("key_names", [])) == list(key_names) and info.get("size") == list(size):
+                return model, info
+            log.warning("%s was trained for other keys or frame size; retraining", path)
+        except (ValueError, OSError, KeyError) as e:
+            log.warning("cannot read the cached IDM %s (%s); retraining", path, e)
+    model, result = train_idm(size, steps=steps, device=device, progress=progress)
+    info = {"size": list(size), "key_names": list(key_names), "heldout_real": result}
+    save_idm(model, path, info)
+    return model.to(device).eval(), {**info, "num_keys": model.num_keys, "version": IDM_VERSION}

@@ -1,0 +1,146 @@
+"""Plots and videos of an evaluation: PSNR vs horizon, a comparison of several runs, long-run statistics,
+the loop strip, and the real | generated video (atomic writes, Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_horizons(curves: dict[str, torch.Tensor], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    T = curves["psnr"].shape[0]
+    x = np.arange(1, T + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for ax, metric in zip(axes, ("psnr", "ssim")):
+        ax.plot(x, curves[metric].mean(1).numpy(), label="neural world")
+        ax.plot(x, curves[f"base_{metric}"].mean(1).numpy(), label="copy last real frame", linestyle="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("frames after the real context")
+        ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int = 15, scale: int = 4) -> Path:
+    """uint8 [H,W,3] frames -> an H.264 mp4 (nearest-upscaled so 64x64 frames are visible).
+
+    Where imageio-ffmpeg is not installed (the GPU image lacks it), writes a GIF beside it instead and
+    returns that path.
+    """
+    big = [np.ascontiguousarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        from PIL import Image
+
+        path = path.with_suffix(".gif")
+        log.warning("imageio-ffmpeg is not installed: writing %s instead of an mp4", path)
+        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+        images = [Image.fromarray(f) for f in big]
+        images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        os.replace(tmp, path)
+        return path
+    h, w = big[0].shape[:2]
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    writer = imageio_ffmpeg.write_frames(
+        str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1, quality=8
+    )
+    writer.send(None)
+    for f in big:
+        writer.send(f)
+    writer.close()
+    os.replace(tmp, path)
+    return path
+
+
+def plot_compare(results: dict[str, dict], path: Path, title: str = "fidelity vs the real game") -> None:
+    """PSNR and SSIM vs horizon of several eval JSONs (e.g. student vs baseline vs teacher), one line each."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for ax, metric in zip(axes, ("psnr", "ssim")):
+        for i, (name, r) in enumerate(results.items()):
+            hs = [int(h) for h in r[metric]]
+            ax.plot(hs, [r[metric][str(h)] for h in hs], marker="o", label=name)
+            if i == 0 and "baseline_copy_last" in r:
+                base = r["baseline_copy_last"][metric]
+                ax.plot(
+                    hs, [base[str(h)] for h in hs], linestyle="--", color="gray", label="copy last real frame"
+                )
+        ax.set_xscale("log")
+        ax.set_xlabel("frames after the real context")
+        ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_long_run(stats: dict[str, torch.Tensor], path: Path, fps: int, title: str) -> None:
+    """Frame mean and std over a long run, generated vs real (per-frame values averaged over games)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    n = stats["gen_mean"].shape[0]
+    minutes = np.arange(n) / (fps * 60)
+    for ax, what in zip(axes, ("mean", "std")):
+        for who, style in (("real", "-"), ("gen", "-")):
+            y = stats[f"{who}_{what}"].mean(1).numpy()
+            ax.plot(minutes, y, style, linewidth=0.6, label="real game" if who == "real" else "neural world")
+        ax.set_xlabel("minutes (30 fps frames)")
+        ax.set_ylabel(f"frame {what} (uint8 levels)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_strip(rows: list[list[np.ndarray]], labels: list[str], path: Path, scale: int = 3) -> None:
+    """A grid image of uint8 `[H,W,3]` frames, one labelled row per list (e.g. the loop test)."""
+    plt = _plt()
+    R, C = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(R, C, figsize=(C * 1.1 * scale / 2, R * 1.2 * scale / 2), dpi=100, squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(C):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j < len(row):
+                ax.imshow(row[j], interpolation="nearest")
+                ax.set_title(labels[i * C + j] if i * C + j < len(labels) else "", fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
