@@ -45,7 +45,8 @@ class StepGraph:
                 self.fn()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: a server's other threads may touch CUDA while this one captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.out = self.fn()
         self.graph = graph
         log.info("captured the per-frame step as one CUDA graph")

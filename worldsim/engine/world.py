@@ -87,6 +87,19 @@ class GraphWorld(World):
                 self._masks[key] = m  # type: ignore[index]
         return m
 
+    @torch.inference_mode()
+    def prepare(self) -> None:
+        """Capture the graph now (else the first step does it: ~1 s once). Safe in any cache state."""
+        if self.graph.enabled and not self.graph.captured:
+            self._active.zero_()  # warm-up passes must not move any frame counter
+            self.graph.capture()
+
+    def __getattr__(self, name: str):
+        # anything else a NeuralWorld user reads (cfg, dtype, start_latents, ...) comes from the world
+        if name == "world":
+            raise AttributeError(name)
+        return getattr(self.world, name)
+
     # World API --------------------------------------------------------------------------------------
     def reset(self, seeds=None, *, slots: Sequence[int] | None = None) -> torch.Tensor:
         return self.world.reset(seeds, slots=slots)
@@ -106,9 +119,7 @@ class GraphWorld(World):
         wnoise = None
         if self._write_noise is not None:
             wnoise = torch.randn(R, 1, C, h, w_, device=self.device, dtype=w.dtype, generator=gen)
-        if not self.graph.captured and self.graph.enabled:
-            self._active.zero_()  # warm-up passes must not move any frame counter
-            self.graph.capture()
+        self.prepare()
         if rows is None:
             self._noise.copy_(noise)
             self._keys[:, 0].copy_(k)
