@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Speed on one GPU in one command (issue 6): the GPU tests of the engine and kernels, then the
-# comparison table (eager vs CUDA graph, bf16 vs fp32, sessions 1/16/64, base shapes, anchor shapes),
-# then single runs of the default engine. Everything lands in $OUT. About 4-5 minutes on an H100.
+# Speed on one GPU in one command (issue 6): the GPU tests of the engine and kernels, the kernel
+# micro-benchmarks, the comparison table (eager vs CUDA graph, bf16 vs fp32, sessions 1/16/64, base shapes, anchor shapes),
+# then single runs of the default engine. Everything lands in $OUT.
+# About 4-5 minutes on an H100.
 #
 #   OUT=/some/dir scripts/bench_neural_gpu.sh
 #   SECONDS_PER_ROW=1 scripts/bench_neural_gpu.sh        # shorter rows
@@ -19,6 +20,9 @@ python -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.ve
 echo "== GPU tests (engine, kernels, bench) =="
 timeout 120 python -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_bench_neural.py \
     $(ls tests/test_kernels*.py 2>/dev/null) 2>&1 | tee "$OUT/tests.txt" || status=1
+
+echo "== kernels vs PyTorch references =="
+timeout 60 python -m kernels.bench --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt" || status=1
 
 echo "== comparison =="
 timeout 270 python -m worldsim.bench.neural --compare --seconds "$SECONDS_PER_ROW" \

@@ -1,0 +1,111 @@
+"""`python -m kernels.bench`: each Triton kernel against its PyTorch reference at the shapes we run.
+
+CUDA only (timings under the interpreter mean nothing). Times one call with CUDA events after a
+warm-up (median of repeats); prints a table and writes JSON with `--json FILE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+from collections.abc import Callable
+from functools import partial
+
+import torch
+
+from kernels.adaln_norm import adaln_layernorm, adaln_layernorm_reference
+from kernels.ring_attention import ring_attention, ring_attention_reference, supported
+
+log = logging.getLogger(__name__)
+
+
+def time_call(fn: Callable[[], object], repeats: int = 50) -> float:
+    """Median milliseconds of `fn()` on the current CUDA stream."""
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()  # deliberate host sync: the clock must see finished work
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+# (name, B, F, N, D) for adaLN; (name, B, H, Fq, Fk, N, Dh, visible fraction) for attention
+ADALN_SHAPES = [
+    ("tiny S=1", 1, 1, 64, 256),
+    ("tiny S=64", 64, 1, 64, 256),
+    ("base S=1", 1, 1, 64, 512),
+    ("base S=64", 64, 1, 64, 512),
+    ("matrix-game-2", 1, 3, 880, 1536),
+]
+ATTN_SHAPES = [
+    ("tiny S=1", 1, 4, 1, 16, 64, 64, 1.0),
+    ("tiny S=64", 64, 4, 1, 16, 64, 64, 1.0),
+    ("base S=64 (33 frames)", 64, 8, 1, 33, 64, 64, 1.0),
+    ("base S=64, 1/4 visible", 64, 8, 1, 33, 64, 64, 0.25),
+    ("base S=64, window 128", 64, 8, 1, 129, 64, 64, 1.0),
+    ("base S=64, w128, 1/4 vis", 64, 8, 1, 129, 64, 64, 0.25),
+    ("matrix-game-2 (3x880)", 1, 12, 3, 6, 880, 128, 1.0),
+]
+
+
+def run(dtype: torch.dtype) -> list[dict]:
+    rows = []
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for name, B, F, N, D in ADALN_SHAPES:
+        x = torch.randn(B, F, N, D, device="cuda", dtype=dtype, generator=g)
+        mod = torch.randn(B, F, 1, 6, D, device="cuda", dtype=dtype, generator=g)
+        sh, sc = mod[:, :, :, 0], mod[:, :, :, 1]
+        ref = time_call(partial(adaln_layernorm_reference, x, sh, sc))
+        tri = time_call(partial(adaln_layernorm, x, sh, sc))
+        rows.append({"kernel": "adaln_layernorm", "shape": name, "ref_ms": ref, "triton_ms": tri})
+    for name, B, H, Fq, Fk, N, Dh, frac in ATTN_SHAPES:
+        q = torch.randn(B, H, Fq * N, Dh, device="cuda", dtype=dtype, generator=g)
+        k = torch.randn(B, H, Fk * N, Dh, device="cuda", dtype=dtype, generator=g)
+        v = torch.randn_like(k)
+        mask = torch.rand(B, Fq, Fk, device="cuda", generator=g) < frac
+        mask[:, :, 0] = True
+        ok = supported(q, mask)
+        ref = time_call(partial(ring_attention_reference, q, k, v, mask))
+        tri = time_call(partial(ring_attention, q, k, v, mask)) if ok else None
+        rows.append({"kernel": "ring_attention", "shape": name, "ref_ms": ref, "triton_ms": tri})
+    for r in rows:
+        r["speedup"] = r["ref_ms"] / r["triton_ms"] if r["triton_ms"] else None
+        r["dtype"] = str(dtype).removeprefix("torch.")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__)
+    p.add_argument("--json", default=None, metavar="FILE")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not torch.cuda.is_available():
+        p.exit(2, "error: kernels.bench times CUDA kernels; run it on a GPU machine\n")
+    rows = run(torch.bfloat16) + run(torch.float32)
+    print(f"{'kernel':<16} {'shape':<26} {'dtype':<9} {'torch ms':>9} {'triton ms':>10} {'speed-up':>8}")
+    for r in rows:
+        tri = f"{r['triton_ms']:.4f}" if r["triton_ms"] else "n/a"
+        sp = f"{r['speedup']:.2f}" if r["speedup"] else "-"
+        print(f"{r['kernel']:<16} {r['shape']:<26} {r['dtype']:<9} {r['ref_ms']:>9.4f} {tri:>10} {sp:>8}")
+    if args.json:
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(
+                {"rows": rows, "device": torch.cuda.get_device_name(), "torch": torch.__version__},
+                f,
+                indent=2,
+            )
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
