@@ -43,6 +43,7 @@ if triton is not None:
         s_qb, s_qh, s_qm, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh, s_om, s_mb, s_mq,
         H, N, n_kv_frames,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+        PRECISION: tl.constexpr,
     ):  # fmt: skip
         pid_m = tl.program_id(0)  # a tile of BLOCK_M query rows, inside one query frame
         bh = tl.program_id(1)
@@ -65,12 +66,14 @@ if triton is not None:
                     v = tl.load(V + b * s_vb + h * s_vh + offs_n[:, None] * s_vn + offs_d[None, :])
                     if UPCAST:
                         k, v = k.to(tl.float32), v.to(tl.float32)
-                    s = tl.dot(q, tl.trans(k)) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units
+                    s = (
+                        tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+                    )  # [BLOCK_M, BLOCK_N], log2 units
                     m_new = tl.maximum(m_i, tl.max(s, 1))
                     p = tl.exp2(s - m_new[:, None])
                     alpha = tl.exp2(m_i - m_new)
                     l_i = l_i * alpha + tl.sum(p, 1)
-                    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+                    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
                     m_i = m_new
         acc = acc / l_i[:, None]
         tl.store(
@@ -128,5 +131,7 @@ def ring_attention(
         BLOCK_M=tile, BLOCK_N=tile, HEAD_DIM=Dh,
         # the Triton interpreter (3.9) computes tl.dot of bf16/fp16 wrongly: fp32 dots there only
         UPCAST=interpreting() and q.dtype != torch.float32,
+        # fp32 stays fp32 (torch does not use TF32 by default either); half types use the tensor cores
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
     )  # fmt: skip
     return out
