@@ -24,13 +24,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from worldsim.serve import Server, world_factory  # noqa: E402
+from worldsim.serve.engines import on_device  # noqa: E402
 
 FPS, MIN_FPS, MAX_P99_MS = 30.0, 27.0, 50.0
 
 
 def measure(engines: int, per_engine: int, a: argparse.Namespace) -> dict:
     devices = [a.device] * engines if a.device else [f"cuda:{i}" for i in range(engines)]
-    factories = [world_factory(a.world, checkpoint=a.checkpoint, size=a.size, device=d) for d in devices]
+    factories = [
+        on_device(world_factory(a.world, checkpoint=a.checkpoint, size=a.size, device=d), d) for d in devices
+    ]
     server = Server(factories, max_sessions=per_engine, fps=FPS, stats_interval_s=0, torch_threads=1).start()
     n = engines * per_engine
     try:

@@ -90,8 +90,13 @@ def run_serve(args: argparse.Namespace) -> int:
     if world == "game" and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop it or pass --world neural")
     level: str | int = int(args.level) if args.level.lstrip("-").isdigit() else args.level
+    from worldsim.serve.engines import on_device
+
     factories = [
-        world_factory(world, checkpoint=args.checkpoint, size=args.size, level=level, device=device)
+        on_device(
+            world_factory(world, checkpoint=args.checkpoint, size=args.size, level=level, device=device),
+            device,
+        )
         for device in engine_devices(args.gpus, args.engines, args.device)
     ]
     server = Server(

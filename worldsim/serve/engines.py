@@ -30,6 +30,18 @@ def _on_device(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
+def on_device(factory: WorldFactory, device: str | torch.device | None) -> WorldFactory:
+    """`factory` run with `device` current, so a World built for cuda:1 allocates and captures there."""
+    if device is None or torch.device(device).type != "cuda":
+        return factory
+
+    def build(batch: int) -> World:
+        with torch.cuda.device(torch.device(device)):
+            return factory(batch)
+
+    return build
+
+
 @dataclass
 class Engine:
     """One World and the free games (local slots) in its batch."""
