@@ -10,6 +10,7 @@ sees). Numbers are measured, never derived.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -80,6 +81,7 @@ def _memory(device: torch.device) -> float | None:
 
 def _reset_memory(device: torch.device) -> None:
     if device.type == "cuda":
+        gc.collect()  # the previous row's world (graph <-> world is a reference cycle) frees its memory
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -212,6 +214,8 @@ def compare(*, device: torch.device, checkpoint: str | None, seconds: float, qui
                         graph=mode != "eager", preset=preset, kernels=mode == "graph+k",
                     )  # fmt: skip
                     r = measure_world(world, seconds)
+                    if preset is None:  # the checkpoint's own name (resolves the default)
+                        label = world.checkpoint_name or label
                     world.close()
                     del world
                     rows.append({"model": label, "dtype": dt, "mode": mode, **r})
