@@ -115,22 +115,22 @@ class GraphWorld(World):
         cfg = w.cfg
         C, (h, w_) = cfg.latent_channels, cfg.latent_hw
         gen = w.generator  # drawn in the eager path's order: step noise, then write noise
-        noise = torch.randn(R, 1, C, h, w_, device=self.device, dtype=w.dtype, generator=gen)
-        wnoise = None
-        if self._write_noise is not None:
-            wnoise = torch.randn(R, 1, C, h, w_, device=self.device, dtype=w.dtype, generator=gen)
         self.prepare()
-        if rows is None:
-            self._noise.copy_(noise)
+        if rows is None:  # straight into the static inputs
+            torch.randn(self._noise.shape, generator=gen, out=self._noise)
+            if self._write_noise is not None:
+                torch.randn(self._write_noise.shape, generator=gen, out=self._write_noise)
             self._keys[:, 0].copy_(k)
-            if wnoise is not None:
-                self._write_noise.copy_(wnoise)  # type: ignore[union-attr]
         else:
-            self._noise.index_copy_(0, rows, noise)
+            shape = (R, 1, C, h, w_)
+            self._noise.index_copy_(
+                0, rows, torch.randn(shape, device=self.device, dtype=w.dtype, generator=gen)
+            )
+            if self._write_noise is not None:
+                wnoise = torch.randn(shape, device=self.device, dtype=w.dtype, generator=gen)
+                self._write_noise.index_copy_(0, rows, wnoise)
             self._keys.zero_()
             self._keys[:, 0].index_copy_(0, rows, k)
-            if wnoise is not None:
-                self._write_noise.index_copy_(0, rows, wnoise)  # type: ignore[union-attr]
         self._active.copy_(self._mask(rows, tuple(int(s) for s in slots) if slots is not None else None))
         frames = self.graph()  # [B,H,W,3]
         # a copy: the graph's output buffer is overwritten by the next replay
