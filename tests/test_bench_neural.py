@@ -57,3 +57,24 @@ def test_compare_quick_covers_sessions_and_anchors(tmp_path, capsys):
 def test_bad_arguments_are_user_errors():
     with pytest.raises(UserError, match="--sessions"):
         bench.run(_args(sessions=0))
+
+
+def test_cli_times_a_checkpoint(tmp_path, capsys):
+    """`worldsim bench --world neural --checkpoint PATH --json FILE` through the real CLI parser."""
+    from worldsim.checkpoint import save_checkpoint
+    from worldsim.cli import main
+    from worldsim.model import DiT, get_preset
+    from worldsim.model.autoencoder import Autoencoder
+
+    cfg = get_preset("test")
+    start = torch.randn(2, 1, cfg.latent_channels, *cfg.latent_hw)
+    ckpt = save_checkpoint(
+        tmp_path / "b.safetensors", config=cfg, dit=DiT(cfg).state_dict(),
+        autoencoder=Autoencoder(cfg.autoencoder).state_dict(), start_latents=start,
+    )  # fmt: skip
+    out = tmp_path / "b.json"
+    argv = ["bench", "--world", "neural", "--checkpoint", str(ckpt), "--device", "cpu", "--sessions", "3"]
+    assert main([*argv, "--seconds", "0.2", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["model"] == "b" and r["sessions"] == 3 and r["fps"] > 0 and r["mode"] == "eager"
+    assert "\nb " in capsys.readouterr().out  # the table row
