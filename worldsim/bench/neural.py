@@ -182,12 +182,15 @@ def _write_json(path: str, obj: dict) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def compare(*, device: torch.device, checkpoint: str | None, seconds: float, quick: bool) -> dict:
+def compare(
+    *, device: torch.device, checkpoint: str | None, seconds: float, quick: bool, json_path: str | None = None
+) -> dict:
     """Eager vs graph (vs graph + fused kernels) x dtype x sessions on the checkpoint (and `base`
     shapes), then the anchors.
 
     `quick`: the `test` preset and toy anchors at sessions 1 and 2 (CPU-sized). Graph rows only on CUDA;
-    bf16 only on CUDA (CPU bf16 matmuls are no deployment target).
+    bf16 only on CUDA (CPU bf16 matmuls are no deployment target). `json_path` is rewritten after
+    every row, so a run stopped by a time limit still leaves what it measured.
     """
     from kernels.common import triton_importable
     from worldsim.model.presets_anchor import ANCHOR_NAMES
@@ -204,42 +207,63 @@ def compare(*, device: torch.device, checkpoint: str | None, seconds: float, qui
         if cuda:
             models.append(("base (random)", None, "base", ("bf16",)))
     rows: list[dict] = []
+
+    def result() -> dict:
+        for r in rows:  # graph speed-up against the eager row of the same work
+            same = ("model", "dtype", "sessions")
+            eager = [
+                e for e in rows if e["mode"] == "eager" and "fps" in e and all(e[k] == r[k] for k in same)
+            ]
+            r["vs_eager"] = r["fps"] / eager[0]["fps"] if eager and "fps" in r else None
+        out = {"rows": rows, "quick": quick, "seconds_per_row": seconds, **_env(device)}
+        if json_path:
+            _write_json(json_path, out)
+        return out
+
     for label, ckpt, preset, dts in models:
         for dt in dts:
             for S in sessions:
                 for mode in world_modes:
                     _reset_memory(device)
-                    world = build_world(
-                        checkpoint=ckpt, device=device, sessions=S, dtype=DTYPES[dt],
-                        graph=mode != "eager", preset=preset, kernels=mode == "graph+k",
-                    )  # fmt: skip
-                    r = measure_world(world, seconds)
-                    if preset is None:  # the checkpoint's own name (resolves the default)
-                        label = world.checkpoint_name or label
-                    world.close()
-                    del world
+                    try:
+                        world = build_world(
+                            checkpoint=ckpt, device=device, sessions=S, dtype=DTYPES[dt],
+                            graph=mode != "eager", preset=preset, kernels=mode == "graph+k",
+                        )  # fmt: skip
+                        r = measure_world(world, seconds)
+                        if preset is None:  # the checkpoint's own name (resolves the default)
+                            label = world.checkpoint_name or label
+                        world.close()
+                        del world
+                    except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # one row, not the table
+                        log.error("%s %s S=%d %s failed: %s", label, dt, S, mode, e)
+                        r = {"sessions": S, "error": f"{type(e).__name__}: {e}"[:300]}
                     rows.append({"model": label, "dtype": dt, "mode": mode, **r})
-                    log.info("%s %s S=%d %s: %.1f fps", label, dt, S, mode, r["fps"])
+                    log.info("%s %s S=%d %s: %s fps", label, dt, S, mode, r.get("fps"))
+                    result()
     if cuda or quick:
         for name in ANCHOR_NAMES:
             for mode in modes:
                 _reset_memory(device)
                 dt = dtypes[0]
-                r = measure_anchor(
-                    name, device=device, dtype=DTYPES[dt], graph=mode == "graph", seconds=seconds, quick=quick
-                )
+                try:
+                    r = measure_anchor(
+                        name,
+                        device=device,
+                        dtype=DTYPES[dt],
+                        graph=mode == "graph",
+                        seconds=seconds,
+                        quick=quick,
+                    )
+                except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # one row, not the table
+                    log.error("%s %s failed: %s", name, mode, e)
+                    r = {"sessions": 1, "error": f"{type(e).__name__}: {e}"[:300]}
                 rows.append({"model": name + (" (quick)" if quick else ""), "dtype": dt, "mode": mode, **r})
-                log.info("%s %s: %.1f latent fps", name, mode, r["fps"])
+                log.info("%s %s: %s latent fps", name, mode, r.get("fps"))
+                result()
     else:
         log.info("anchor shapes skipped: 1.1B-parameter models are timed on CUDA only (use --quick on CPU)")
-    for r in rows:  # graph speed-up against the eager row of the same work
-        eager = [
-            e
-            for e in rows
-            if e["mode"] == "eager" and all(e[k] == r[k] for k in ("model", "dtype", "sessions"))
-        ]
-        r["vs_eager"] = r["fps"] / eager[0]["fps"] if eager else None
-    return {"rows": rows, "quick": quick, "seconds_per_row": seconds, **_env(device)}
+    return result()
 
 
 def format_table(rows: list[dict]) -> str:
@@ -249,6 +273,11 @@ def format_table(rows: list[dict]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in rows:
+        if "error" in r:
+            lines.append(
+                f"{r['model'][:24]:<24} {r['dtype']:<5} {r['mode']:<7} {r['sessions']:>4} {r['error'][:60]}"
+            )
+            continue
         mem = f"{r['gpu_mib']:.0f}" if r.get("gpu_mib") is not None else "-"
         vs = f"{r['vs_eager']:.2f}" if r.get("vs_eager") is not None else "-"
         lines.append(
@@ -276,7 +305,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"need --sessions >= 1 and --seconds > 0; got {args.sessions}, {args.seconds}")
     quick = bool(getattr(args, "quick", False))
     if args.compare:
-        result = compare(device=device, checkpoint=args.checkpoint, seconds=args.seconds, quick=quick)
+        result = compare(
+            device=device, checkpoint=args.checkpoint, seconds=args.seconds, quick=quick, json_path=args.json
+        )
         print(format_table(result["rows"]))
     else:
         graph = device.type == "cuda" and not getattr(args, "eager", False)
@@ -298,9 +329,8 @@ def run(args: argparse.Namespace) -> int:
             **r,
         }
         print(format_table([row]))
-        result = {**row, **_env(device)}
-    if args.json:
-        _write_json(args.json, result)
+        if args.json:
+            _write_json(args.json, {**row, **_env(device)})
     return 0
 
 
