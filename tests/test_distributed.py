@@ -38,7 +38,8 @@ def _global_batch(cfg):
 
 
 def _train(model, fwd, batches):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.01)
+    # SGD: its update is linear in the gradient, so a wrong average shows (Adam's first steps are ~sign(g)).
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     amp = torch.autocast("cpu", enabled=False)
     for z0, t, keys, drop, noise in batches:
         teacher.train_step(fwd, model, opt, z0, t, keys, drop, grad_clip=0.5, amp=amp, noise=noise)
@@ -120,9 +121,10 @@ def test_two_ranks_with_batch_b_update_like_one_process_with_2b(two_rank_job):
     moved = 0
     for k, v in single.items():
         torch.testing.assert_close(p0[k], v, rtol=1e-4, atol=1e-5, msg=f"{k}: 2 ranks x {B} != 1 x {2 * B}")
-        torch.testing.assert_close(p1[k], p0[k], rtol=0, atol=0, msg=f"{k}: the ranks diverged")
         moved += int(not torch.equal(v, init.state_dict()[k]))
-    assert moved > len(single) // 2  # the steps did change the weights
+    for k in single:
+        torch.testing.assert_close(p1[k], p0[k], rtol=0, atol=0, msg=f"{k}: the ranks diverged")
+    assert moved >= 8  # the steps did change the weights (adaLN-Zero: at first only the gates and a few)
 
 
 def test_rank_zero_alone_writes_and_ranks_draw_their_own_data(two_rank_job):
