@@ -149,3 +149,29 @@ def test_engine_devices_from_the_command_line():
     else:
         with pytest.raises(UserError, match=f"torch sees {n} GPU"):
             engine_devices(str(n + 1), 1, None)
+
+
+class BrokenGame(GameWorld):
+    def step(self, keys, *, slots=None):
+        raise RuntimeError("this engine's GPU fell over")
+
+
+def test_a_failing_engine_ends_its_sessions_only():
+    def make(cls):
+        return lambda batch: cls(batch_size=batch, size=SIZE)
+
+    server = Server([make(GameWorld), make(BrokenGame)], max_sessions=1, stats_interval_s=0).start()
+    good = Client(server.address, mode="lockstep", timeout_s=5.0)
+    bad = Client(server.address, mode="lockstep", timeout_s=2.0)
+    try:
+        good.connect()
+        bad.connect()
+        assert [engine_of(server, c) for c in (good, bad)] == [0, 1]
+        with pytest.raises(ServerError, match="internal"):
+            bad.step([1, 0, 0, 0, 0, 0])
+        assert [f.number for f in (good.step([1, 0, 0, 0, 0, 0]), good.step([0, 0, 0, 0, 1, 0]))] == [1, 2]
+        wait_for(lambda: server.stats()["sessions"] == 1, what="the failed session to close")
+    finally:
+        good.close()
+        bad.close()
+        server.stop()
