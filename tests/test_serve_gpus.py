@@ -147,7 +147,7 @@ def test_engine_devices_from_the_command_line():
         assert engine_devices("all", 1, None) == [f"cuda:{i}" for i in range(n)]
         assert engine_devices("2", 1, None) == ["cuda:0", "cuda:1"]
     else:
-        with pytest.raises(UserError, match=f"torch sees {n} GPU"):
+        with pytest.raises(UserError, match="torch sees (no GPU|1 GPU)"):
             engine_devices(str(n + 1), 1, None)
 
 

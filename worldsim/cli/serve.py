@@ -143,10 +143,10 @@ def engine_devices(gpus: str | None, engines: int, device: str | None) -> list[s
         n = int(gpus)
     else:
         raise UserError(f"--gpus must be 'all' or a count >= 1, got {gpus!r}")
-    if n == 0 or n > have:
-        raise UserError(
-            f"--gpus {gpus} but torch sees {have} GPU(s); use --gpus <= {have}, or --engines N --device cpu"
-        )
+    if have == 0:
+        raise UserError(f"--gpus {gpus} but torch sees no GPU; on CPU use --engines N --device cpu")
+    if n > have:
+        raise UserError(f"--gpus {gpus} but torch sees {have} GPU(s); use --gpus all or a count <= {have}")
     return [f"cuda:{i}" for i in range(n)]
 
 
