@@ -78,7 +78,9 @@ def test_quick_eval_cli_writes_schema_with_real_numbers(random_checkpoint, tmp_p
 
     out, js = tmp_path / "eval", tmp_path / "eval.json"
     argv = ["eval", "--checkpoint", str(random_checkpoint), "--quick", "--device", "cpu"]
-    assert main([*argv, "--out", str(out), "--json", str(js), "--idle-frames", "24"]) == 0
+    idm = tmp_path / "idm.safetensors"
+    extra = ["--idle-frames", "24", "--idm", str(idm), "--idm-steps", "5", "--long-frames", "40"]
+    assert main([*argv, "--out", str(out), "--json", str(js), *extra]) == 0
     r = json.loads(js.read_text())
     horizons = ["1", "8", "32", "128"]
     for name in ("psnr", "ssim"):
@@ -95,6 +97,48 @@ def test_quick_eval_cli_writes_schema_with_real_numbers(random_checkpoint, tmp_p
     mp4 = (out / "real_vs_generated.mp4").read_bytes()
     assert mp4[4:8] == b"ftyp" and len(mp4) > 1000
     assert "copy-last PSNR" in capsys.readouterr().out
+    # action following: the IDM (trained on the real game, cached) read on real and on generated pairs
+    acc = r["action_accuracy"]
+    assert idm.is_file() and acc["frames"] == 128
+    for who in ("real", "generated"):
+        assert 0 <= acc[who]["per_key"] <= 1 and 0 <= acc[who]["exact"] <= acc[who]["per_key"]
+        assert 0 < acc[who]["pairs"] <= 4 * 128
+    # loop: a 180 degree turn and back returns the real view exactly; the model is compared to it
+    loop = r["loop"]
+    assert loop["frames_each_way"] == 36
+    assert loop["turn_180_and_back"]["real_psnr_end_vs_start"] == 100.0
+    assert 0 < loop["turn_180_and_back"]["psnr_end_vs_real"] < 100
+    assert 0 < loop["walk_and_back"]["psnr_mid_vs_real"] < 100
+    assert (out / "loop.png").stat().st_size > 1000
+    # long run (40 frames here): per-minute statistics next to the real game's, NaN check
+    lr = r["long_run"]
+    assert lr["frames"] == 40 and lr["nan"] is False and len(lr["per_minute"]) == 1
+    m = lr["per_minute"][0]
+    assert m["frames"] == 40 and m["real_mean"][0] <= m["real_mean"][1] and isinstance(m["in_range"], bool)
+    assert (out / "long_run.png").stat().st_size > 1000
+
+
+def test_compare_plots_several_eval_jsons(tmp_path, capsys):
+    from worldsim.cli import main
+
+    def fake_eval(offset):  # eval JSONs as `worldsim eval` writes them (the plot reads psnr/ssim/baseline)
+        hs = ["1", "8", "32"]
+        return {
+            "psnr": {h: 30.0 - offset - int(h) / 4 for h in hs},
+            "ssim": {h: 0.9 - offset / 100 for h in hs},
+            "baseline_copy_last": {"psnr": {h: 20.0 for h in hs}, "ssim": {h: 0.5 for h in hs}},
+        }
+
+    paths = []
+    for name, off in (("student", 0), ("baseline", 3)):
+        p = tmp_path / f"{name}.json"
+        p.write_text(json.dumps(fake_eval(off)))
+        paths.append(f"{name}={p}")
+    assert main(["eval", "--compare", *paths, "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "29.75" in out and "19.0" in out  # student at 1 frame, baseline at 32 frames
+    assert main(["eval", "--compare", f"x={tmp_path / 'missing.json'}"]) == 2
 
 
 def test_eval_refuses_bad_flags(random_checkpoint):

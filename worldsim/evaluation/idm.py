@@ -92,6 +92,7 @@ def _pairs(game, explorer, steps: int):
 def train_idm(
     size: tuple[int, int],
     *,
+    key_names: Sequence[str] | None = None,
     steps: int = 1500,
     batch: int = 64,
     lr: float = 3e-3,
@@ -104,10 +105,12 @@ def train_idm(
 
     from worldsim.data import Explorer
     from worldsim.game import GameWorld
+    from worldsim.world import KEY_NAMES
 
     torch.manual_seed(seed)
     device = torch.device(device)
-    game = GameWorld(batch_size=batch, size=size, level="default", device=device)
+    names = tuple(key_names or KEY_NAMES)
+    game = GameWorld(batch_size=batch, size=size, level="default", device=device, key_names=names)
     game.reset([1_000_000 + seed * batch + i for i in range(batch)])
     explorer = Explorer(batch, game.num_keys, seed, device, key_names=game.key_names)
     model = IDM(game.num_keys).to(device)
@@ -124,7 +127,7 @@ def train_idm(
         opt.step()
         sched.step()
     model.eval()
-    result = evaluate_idm(model, size, seed=seed + 1, device=device)
+    result = evaluate_idm(model, size, seed=seed + 1, device=device, key_names=names)
     result.update(train_steps=steps, batch=batch, final_loss=round(loss.item(), 4))
     log.info("IDM trained: held-out real accuracy %s", result)
     return model, result
@@ -132,13 +135,22 @@ def train_idm(
 
 @torch.no_grad()
 def evaluate_idm(
-    model: IDM, size: tuple[int, int], *, seed: int = 1, batch: int = 32, steps: int = 64, device="cpu"
+    model: IDM,
+    size: tuple[int, int],
+    *,
+    seed: int = 1,
+    batch: int = 32,
+    steps: int = 64,
+    device="cpu",
+    key_names: Sequence[str] | None = None,
 ) -> dict:
     """Accuracy on held-out real frame pairs (other spawn seeds and explorer keys than training)."""
     from worldsim.data import Explorer
     from worldsim.game import GameWorld
+    from worldsim.world import KEY_NAMES
 
-    game = GameWorld(batch_size=batch, size=size, level="default", device=device)
+    names = tuple(key_names or KEY_NAMES)
+    game = GameWorld(batch_size=batch, size=size, level="default", device=device, key_names=names)
     game.reset([2_000_000 + seed * batch + i for i in range(batch)])
     explorer = Explorer(batch, game.num_keys, 10_000 + seed, device, key_names=game.key_names)
     logits, keys, valid = [], [], []
@@ -204,7 +216,8 @@ def get_idm(
             log.warning("%s was trained for other keys or frame size; retraining", path)
         except (ValueError, OSError, KeyError) as e:
             log.warning("cannot read the cached IDM %s (%s); retraining", path, e)
-    model, result = train_idm(size, steps=steps, device=device, progress=progress)
+    with torch.enable_grad():  # the evaluator runs under no_grad
+        model, result = train_idm(size, key_names=key_names, steps=steps, device=device, progress=progress)
     info = {"size": list(size), "key_names": list(key_names), "heldout_real": result}
     save_idm(model, path, info)
     return model.to(device).eval(), {**info, "num_keys": model.num_keys, "version": IDM_VERSION}

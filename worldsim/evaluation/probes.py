@@ -31,7 +31,8 @@ def loop_test(neural, start_game, context: tuple[torch.Tensor, torch.Tensor], se
     Rows [0, B) turn left 180 degrees and back (the real view returns exactly); rows [B, 2B) walk
     forward and back the same number of frames (a wall on the way can stop the real walk: the real
     game doing the same is the reference). `start_game(batch)` builds a fresh real game;
-    `context` = (frames [B,F,H,W,3], keys [B,F,K]) the real context both worlds start from.
+    `context` = (frames [B,F,H,W,3], keys [B,F,K]) the real context both worlds start from; the
+    neural world must hold at least 2B games (the first 2B run the loop).
     Returns the JSON section plus "frames": rows of uint8 frames for the strip image.
     """
     names = list(neural.key_names)
@@ -40,18 +41,19 @@ def loop_test(neural, start_game, context: tuple[torch.Tensor, torch.Tensor], se
         return {"skipped": f"the key set {names} lacks some of {sorted(need)}"}
     ctx, ctx_keys = context
     B, dev = ctx.shape[0], neural.device
+    rows = list(range(2 * B))  # the first 2B games of the neural world
     game = start_game(2 * B)
     game.reset(seeds + seeds)
     for i in range(1, ctx.shape[1]):  # replay the context keys: the game is deterministic
         game.step(ctx_keys[:, i].repeat(2, 1))
-    neural.reset_from_frames(ctx.repeat(2, 1, 1, 1, 1).to(dev), ctx_keys.repeat(2, 1, 1).to(dev))
+    neural.reset_from_frames(ctx.repeat(2, 1, 1, 1, 1).to(dev), ctx_keys.repeat(2, 1, 1).to(dev), slots=rows)
     half = game.config.heading_units // (2 * game.config.turn_units)  # frames for 180 degrees
     go = torch.cat([_keys(names, B, dev, "turn_left"), _keys(names, B, dev, "forward")])
     back = torch.cat([_keys(names, B, dev, "turn_right"), _keys(names, B, dev, "back")])
     start = ctx[:, -1].repeat(2, 1, 1, 1).to(dev)
     for i in range(2 * half):
         k = go if i < half else back
-        real, gen = game.step(k), neural.step(k)
+        real, gen = game.step(k), neural.step(k, slots=rows)
         if i == half - 1:
             mid_real, mid_gen = real, gen
     out: dict = {"frames_each_way": half}

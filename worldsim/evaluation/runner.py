@@ -35,6 +35,7 @@ class EvalConfig:
     idm_path: str | None = None  # the cached IDM (default runs/idm/...; trained there when missing)
     idm_steps: int = 1500  # training batches of the IDM when it is not cached yet
     loop: bool = True  # the loop test (turn 180 degrees and back; walk forward and back)
+    loop_sequences: int = 8  # games per loop (at most `sequences`)
     long_frames: int = 18_000  # frames of the long run (0: none)
 
     def __post_init__(self) -> None:
@@ -44,6 +45,8 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.horizons must be positive frame counts, got {self.horizons}")
         if self.idle_frames < 1:
             raise ValueError(f"EvalConfig.idle_frames must be >= 1, got {self.idle_frames}")
+        if self.loop_sequences < 1:
+            raise ValueError(f"EvalConfig.loop_sequences must be >= 1, got {self.loop_sequences}")
         if self.long_frames < 0:
             raise ValueError(f"EvalConfig.long_frames must be >= 0 (0 = no long run), got {self.long_frames}")
         if self.idm_steps < 1:
@@ -52,8 +55,9 @@ class EvalConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> EvalConfig:
         return cls(
-            sequences=4, horizons=(1, 8, 32, 128), context_frames=4, idle_frames=128, seed=seed, long_frames=0
-        )
+            sequences=4, horizons=(1, 8, 32, 128), context_frames=4, idle_frames=128, seed=seed,
+            long_frames=0, loop_sequences=2,
+        )  # fmt: skip
 
 
 def _start(game, neural, explorer, cfg: EvalConfig, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,7 +195,8 @@ def evaluate(
                 batch_size=batch, size=(neural.height, neural.width), level="default", device=dev
             )
 
-        loop = loop_test(neural, new_game, (ctx, ctx_keys), seeds)
+        L = max(1, min(cfg.loop_sequences, B))
+        loop = loop_test(neural, new_game, (ctx[:L], ctx_keys[:L]), seeds[:L])
         result["loop"] = {k: v for k, v in loop.items() if k != "frames"}
     long_stats = None
     if cfg.long_frames:
