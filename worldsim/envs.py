@@ -89,10 +89,10 @@ def make_neural(
     steps: int | None = None,
 ) -> WorldEnv:
     """A trained world model as an env: `gymnasium.make("worldsim/Neural-v0", checkpoint="tiny")`."""
-    from worldsim.neural import NeuralWorld  # heavy and optional: only when this env is made
+    from worldsim.engine import fastest_world  # heavy and optional: only when this env is made
 
     kwargs = {} if steps is None else {"steps": steps}
-    world = NeuralWorld.from_checkpoint(checkpoint, device=device, batch_size=1, **kwargs)
+    world = fastest_world(checkpoint, device=device, batch_size=1, **kwargs)
     return WorldEnv(world, render_mode=render_mode)
 
 
