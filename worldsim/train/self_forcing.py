@@ -76,7 +76,7 @@ def train(args: argparse.Namespace) -> dict:
         m.requires_grad_(True).train()
     ema = copy.deepcopy(student).eval().requires_grad_(False)
     opt_g, opt_c = _adam(student, args.lr, device), _adam(critic, args.critic_lr, device)
-    step, history = 0, {"step": [], "dmd": [], "critic": [], "regression": []}
+    step, history = 0, {"step": [], "dmd": [], "dmd_grad": [], "critic": [], "regression": []}
     if state is not None:
         student.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -159,6 +159,7 @@ def train(args: argparse.Namespace) -> dict:
         if step % 5 == 0 or step == 1:
             history["step"].append(step)
             history["dmd"].append(ld.item())
+            history["dmd_grad"].append(figs["dmd_grad_norm"])
             history["critic"].append(lc.item())
             history["regression"].append(lr_.item())
             bar.set_postfix(dmd=f"{ld.item():.3e}", critic=f"{lc.item():.4f}", reg=f"{lr_.item():.4f}")
@@ -170,7 +171,7 @@ def train(args: argparse.Namespace) -> dict:
                        step, history)  # fmt: skip
     bar.close()
     seconds = time.monotonic() - t_start
-    last = {k: round(v[-1], 5) for k, v in history.items() if k != "step" and v}
+    last = {k: float(f"{v[-1]:.4g}") for k, v in history.items() if k != "step" and v}
     metrics = {
         "preset": cfg.name,
         "context": args.context,
