@@ -56,7 +56,7 @@ evaluate() {  # evaluate NAME CHECKPOINT [extra args...]
   stage "eval $name"
   # shellcheck disable=SC2086
   python -m worldsim eval --checkpoint "$ckpt" --device "$DEVICE" --json "$OUT/eval-$name.json" \
-    --out "$RUN_DIR/eval-$name" --idm "$RUN_DIR/idm.safetensors" $EVAL_ARGS "$@" 2>&1 | tee "$RUN_DIR/eval-$name.log"
+    --out "$RUN_DIR/eval-$name" $EVAL_ARGS "$@" 2>&1 | tee "$RUN_DIR/eval-$name.log"
 }
 
 if has eval; then

@@ -227,6 +227,11 @@ def load_idm(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     return model.to(device).eval(), info
 
 
+def packaged_idm_path(size: tuple[int, int]) -> Path:
+    """The IDM shipped with worldsim for this frame size (trained on the default key set)."""
+    return Path(__file__).with_name(f"idm-{size[0]}x{size[1]}-v{IDM_VERSION}.safetensors")
+
+
 def get_idm(
     size: tuple[int, int],
     key_names: Sequence[str],
@@ -236,18 +241,69 @@ def get_idm(
     steps: int = 1500,
     progress: bool = False,
 ) -> tuple[IDM, dict]:
-    """The cached IDM for this frame size and key set, trained on the real game (and cached) if missing."""
-    path = Path(path) if path is not None else default_idm_path(size)
-    if path.is_file():
+    """The IDM for this frame size and key set: `path`, else the shipped one, else the cache in runs/idm;
+    trained on the real game (and written to `path` or the cache) when none fits."""
+    candidates = [Path(path)] if path is not None else [packaged_idm_path(size), default_idm_path(size)]
+    for p in candidates:
+        if not p.is_file():
+            continue
         try:
-            model, info = load_idm(path, device)
+            model, info = load_idm(p, device)
             if list(info.get("key_names", [])) == list(key_names) and info.get("size") == list(size):
-                return model, info
-            log.warning("%s was trained for other keys or frame size; retraining", path)
+                return model, {**info, "path": str(p)}
+            log.warning("%s was trained for other keys or frame size; not using it", p)
         except (ValueError, OSError, KeyError) as e:
-            log.warning("cannot read the cached IDM %s (%s); retraining", path, e)
+            log.warning("cannot read the IDM %s (%s); not using it", p, e)
+    target = candidates[-1]
+    log.info("training an inverse-dynamics model on the real game (%d steps) into %s", steps, target)
     with torch.enable_grad():  # the evaluator runs under no_grad
         model, result = train_idm(size, key_names=key_names, steps=steps, device=device, progress=progress)
     info = {"size": list(size), "key_names": list(key_names), "heldout_real": result}
-    save_idm(model, path, info)
-    return model.to(device).eval(), {**info, "num_keys": model.num_keys, "version": IDM_VERSION}
+    save_idm(model, target, info)
+    return model.to(device).eval(), {
+        **info,
+        "num_keys": model.num_keys,
+        "version": IDM_VERSION,
+        "path": str(target),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry point: `worldsim train idm` (stage module protocol: add_arguments + main) or python -m
+# ---------------------------------------------------------------------------------------------------
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"), help="frame size")
+    p.add_argument("--steps", type=int, default=3000, help="training batches (default 3000)")
+    p.add_argument("--batch", type=int, default=64, help="games per batch (default 64)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--seed", type=int, default=0, help="spawn and explorer seed")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
+    p.add_argument("--out", default=None, help="output .safetensors (default: the runs/idm cache)")
+
+
+def main(args) -> int:
+    from worldsim.train.common import resolve_device, write_json
+    from worldsim.world import KEY_NAMES
+
+    size = tuple(args.size)
+    device = resolve_device(args.device)
+    model, result = train_idm(size, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                              device=device, progress=True)  # fmt: skip
+    out = Path(args.out) if args.out else default_idm_path(size)
+    save_idm(model, out, {"size": list(size), "key_names": list(KEY_NAMES), "heldout_real": result})
+    write_json(result, out.with_suffix(".json"))
+    log.info("IDM written to %s: held-out real accuracy %s", out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(
+        prog="python -m worldsim.evaluation.idm", description=__doc__.splitlines()[0]
+    )
+    add_arguments(parser)
+    raise SystemExit(main(parser.parse_args()))

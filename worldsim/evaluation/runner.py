@@ -185,7 +185,7 @@ def evaluate(
             "real": accuracy(torch.cat(logits_real), keys_all, valid),
             "generated": accuracy(torch.cat(logits_gen), keys_all, valid),
             "frames": T,
-            "idm": {k: idm_info.get(k) for k in ("size", "heldout_real")},
+            "idm": {k: idm_info.get(k) for k in ("size", "heldout_real", "path")},
         }
     loop = None
     if cfg.loop:
