@@ -73,7 +73,7 @@ def loop_test(neural, start_game, context: tuple[torch.Tensor, torch.Tensor], se
 
 @torch.no_grad()
 def long_run(neural, game, explorer, context: tuple[torch.Tensor, torch.Tensor], frames: int, progress: bool):
-    """`frames` explorer frames on rows [0, B) of the neural world and on the real game, side by side.
+    """`frames` explorer frames on games [0, B) of the neural world and on B real games, side by side.
 
     Per minute of 30 fps frames: NaN in the model state (the KV cache; checked once a minute), the
     range of frame means and stds, generated and real. "In range": every generated frame's mean lies
@@ -84,7 +84,7 @@ def long_run(neural, game, explorer, context: tuple[torch.Tensor, torch.Tensor],
 
     ctx, ctx_keys = context
     B, dev = ctx.shape[0], neural.device
-    rows = list(range(B))
+    rows = None if neural.batch_size == B else list(range(B))  # all games: no cache gathers
     neural.reset_from_frames(ctx.to(dev), ctx_keys.to(dev), slots=rows)
     stats = {k: torch.zeros(frames, B) for k in ("gen_mean", "gen_std", "real_mean", "real_std")}
     nan_minutes: list[int] = []

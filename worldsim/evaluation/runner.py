@@ -199,13 +199,15 @@ def evaluate(
         loop = loop_test(neural, new_game, (ctx[:L], ctx_keys[:L]), seeds[:L])
         result["loop"] = {k: v for k, v in loop.items() if k != "frames"}
     long_stats = None
-    if cfg.long_frames:
-        game.reset(seeds)
+    if cfg.long_frames:  # all 2B games of the neural world: the same real start, 2B explorer paths
+        game2 = GameWorld(batch_size=2 * B, size=(neural.height, neural.width), level="default", device=dev)
+        game2.reset(seeds + seeds)
         for i in range(1, cfg.context_frames):  # the same real context again (deterministic game)
-            game.step(ctx_keys[:, i])
-        explorer_long = Explorer(B, game.num_keys, cfg.seed + 7919, dev)
+            game2.step(ctx_keys[:, i].repeat(2, 1))
+        explorer_long = Explorer(2 * B, game2.num_keys, cfg.seed + 7919, dev)
+        context2 = (ctx.repeat(2, 1, 1, 1, 1), ctx_keys.repeat(2, 1, 1))
         result["long_run"], long_stats = long_run(
-            neural, game, explorer_long, (ctx, ctx_keys), cfg.long_frames, progress
+            neural, game2, explorer_long, context2, cfg.long_frames, progress
         )
     if out_dir is not None:
         out_dir = Path(out_dir)
