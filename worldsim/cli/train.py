@@ -9,6 +9,7 @@ STAGES = {
     "autoencoder": "worldsim.train.autoencoder",
     "teacher": "worldsim.train.teacher",
     "self-forcing": "worldsim.train.self_forcing",
+    "idm": "worldsim.evaluation.idm",
 }
 
 
