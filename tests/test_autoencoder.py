@@ -14,15 +14,6 @@ from worldsim.model.autoencoder import (
 from worldsim.train import autoencoder as ae_train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: a second intra-op thread only adds contention (10x slower when the cores are busy).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _args(tmp_path, **kw) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     ae_train.add_arguments(p)

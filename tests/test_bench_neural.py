@@ -10,14 +10,6 @@ from worldsim.bench import neural as bench
 from worldsim.errors import UserError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _args(**kw):
     base = dict(
         world="neural", checkpoint=None, device="cpu", sessions=1, seconds=0.2, compare=False, json=None,

@@ -14,14 +14,6 @@ from worldsim.neural import NeuralWorld
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _checkpoint(tmp_path, **changes):
     cfg = get_preset("test").replace(**changes)
     torch.manual_seed(0)

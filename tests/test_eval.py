@@ -8,15 +8,6 @@ import torch
 from worldsim.evaluation.metrics import psnr, ssim
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: a second intra-op thread only adds contention (10x slower when the cores are busy).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _ssim_reference(a: np.ndarray, b: np.ndarray, size: int = 11, sigma: float = 1.5) -> float:
     """Direct SSIM: an explicit 2-D gaussian window at every valid position, per channel."""
     x, y = a.astype(np.float64) / 255, b.astype(np.float64) / 255

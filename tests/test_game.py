@@ -9,15 +9,6 @@ from worldsim.world import KEY_NAMES
 K = len(KEY_NAMES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors run fastest on one thread (and a busy 2-core CI box makes 2 threads stall)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def keys_for(*names: str, batch: int = 1) -> torch.Tensor:
     k = torch.zeros(batch, K, dtype=torch.bool)
     for n in names:

@@ -5,14 +5,6 @@ from worldsim.evaluation.idm import IDM, accuracy, effective_keys, get_idm, load
 from worldsim.world import KEY_NAMES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_effective_keys_cancel_opposite_pairs_only():
     i = {n: j for j, n in enumerate(KEY_NAMES)}
     k = torch.zeros(3, len(KEY_NAMES), dtype=torch.bool)

@@ -6,15 +6,6 @@ import torch
 from worldsim.model import DiT, KVCache, get_preset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # these models are a few thousand parameters: op dispatch dominates and threads only contend
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(**changes) -> DiT:
     torch.manual_seed(0)
     cfg = get_preset("test").replace(**changes)

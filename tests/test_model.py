@@ -9,14 +9,6 @@ from worldsim.model import PRESETS, DiT, ModelConfig, get_preset
 from worldsim.model.attention import sequence_mask, visible
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomized(cfg: ModelConfig) -> DiT:
     torch.manual_seed(0)
     m = DiT(cfg).eval()

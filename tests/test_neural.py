@@ -10,14 +10,6 @@ from worldsim.neural import NeuralWorld
 from worldsim.world import World
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def checkpoint(tmp_path):
     cfg = get_preset("test").replace(steps=1)

@@ -11,14 +11,6 @@ from worldsim.cli import main
 from worldsim.record import read_recording
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: a second intra-op thread only adds contention
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from worldsim.checkpoint import save_checkpoint

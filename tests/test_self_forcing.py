@@ -10,14 +10,6 @@ from worldsim.sampling import schedule_for
 from worldsim.train.rollout import rollout
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _models(seed=0):
     torch.manual_seed(seed)
     cfg = get_preset("test")

@@ -9,15 +9,6 @@ from worldsim.train import teacher
 from worldsim.train.export import START_SEEDS, export
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: a second intra-op thread only adds contention (10x slower when the cores are busy).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _args(module, out, **kw) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     module.add_arguments(p)

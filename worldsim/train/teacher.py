@@ -244,15 +244,7 @@ def train(args: argparse.Namespace) -> dict:
     # A time budget ends on rank 0's clock: ranks that stopped apart would hang in the next all-reduce.
     sync_budget = dist_info.enabled and args.minutes is not None
     while not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget):
-        frames, keys = next(data)
-        z0 = encode_clips(ae, frames)
-        t = sample_t(
-            z0.shape[:2],
-            shift=cfg.schedule_shift,
-            context_prob=args.context_prob,
-            context_max=args.context_max,
-            device=device,
-        )
+        z0, t, keys = _next_batch(data, ae, cfg, args, device)
         drop = torch.rand(t.shape, device=device) < args.key_dropout
         if args.minutes is not None and step - start_step in (50, 200, 1000):
             # Time budget: fit the cosine schedule to the steps the remaining minutes allow.
@@ -325,19 +317,25 @@ def train(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def _next_batch(data, ae, cfg, args, device):
+    """One training batch: clean latents z0 [B,F,C,h,w], noise levels t [B,F], keys [B,F,K]."""
+    frames, keys = next(data)
+    z0 = encode_clips(ae, frames)
+    t = sample_t(
+        z0.shape[:2],
+        shift=cfg.schedule_shift,
+        context_prob=args.context_prob,
+        context_max=args.context_max,
+        device=device,
+    )
+    return z0, t, keys
+
+
 def _compiled(wrapped, model, data, ae, cfg, args, amp, device):
     """torch.compile(wrapped), tried on one training batch first; on failure, `wrapped` eagerly (logged)."""
     fwd = torch.compile(wrapped)
     try:
-        frames, keys = next(data)
-        z0 = encode_clips(ae, frames)
-        t = sample_t(
-            z0.shape[:2],
-            shift=cfg.schedule_shift,
-            context_prob=args.context_prob,
-            context_max=args.context_max,
-            device=device,
-        )
+        z0, t, keys = _next_batch(data, ae, cfg, args, device)
         with amp:
             loss = flow_matching_loss(fwd, z0, t, keys, torch.zeros_like(t, dtype=torch.bool))
         loss.backward()
