@@ -165,12 +165,12 @@ def world_factory(kind: str, checkpoint: str | None, size: int, device: str):
 
             return GameWorld(batch_size=batch_size, size=size, level="default", device=device)
         try:
-            from worldsim.neural import NeuralWorld
+            from worldsim.engine import fastest_world  # one CUDA graph per frame on GPU, eager on CPU
         except ImportError as e:
             raise UserError(
                 f"--world neural: the neural world is not available in this install ({e})"
             ) from None
-        return NeuralWorld.from_checkpoint(checkpoint, device=device, batch_size=batch_size)
+        return fastest_world(checkpoint, device=device, batch_size=batch_size)
 
     return make
 

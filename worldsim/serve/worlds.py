@@ -30,9 +30,9 @@ def world_factory(
     if name == "neural":
 
         def make_neural(batch: int) -> World:
-            from worldsim.neural import NeuralWorld
+            from worldsim.engine import fastest_world  # one CUDA graph per frame on GPU, eager on CPU
 
-            return NeuralWorld.from_checkpoint(checkpoint, device=device, batch_size=batch)
+            return fastest_world(checkpoint, device=device, batch_size=batch)
 
         return make_neural
     raise UserError(f"--world must be 'game' or 'neural', got {name!r}")
