@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import AE_PRESETS, Autoencoder, AutoencoderConfig, frames_to_model
-from worldsim.train import common
+from worldsim.train import common, distributed
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,17 @@ def decode_ms_per_frame(ae: Autoencoder, device: torch.device, iters: int = 30) 
     return sorted(times)[len(times) // 2] * 1e3
 
 
+class RoundTrip(nn.Module):
+    """encode_raw then decode_raw in one forward: the module DDP wraps (raw latents, as the AE trains on)."""
+
+    def __init__(self, ae: Autoencoder):
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ae.decode_raw(self.ae.encode_raw(x))  # [B,3,H,W] -> [B,3,H,W]
+
+
 def collect_frames(batches, n: int) -> torch.Tensor:
     """`n` frames `[n,3,H,W]` in [-1,1] from a (frames, keys) iterator."""
     out, have = [], 0
@@ -101,9 +113,15 @@ def collect_frames(batches, n: int) -> torch.Tensor:
 
 
 def train(args: argparse.Namespace) -> dict:
-    """Train (or resume) and return the metrics dict; writes state, plot and metrics under args.out."""
+    """Train (or resume) and return the metrics dict; writes state, plot and metrics under args.out.
+
+    Under torchrun each rank trains on its own data (--batch per rank) and DDP averages the gradients;
+    rank 0 alone writes files, times the decoder and shows progress; a --minutes budget ends on rank
+    0's clock.
+    """
     common.check_positive(steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes)
-    device = common.resolve_device(args.device)
+    dist_info, device = distributed.setup_distributed(common.resolve_device(args.device))
+    main_rank = dist_info.is_main
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
@@ -113,7 +131,7 @@ def train(args: argparse.Namespace) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     cfg = autoencoder_config(args.preset)
-    ae = Autoencoder(cfg).to(device)
+    ae = Autoencoder(cfg).to(device)  # same seed on every rank; DDP broadcasts rank 0's weights anyway
     opt = torch.optim.AdamW(ae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     step, history, evals = 0, {"step": [], "loss": [], "l1": [], "edge": []}, []
     if args.resume:
@@ -131,13 +149,25 @@ def train(args: argparse.Namespace) -> dict:
         raise UserError(f"{state_path} exists; pass --resume to continue it or pick another --out")
 
     size = cfg.hw
-    # Held-out frames come from other seeds than training ever uses.
+    fwd = distributed.parallelize(RoundTrip(ae), dist_info, device)
+    log.info(
+        "autoencoder %s: device %s, %d rank(s) x batch %d",
+        args.preset,
+        device,
+        dist_info.world_size,
+        args.batch,
+    )
+    # Held-out frames come from other seeds than training ever uses (the same on every rank).
     held = collect_frames(
         common.game_batches(batch=32, frames=4, size=size, device=device, seed=10_000_019 + args.seed),
         args.heldout,
     )
     data = common.game_batches(
-        batch=args.batch, frames=1, size=size, device=device, seed=args.seed * 1_000 + step
+        batch=args.batch,
+        frames=1,
+        size=size,
+        device=device,
+        seed=distributed.rank_seed(args.seed * 1_000 + step, dist_info),
     )
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -146,18 +176,20 @@ def train(args: argparse.Namespace) -> dict:
     )
     budget = common.Budget(args.steps, args.minutes)
     warmup = min(200, max(1, args.steps // 20))
-    bar = common.progress(args.steps, step, args.no_progress, "autoencoder")
+    bar = common.progress(args.steps, step, args.no_progress or not main_rank, "autoencoder")
     if not evals:
         evals.append([0, heldout_psnr(ae, held)])  # the untrained baseline
     ae.train()
-    t_start = time.monotonic()
-    while not budget.done(step):
+    t_start, start_step = time.monotonic(), step
+    # A time budget ends on rank 0's clock: ranks that stopped apart would hang in the next all-reduce.
+    sync_budget = dist_info.enabled and args.minutes is not None
+    while not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget):
         frames, _ = next(data)
         x = frames_to_model(frames.flatten(0, 1))  # [B,1,H,W,3] -> [B,3,H,W]
         for g in opt.param_groups:
             g["lr"] = args.lr * common.warmup_cosine(step, args.steps, warmup)
         with amp:
-            x_hat = ae.decode_raw(ae.encode_raw(x))
+            x_hat = fwd(x)
         loss, parts = reconstruction_loss(x_hat.float(), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,16 +198,17 @@ def train(args: argparse.Namespace) -> dict:
         step += 1
         bar.update(1)
         if step % 10 == 0 or step == 1:
+            loss_all = distributed.mean_across_ranks(loss, dist_info).item()  # the global batch's loss
             history["step"].append(step)
-            history["loss"].append(loss.item())
+            history["loss"].append(loss_all)
             history["l1"].append(parts["l1"])
             history["edge"].append(parts["edge"])
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss_all:.4f}")
         if step % args.log_every == 0:
-            p = heldout_psnr(ae, held)
+            p = heldout_psnr(ae, held)  # the weights are the same on every rank
             evals.append([step, p])
             log.info("step %d loss %.4f held-out PSNR %.2f dB", step, loss.item(), p)
-        if step % args.ckpt_every == 0:
+        if step % args.ckpt_every == 0 and main_rank:
             _save(state_path, args, ae, opt, cfg, step, history, evals)
     bar.close()
     train_seconds = time.monotonic() - t_start
@@ -190,27 +223,31 @@ def train(args: argparse.Namespace) -> dict:
         "latent_shape": [cfg.latent_channels, *cfg.latent_hw],
         "steps": step,
         "batch": args.batch,
+        "ranks": dist_info.world_size,
         "train_seconds_this_run": round(train_seconds, 1),
+        "steps_per_second": round((step - start_step) / max(train_seconds, 1e-6), 2),
         "device": str(device),
         "heldout_frames": len(held),
         "heldout_psnr_db": round(p, 2),
-        "decode_ms_per_frame_cpu": round(decode_ms_per_frame(ae, torch.device("cpu")), 3),
         "params_encoder": sum(q.numel() for q in ae.encoder.parameters()),
         "params_decoder": sum(q.numel() for q in ae.decoder.parameters()),
     }
-    if device.type == "cuda":
-        metrics["decode_ms_per_frame_cuda"] = round(decode_ms_per_frame(ae, device), 3)
-    _save(state_path, args, ae, opt, cfg, step, history, evals, metrics)
-    common.save_loss_plot(
-        history, out / "autoencoder_loss.png", f"autoencoder ({args.preset}): held-out PSNR {p:.2f} dB"
-    )
-    common.write_json(metrics, out / "autoencoder.json")
-    log.info(
-        "autoencoder: %d steps, held-out PSNR %.2f dB, decode %.2f ms/frame on CPU",
-        step,
-        p,
-        metrics["decode_ms_per_frame_cpu"],
-    )
+    if main_rank:  # timed and written once, while the other ranks wait (they would share the CPU)
+        metrics["decode_ms_per_frame_cpu"] = round(decode_ms_per_frame(ae, torch.device("cpu")), 3)
+        if device.type == "cuda":
+            metrics["decode_ms_per_frame_cuda"] = round(decode_ms_per_frame(ae, device), 3)
+        _save(state_path, args, ae, opt, cfg, step, history, evals, metrics)
+        common.save_loss_plot(
+            history, out / "autoencoder_loss.png", f"autoencoder ({args.preset}): held-out PSNR {p:.2f} dB"
+        )
+        common.write_json(metrics, out / "autoencoder.json")
+        log.info(
+            "autoencoder: %d steps, held-out PSNR %.2f dB, decode %.2f ms/frame on CPU",
+            step,
+            p,
+            metrics["decode_ms_per_frame_cpu"],
+        )
+    distributed.barrier(dist_info)  # no rank returns before the train state is on disk
     return metrics
 
 
@@ -240,5 +277,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    train(args)
+    dist_info = distributed.info_from_env()
+    try:
+        train(args)
+    finally:
+        distributed.cleanup(dist_info)
     return 0
