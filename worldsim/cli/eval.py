@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--steps", type=int, default=None, help="sampling steps per frame (default: the checkpoint's)"
     )
+    p.add_argument(
+        "--weights",
+        choices=("fp", "int8"),
+        default="fp",
+        help="DiT weights: as stored (fp) or int8 per-channel (worldsim/engine/quant.py)",
+    )
     p.add_argument("--sequences", type=int, default=None, help="key sequences run side by side")
     p.add_argument("--idle-frames", type=int, default=None, help="frames of the no-keys run")
     p.add_argument("--seed", type=int, default=0, help="seeds of the spawn points and explorer keys")
@@ -91,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from worldsim.engine.quant import neural_world
     from worldsim.errors import UserError
     from worldsim.evaluation.runner import EvalConfig, evaluate
-    from worldsim.neural import NeuralWorld
     from worldsim.train.common import resolve_device, write_json
 
     if args.compare:
@@ -118,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     device = resolve_device(args.device)
-    neural = NeuralWorld.from_checkpoint(
-        args.checkpoint, device=device, batch_size=2 * cfg.sequences, steps=args.steps
+    neural = neural_world(
+        args.checkpoint, weights=args.weights, device=device, batch_size=2 * cfg.sequences, steps=args.steps
     )
     name = getattr(neural, "checkpoint_name", None) or (
         Path(args.checkpoint).stem if args.checkpoint else "default"
@@ -129,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         neural, cfg, out_dir=out, checkpoint=args.checkpoint or name, progress=sys.stderr.isatty()
     )
     result["quick"] = bool(args.quick)
+    result["weights"] = args.weights
     json_path = Path(args.json) if args.json else out / "eval.json"
     write_json(result, json_path)
 

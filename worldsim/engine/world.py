@@ -61,10 +61,17 @@ class GraphWorld(World):
         device: torch.device | str | None = None,
         graph: bool | None = None,
         kernels: bool = False,
+        weights: str = "fp",
         **kwargs,
     ) -> GraphWorld:
-        """`NeuralWorld.from_checkpoint(...)` wrapped in the engine (kwargs go to NeuralWorld)."""
-        world = NeuralWorld.from_checkpoint(name_or_path, device=device, **kwargs)
+        """`NeuralWorld.from_checkpoint(...)` wrapped in the engine (kwargs go to NeuralWorld);
+        `weights="int8"` runs the DiT's blocks on 8-bit weights (quant.py; int8 files load either way)."""
+        if weights == "fp":
+            world = NeuralWorld.from_checkpoint(name_or_path, device=device, **kwargs)
+        else:
+            from worldsim.engine.quant import neural_world
+
+            world = neural_world(name_or_path, weights=weights, device=device, **kwargs)
         return cls(world, graph=graph, kernels=kernels)
 
     # the captured function ------------------------------------------------------------------------

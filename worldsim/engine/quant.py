@@ -1,0 +1,220 @@
+"""8-bit weights, applied to a DiT from outside (the model stays pure; gpt-fast style).
+
+`quantize_int8(dit)` swaps every `nn.Linear` of the DiT's transformer blocks for an `Int8Linear`: int8
+weights `[out, in]` with one fp scale per output channel (symmetric, absmax / 127). `dequantize(dit)` swaps
+them back. The quantized DiT's `state_dict()` holds the int8 weights and scales under the layers' own names
+(`blocks.0.attn.qkv.weight` int8, `blocks.0.attn.qkv.scale`), so it goes through `save_checkpoint` as the
+"dit" group unchanged; `load_dit` reads either kind of checkpoint into either kind of DiT, and
+`neural_world` / `export_int8` are the entry points for a world and an 8-bit checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldsim.model.dit import DiT
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = ("fp", "int8")
+
+
+class Int8Linear(nn.Module):
+    """`nn.Linear` with int8 weights `[out, in]` and per-output-channel scales `[out]`.
+
+    y = (x @ W_int8^T) * scale + bias. On CPU the product runs in `torch._weight_int8pack_mm` (no
+    dequantized copy of W); elsewhere W is cast to x's dtype inside the matmul and the scale is applied to
+    the `[.., out]` result, which is the same function up to float rounding.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer(
+            "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+        )
+        self.register_buffer("scale", torch.ones(out_features, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device)) if bias else None
+
+    @classmethod
+    def from_linear(cls, lin: nn.Linear) -> Int8Linear:
+        w = lin.weight.detach().float()  # [out, in]
+        q, scale = quantize_weight(w)
+        m = cls(lin.in_features, lin.out_features, bias=lin.bias is not None, device=w.device)
+        m.weight.copy_(q)
+        m.scale.copy_(scale)
+        if lin.bias is not None:
+            m.bias = nn.Parameter(lin.bias.detach().clone(), requires_grad=False)
+        return m.to(lin.weight.dtype)  # scale and bias follow the layer's float dtype; int8 stays int8
+
+    def dequantized(self) -> torch.Tensor:
+        """The fp weight `[out, in]` this layer computes with (in the scale's dtype)."""
+        return self.weight.to(self.scale.dtype) * self.scale[:, None]
+
+    def to_linear(self) -> nn.Linear:
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        lin = lin.to(device=self.scale.device, dtype=self.scale.dtype)
+        lin.weight.data.copy_(self.dequantized())
+        if self.bias is not None:
+            lin.bias.data.copy_(self.bias.detach())
+        lin.requires_grad_(self.bias is None or self.bias.requires_grad)
+        return lin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
+        scale = self.scale.to(x.dtype)
+        if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16):
+            y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).contiguous(), self.weight, scale)
+            y = y.view(*x.shape[:-1], self.out_features)
+        else:
+            y = F.linear(x, self.weight.to(x.dtype)) * scale
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        )
+
+
+def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: `w [out, in]` -> (int8 `[out, in]`, fp32 scale `[out]`), w ~ q * scale."""
+    if w.ndim != 2:
+        raise ValueError(f"quantize_weight takes a [out, in] matrix, got shape {tuple(w.shape)}")
+    w = w.float()
+    scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # [out]; an all-zero row keeps scale ~0
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# Whole-DiT swaps
+# ---------------------------------------------------------------------------------------------------
+
+
+def _swap(root: nn.Module, kind: type, convert) -> int:
+    n = 0
+    for parent in root.modules():
+        for name, child in list(parent.named_children()):
+            if type(child) is kind:
+                setattr(parent, name, convert(child))
+                n += 1
+    return n
+
+
+def quantize_int8(dit: DiT, *, everything: bool = False) -> DiT:
+    """Swap the `nn.Linear`s of `dit`'s blocks (qkv, proj, MLP: ~90% of the weights) for `Int8Linear`s in
+    place and return `dit`. `everything=True` also quantizes the shared modulation and the final layer
+    (they feed every block / the output, so they stay fp by default); the tiny embedders always stay fp
+    (the timestep embedder reads its first layer's weight dtype)."""
+    roots = [*dit.blocks, dit.modulation, dit.final] if everything else list(dit.blocks)
+    n = sum(_swap(r, nn.Linear, Int8Linear.from_linear) for r in roots)
+    log.info("quantize_int8: %d linear layers to int8", n)
+    return dit
+
+
+def dequantize(dit: DiT) -> DiT:
+    """The inverse swap: every `Int8Linear` back to an `nn.Linear` with the dequantized weights."""
+    _swap(dit, Int8Linear, Int8Linear.to_linear)
+    return dit
+
+
+def is_int8_state(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a DiT state dict (a checkpoint's "dit" group) holds int8 weights."""
+    return any(t.dtype == torch.int8 for t in state.values())
+
+
+def int8_tensors(dit: DiT, float_dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """The state dict of a quantized `dit` for `save_checkpoint`: int8 weights as they are, scales in
+    fp32, every other float tensor in `float_dtype` (bf16 = the size a shipped checkpoint would have)."""
+    out = {}
+    for k, t in dit.state_dict().items():
+        if t.dtype == torch.int8 or k.endswith(".scale"):
+            out[k] = t if t.dtype == torch.int8 else t.float()
+        else:
+            out[k] = t.to(float_dtype) if t.is_floating_point() else t
+    if not is_int8_state(out):
+        raise ValueError("int8_tensors needs a quantized DiT: call quantize_int8(dit) first")
+    return out
+
+
+def load_dit(ckpt, *, weights: str = "fp") -> DiT:
+    """The DiT of a `LoadedCheckpoint` with `weights` "fp" or "int8", whichever the file holds.
+
+    An fp checkpoint is quantized after loading for "int8"; an int8 checkpoint loads into a quantized DiT
+    (which `dequantize`s for "fp", so an 8-bit file also runs as a plain model).
+    """
+    from worldsim.checkpoint import load_module
+
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    dit = DiT(ckpt.config)
+    state = ckpt.tensors.get("dit", {})
+    if is_int8_state(state):
+        quantize_int8(dit, everything=_all_quantized(state, dit))
+        load_module(dit, ckpt, "dit")
+        return dequantize(dit) if weights == "fp" else dit
+    load_module(dit, ckpt, "dit")
+    return quantize_int8(dit) if weights == "int8" else dit
+
+
+def _all_quantized(state: Mapping[str, torch.Tensor], dit: DiT) -> bool:
+    # the file was written with everything=True when a layer outside the blocks holds int8 weights
+    return any(t.dtype == torch.int8 and not k.startswith("blocks.") for k, t in state.items())
+
+
+def neural_world(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    weights: str = "fp",
+    device: torch.device | str | None = None,
+    batch_size: int = 1,
+    steps: int | None = None,
+    **kwargs,
+):
+    """`NeuralWorld.from_checkpoint` with a choice of weights ("fp" or "int8"); reads int8 files too."""
+    from worldsim.checkpoint import checkpoints_dir, default_checkpoint, load_checkpoint, load_module
+    from worldsim.errors import UserError
+    from worldsim.model.autoencoder import Autoencoder
+    from worldsim.neural import NeuralWorld, default_device
+
+    if weights not in WEIGHTS:
+        raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    device = torch.device(device) if device is not None else default_device()
+    if name_or_path is None:
+        name_or_path = default_checkpoint(device)
+        if name_or_path is None:
+            raise UserError(f"no shipped checkpoint for {device.type} in {checkpoints_dir()}; pass a path")
+    ckpt = load_checkpoint(name_or_path)
+    cfg = ckpt.config
+    dit = load_dit(ckpt, weights=weights)
+    ae = load_module(Autoencoder(cfg.autoencoder), ckpt, "autoencoder")
+    start = ckpt.tensors.get("start", {})
+    return NeuralWorld(
+        dit, ae, cfg, batch_size=batch_size, device=device, steps=steps,
+        start_latents=start.get("latents"), start_keys=start.get("keys"),
+        checkpoint_name=ckpt.path.stem, checkpoint_hash=ckpt.sha256, **kwargs,
+    )  # fmt: skip
+
+
+def export_int8(
+    src: str | os.PathLike, dst: str | os.PathLike, *, float_dtype: torch.dtype = torch.bfloat16
+) -> Path:
+    """Write `src`'s checkpoint with an 8-bit DiT (and every other float tensor in `float_dtype`)."""
+    from worldsim.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(src)
+    dit = load_dit(ckpt, weights="int8")
+    groups = {
+        g: {k: (t.to(float_dtype) if t.is_floating_point() else t) for k, t in s.items()}
+        for g, s in ckpt.tensors.items()
+        if g != "dit"
+    }
+    groups["dit"] = int8_tensors(dit, float_dtype)
+    metrics = {**ckpt.metrics, "weights": "int8", "quantized_from": ckpt.sha256}
+    return save_checkpoint(dst, config=ckpt.config, tensors=groups, metrics=metrics)
