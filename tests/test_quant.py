@@ -123,8 +123,8 @@ def test_shipped_tiny_steps_on_int8_close_to_fp32(tmp_path):
         keys[:, n % 6] = True
         fa, fb = fp.step(keys), q.step(keys)
         diffs.append((fa.float() - fb.float()).abs().mean().item())
-    # measured on the shipped tiny: ~1-2 uint8 levels on average after 8 frames
-    assert max(diffs) < 4.0, diffs
+    # measured on the shipped tiny (CPU, fp32 activations): 0.07 levels at frame 1 rising to 0.29 at frame 8
+    assert max(diffs) < 1.0, diffs
     # an exported 8-bit file runs the same int8 DiT (its other tensors are bf16, hence the tolerance)
     path = export_int8(resolve_checkpoint("tiny"), tmp_path / "tiny_int8.safetensors")
     assert path.stat().st_size < 0.75 * resolve_checkpoint("tiny").stat().st_size
