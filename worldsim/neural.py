@@ -106,10 +106,19 @@ class NeuralWorld(World):
         device: torch.device | str | None = None,
         batch_size: int = 1,
         steps: int | None = None,
+        weights: str = "fp",
         **kwargs,
     ) -> NeuralWorld:
-        """Load a shipped checkpoint (a bare name, a path, or None = the best one for `device`)."""
+        """Load a shipped checkpoint (a bare name, a path, or None = the best one for `device`).
+
+        `weights`: "fp" (the file's float weights) or "int8" (per-channel int8 DiT weights); a file
+        stored in 8 bits loads either way.
+        """
         from worldsim.checkpoint import checkpoints_dir, default_checkpoint, load_checkpoint, load_module
+        from worldsim.engine.quant import WEIGHTS, load_dit  # the engine wraps the model from outside
+
+        if weights not in WEIGHTS:
+            raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
 
         device = torch.device(device) if device is not None else default_device()
         if name_or_path is None:
@@ -121,7 +130,7 @@ class NeuralWorld(World):
                 )
         ckpt = load_checkpoint(name_or_path)
         cfg = ckpt.config
-        dit = load_module(DiT(cfg), ckpt, "dit")
+        dit = load_dit(ckpt, weights=weights)
         ae = load_module(Autoencoder(cfg.autoencoder), ckpt, "autoencoder")
         start = ckpt.tensors.get("start", {})
         return cls(

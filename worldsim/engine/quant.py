@@ -174,28 +174,11 @@ def neural_world(
     **kwargs,
 ):
     """`NeuralWorld.from_checkpoint` with a choice of weights ("fp" or "int8"); reads int8 files too."""
-    from worldsim.checkpoint import checkpoints_dir, default_checkpoint, load_checkpoint, load_module
-    from worldsim.errors import UserError
-    from worldsim.model.autoencoder import Autoencoder
-    from worldsim.neural import NeuralWorld, default_device
+    from worldsim.neural import NeuralWorld
 
-    if weights not in WEIGHTS:
-        raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    device = torch.device(device) if device is not None else default_device()
-    if name_or_path is None:
-        name_or_path = default_checkpoint(device)
-        if name_or_path is None:
-            raise UserError(f"no shipped checkpoint for {device.type} in {checkpoints_dir()}; pass a path")
-    ckpt = load_checkpoint(name_or_path)
-    cfg = ckpt.config
-    dit = load_dit(ckpt, weights=weights)
-    ae = load_module(Autoencoder(cfg.autoencoder), ckpt, "autoencoder")
-    start = ckpt.tensors.get("start", {})
-    return NeuralWorld(
-        dit, ae, cfg, batch_size=batch_size, device=device, steps=steps,
-        start_latents=start.get("latents"), start_keys=start.get("keys"),
-        checkpoint_name=ckpt.path.stem, checkpoint_hash=ckpt.sha256, **kwargs,
-    )  # fmt: skip
+    return NeuralWorld.from_checkpoint(
+        name_or_path, weights=weights, device=device, batch_size=batch_size, steps=steps, **kwargs
+    )
 
 
 def export_int8(
