@@ -134,10 +134,9 @@ def train(args: argparse.Namespace) -> dict:
     ae = Autoencoder(cfg).to(device)  # same seed on every rank; DDP broadcasts rank 0's weights anyway
     opt = torch.optim.AdamW(ae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     step, history, evals = 0, {"step": [], "loss": [], "l1": [], "edge": []}, []
-    if args.resume:
-        state = common.load_state(state_path)
-        common.restore_hparams(args, state.get("hparams", {}), HPARAMS)
-        if state.get("kind") != "autoencoder" or AutoencoderConfig(**state["config"]) != cfg:
+    state = common.open_state(state_path, "autoencoder", args, HPARAMS)
+    if state is not None:
+        if AutoencoderConfig(**state["config"]) != cfg:
             raise UserError(
                 f"{state_path} was trained with another config; use a fresh --out or the same --preset"
             )
@@ -145,8 +144,6 @@ def train(args: argparse.Namespace) -> dict:
         opt.load_state_dict(state["opt"])
         step, history, evals = state["step"], state["history"], state["evals"]
         log.info("resumed %s at step %d", state_path, step)
-    elif state_path.exists():
-        raise UserError(f"{state_path} exists; pass --resume to continue it or pick another --out")
 
     size = cfg.hw
     fwd = distributed.parallelize(RoundTrip(ae), dist_info, device)

@@ -135,6 +135,25 @@ def load_state(path: str | os.PathLike) -> dict:
         ) from e
 
 
+def open_state(
+    state_path: Path, kind: str, args: argparse.Namespace, hparams: tuple[str, ...]
+) -> dict | None:
+    """The run's train state on --resume (its own hyperparameters restored into `args`), else None.
+
+    A state of another kind, or an existing state without --resume, is refused: a run never
+    silently overwrites or continues the wrong one.
+    """
+    if not args.resume:
+        if state_path.exists():
+            raise UserError(f"{state_path} exists; pass --resume to continue it or pick another --out")
+        return None
+    state = load_state(state_path)
+    if state.get("kind") != kind:
+        raise UserError(f"{state_path} is not a {kind.replace('_', '-')} train state; pick another --out")
+    restore_hparams(args, state.get("hparams", {}), hparams)
+    return state
+
+
 def restore_hparams(args: argparse.Namespace, stored: dict, names: tuple[str, ...]) -> None:
     """On --resume the run's own hyperparameters win over the command line's (logged when they differ)."""
     for k in names:

@@ -55,15 +55,8 @@ def train(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     torch.manual_seed(args.seed)
-    state = None
-    if args.resume:
-        state = common.load_state(state_path)
-        if state.get("kind") != "self_forcing":
-            raise UserError(f"{state_path} is not a self-forcing train state; pick another --out")
-        common.restore_hparams(args, state.get("hparams", {}), HPARAMS)
-    elif state_path.exists():
-        raise UserError(f"{state_path} exists; pass --resume to continue it or pick another --out")
-    elif not args.teacher:
+    state = common.open_state(state_path, "self_forcing", args, HPARAMS)
+    if state is None and not args.teacher:
         raise UserError(
             "--teacher is required: a teacher.pt train state or a checkpoint (name or .safetensors)"
         )

@@ -119,14 +119,7 @@ def train(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
-    state = None
-    if args.resume:
-        state = common.load_state(state_path)
-        if state.get("kind") != "teacher":
-            raise UserError(f"{state_path} is not a teacher train state; pick another --out")
-        common.restore_hparams(args, state.get("hparams", {}), HPARAMS)
-    elif state_path.exists():
-        raise UserError(f"{state_path} exists; pass --resume to continue it or pick another --out")
+    state = common.open_state(state_path, "teacher", args, HPARAMS)
 
     if state is not None:
         ae_metrics = state.get("autoencoder_metrics", {})
