@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import zmq
+from waiting import wait_for
 
 from controllers.client import Client, ServerError
 from worldsim.errors import UserError
@@ -20,15 +21,6 @@ def start(**kw) -> Server:
     kw.setdefault("max_sessions", 4)
     kw.setdefault("stats_interval_s", 0)
     return Server(world_factory("game", size=SIZE), **kw).start()
-
-
-def wait_for(cond, timeout_s=10.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def frames_until(client: Client, n: int, timeout_s=10.0, keys=None):

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from waiting import wait_for
 
 from controllers.client import Client, ServerError
 from worldsim.cli.serve import engine_devices
@@ -52,15 +53,6 @@ def reference(level, seed: int, key_rows) -> list[np.ndarray]:
 
 def engine_of(server: Server, client: Client) -> int:
     return next(s["engine"] for s in server.stats()["session_stats"] if s["session"] == client.session)
-
-
-def wait_for(cond, timeout_s=10.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def test_sessions_spread_frames_come_from_their_engine_and_a_leaver_frees_its_place():
