@@ -85,8 +85,8 @@ AE_PRESETS: dict[str, AutoencoderConfig] = {
     ),
     "tiny": AutoencoderConfig(image_size=64, latent_channels=16, downsample=8, max_channels=96),
     "base": AutoencoderConfig(
-        image_size=128, latent_channels=32, downsample=16, base_channels=32, max_channels=256,
-        encoder_blocks=2, decoder_channels=256,
+        image_size=128, latent_channels=32, downsample=16, base_channels=32, max_channels=192,
+        encoder_blocks=2, decoder_channels=192,
     ),
 }  # fmt: skip
 

@@ -37,6 +37,10 @@ class ModelConfig:
     window: int = 16  # frames a query sees, itself included (the ring buffer's slots)
     sinks: int = 0  # learned sink frames (N tokens each) every query sees, position-free in time
     attention: str = "sdpa"  # default backend: sdpa | flex | flash
+    # Sparse attention (DESIGN §7): local layers see the last `local_window` frames (+ sinks), every
+    # `global_every`-th layer the whole window. 0 = dense. Trained in: training and inference share the mask.
+    local_window: int = 0
+    global_every: int = 0
     # Sampling (flow matching; see worldsim/sampling.py) ----------------------------------------
     steps: int = 2  # deployed few-step budget
     schedule: str = "shifted"  # uniform | shifted
@@ -77,6 +81,7 @@ class ModelConfig:
             )
         if self.sinks < 0:
             raise ValueError(f"ModelConfig.sinks must be >= 0, got {self.sinks}")
+        self._check_sparse()
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"ModelConfig.attention={self.attention!r}; pick one of {ATTENTION_BACKENDS}")
         if self.steps < 1:
@@ -87,6 +92,49 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.schedule_shift must be > 0, got {self.schedule_shift}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"ModelConfig.context_noise must be in [0, 1), got {self.context_noise}")
+
+    def _check_sparse(self) -> None:
+        lw, ge = self.local_window, self.global_every
+        if lw < 0 or ge < 0:
+            raise ValueError(
+                f"ModelConfig.local_window={lw} and global_every={ge} must be >= 0 (0 = dense attention)"
+            )
+        if lw == 0:
+            if ge:
+                raise ValueError(
+                    f"ModelConfig.global_every={ge} needs local_window > 0 (with local_window=0 every layer "
+                    f"is already global); set local_window or global_every=0"
+                )
+            return
+        if lw >= self.window:
+            raise ValueError(
+                f"ModelConfig.local_window={lw} must be < window={self.window} (local_window=0 means dense); "
+                f"pick a smaller local_window or 0"
+            )
+        if lw % self.block_frames:
+            raise ValueError(
+                f"ModelConfig.local_window={lw} must be a multiple of block_frames={self.block_frames} "
+                f"(the mask is block-causal)"
+            )
+        if ge > self.depth:
+            raise ValueError(
+                f"ModelConfig.global_every={ge} > depth={self.depth} leaves no global layer; pick "
+                f"1..{self.depth} or 0 (all layers local)"
+            )
+
+    # sparse attention -------------------------------------------------------------------------
+    @property
+    def sparse(self) -> bool:
+        """Do some layers attend to fewer frames than the window?"""
+        return 0 < self.local_window < self.window and self.global_every != 1
+
+    def layer_window(self, layer: int) -> int:
+        """Frames (itself included) that layer `layer` sees besides the sinks: the window or local_window."""
+        if not 0 <= layer < self.depth:
+            raise ValueError(f"layer {layer} out of range for depth {self.depth}")
+        if not self.local_window or (self.global_every and (layer + 1) % self.global_every == 0):
+            return self.window
+        return self.local_window
 
     # derived sizes ----------------------------------------------------------------------------
     @property
@@ -156,9 +204,10 @@ PRESETS: dict[str, ModelConfig] = {
         name="tiny", autoencoder=AE_PRESETS["tiny"], width=256, depth=8, heads=4, window=16, sinks=0,
         steps=2, schedule_shift=1.0,
     ),
-    # 128x128 frames, 8x8 latent grid (16x AE) = 64 tokens/frame, ~30M params: H100 >= 240 FPS.
+    # 128x128 frames, 8x8 latent grid (16x AE) = 64 tokens/frame: H100 >= 240 FPS. 384 x 9 (18M DiT +
+    # 5.8M AE) rather than DESIGN's ~512 x 10: that is what ships in 8 bits inside 30 MiB (29.7 MiB).
     "base": ModelConfig(
-        name="base", autoencoder=AE_PRESETS["base"], width=512, depth=10, heads=8, window=32, sinks=1,
+        name="base", autoencoder=AE_PRESETS["base"], width=384, depth=9, heads=6, window=32, sinks=1,
         steps=4, schedule_shift=2.0,
     ),
 }  # fmt: skip
