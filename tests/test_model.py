@@ -7,6 +7,7 @@ import torch
 
 from worldsim.model import PRESETS, DiT, ModelConfig, get_preset
 from worldsim.model.attention import sequence_mask, visible
+from worldsim.model.autoencoder import Autoencoder
 
 
 def _randomized(cfg: ModelConfig) -> DiT:
