@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Issue 5 in one held H100 session: the tiny self-forcing variants and the whole base pipeline, side by
+# side on one GPU. Tiny self-forcing is launch-bound (one CPU thread feeding small kernels), so several
+# processes share the GPU at little cost to each; the base teacher is the one that uses the GPU's math.
+#
+#   OUT=/some/dir scripts/distill_sweep_gpu.sh train     # start everything in the background, return
+#   scripts/distill_sweep_gpu.sh status                  # progress of every run (poll this)
+#   scripts/distill_sweep_gpu.sh eval                    # quick evals + comparison plot (after train)
+#
+# Tiny variants (same teacher, same wall-clock budget SF_MIN, batch SF_BATCH):
+#   sf2       self-forcing, 2 steps                         (DMD only)
+#   sf2reg    self-forcing, 2 steps, + regression to the real frames on the student's own rollouts
+#   sf2reglr  as sf2reg with a 5x learning rate
+#   sf1reg    self-forcing, 1 step, + regression
+#   bl2       baseline: true context (no self-forcing), 2 steps, DMD only
+#   bl2reg    baseline: true context, 2 steps, + regression
+# Base: autoencoder (BASE_AE_MIN) -> teacher (BASE_TEACHER_MIN) -> self-forcing student with the
+# regression term, 2 steps (BASE_SF_MIN) -> quick eval.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+STAGE="${1:-train}"
+OUT="${OUT:-runs/out-sweep}"
+RUN="${RUN:-runs/sweep}"
+SF_MIN="${SF_MIN:-11}"
+SF_BATCH="${SF_BATCH:-16}"
+BASE_AE_MIN="${BASE_AE_MIN:-4}"
+BASE_TEACHER_MIN="${BASE_TEACHER_MIN:-9}"
+BASE_SF_MIN="${BASE_SF_MIN:-5}"
+TEACHER="${TEACHER:-checkpoints/tiny.safetensors}"
+mkdir -p "$OUT" "$RUN"
+
+sf() {  # sf NAME TEACHER MINUTES [args...]
+  local name="$1" teacher="$2" minutes="$3"; shift 3
+  python -m worldsim train self-forcing --teacher "$teacher" --device cuda --minutes "$minutes" \
+    --steps 100000 --batch "$SF_BATCH" --out "$RUN/$name" --no-progress --log-every 25 --ckpt-every 100 \
+    --export "$RUN/$name/$name.safetensors" "$@" > "$RUN/$name.log" 2>&1
+  echo "$name exit $?" >> "$RUN/done.txt"
+}
+
+base_chain() {
+  PRESET=base AE_MIN="$BASE_AE_MIN" TEACHER_MIN="$BASE_TEACHER_MIN" OUT="$RUN/base-out" \
+    RUN_DIR="$RUN/base" scripts/train_gpu.sh ae teacher export > "$RUN/base-pipeline.log" 2>&1
+  echo "base-teacher exit $?" >> "$RUN/done.txt"
+  sf basesf "$RUN/base/teacher/teacher.pt" "$BASE_SF_MIN" --context self --regression-weight 1 \
+    --steps-per-frame 2
+  python -m worldsim eval --checkpoint "$RUN/basesf/basesf.safetensors" --quick --device cuda \
+    --json "$RUN/eval-basesf.json" --out "$RUN/eval-basesf" > "$RUN/eval-basesf.log" 2>&1
+  echo "eval-basesf exit $?" >> "$RUN/done.txt"
+}
+
+case "$STAGE" in
+train)
+  rm -f "$RUN/done.txt"
+  nvidia-smi --query-gpu=name,memory.used --format=csv
+  sf sf2 "$TEACHER" "$SF_MIN" --context self &
+  sf sf2reg "$TEACHER" "$SF_MIN" --context self --regression-weight 1 &
+  sf sf2reglr "$TEACHER" "$SF_MIN" --context self --regression-weight 1 --lr 5e-5 --critic-lr 5e-5 &
+  sf sf1reg "$TEACHER" "$SF_MIN" --context self --regression-weight 1 --steps-per-frame 1 &
+  sf bl2 "$TEACHER" "$SF_MIN" --context true &
+  sf bl2reg "$TEACHER" "$SF_MIN" --context true --regression-weight 1 &
+  base_chain &
+  wait
+  ;;
+status)
+  date; cat "$RUN/done.txt" 2>/dev/null
+  for f in "$RUN"/*.log "$RUN"/base/*.log; do [ -f "$f" ] && echo "--- $f" && tail -n 2 "$f" | cut -c1-220; done
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  ;;
+eval)
+  python -m worldsim eval --checkpoint "$TEACHER" --quick --device cuda --json "$RUN/eval-teacher.json" \
+    --out "$RUN/eval-teacher" > "$RUN/eval-teacher.log" 2>&1 &
+  for n in sf2 sf2reg sf2reglr sf1reg bl2 bl2reg; do
+    [ -f "$RUN/$n/$n.safetensors" ] || continue
+    python -m worldsim eval --checkpoint "$RUN/$n/$n.safetensors" --quick --device cuda \
+      --json "$RUN/eval-$n.json" --out "$RUN/eval-$n" > "$RUN/eval-$n.log" 2>&1 &
+  done
+  wait
+  CMP=()
+  for n in teacher sf2 sf2reg sf2reglr sf1reg bl2 bl2reg; do
+    [ -f "$RUN/eval-$n.json" ] && CMP+=("$n=$RUN/eval-$n.json")
+  done
+  python -m worldsim eval --compare "${CMP[@]}" --out "$OUT" | tee "$OUT/compare.txt"
+  ;;
+*)
+  echo "unknown stage $STAGE (train, status, eval)"; exit 2
+  ;;
+esac
