@@ -10,6 +10,7 @@ them back. The quantized DiT's `state_dict()` holds the int8 weights and scales 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -23,7 +24,13 @@ from worldsim.model.dit import DiT
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = ("fp", "int8")
+WEIGHTS = ("fp", "int8", "fp8")
+
+# The Triton int8 matmul (kernels/w8_matmul.py) runs for the (M, K, N) shapes listed here, where the
+# engine measured it faster than the cast-matmul (`choose_w8_kernel`); W8_KERNEL_ALWAYS forces it (the
+# bench's "int8-triton"). Both empty/False by default: the PyTorch path, and always on CPU.
+W8_KERNEL_SHAPES: set[tuple[int, int, int]] = set()
+W8_KERNEL_ALWAYS = False
 
 
 class Int8Linear(nn.Module):
@@ -69,13 +76,33 @@ class Int8Linear(nn.Module):
         return lin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
-        y = F.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
-        return y if self.bias is None else y + self.bias.to(x.dtype)
+        if W8_KERNEL_ALWAYS or W8_KERNEL_SHAPES:
+            y = self._kernel(x)
+            if y is not None:
+                return y
+        return _cast_matmul(x, self.weight, self.scale, self.bias)
+
+    def _kernel(self, x: torch.Tensor) -> torch.Tensor | None:
+        from kernels.w8_matmul import supported, w8_matmul
+
+        x2 = x.reshape(-1, self.in_features)  # [M, K]
+        shape = (x2.shape[0], self.in_features, self.out_features)
+        if not (W8_KERNEL_ALWAYS or shape in W8_KERNEL_SHAPES) or not supported(x2, self.weight):
+            return None
+        y = w8_matmul(x2, self.weight, self.scale, self.bias)  # [M, N]
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
         )
+
+
+def _cast_matmul(
+    x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    y = F.linear(x, w.to(x.dtype)) * scale.to(x.dtype)
+    return y if bias is None else y + bias.to(x.dtype)
 
 
 def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,16 +166,20 @@ def int8_tensors(dit: DiT, float_dtype: torch.dtype = torch.bfloat16) -> dict[st
     return out
 
 
-def load_dit(ckpt, *, weights: str = "fp") -> DiT:
-    """The DiT of a `LoadedCheckpoint` with `weights` "fp" or "int8", whichever the file holds.
+def load_dit(ckpt, *, weights: str = "fp", calibration=None) -> DiT:
+    """The DiT of a `LoadedCheckpoint` with `weights` "fp", "int8" or "fp8", whichever the file holds.
 
     An fp checkpoint is quantized after loading for "int8"; an int8 checkpoint loads into a quantized DiT
-    (which `dequantize`s for "fp", so an 8-bit file also runs as a plain model).
+    (which `dequantize`s for "fp", so an 8-bit file also runs as a plain model). "fp8" needs the
+    activation scales of `calibration` (`fp8.calibrate(world)`; `NeuralWorld.from_checkpoint(...,
+    weights="fp8")` calibrates for you).
     """
     from worldsim.checkpoint import load_module
 
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    if weights == "fp8":
+        return apply_weights(load_dit(ckpt), "fp8", calibration=calibration, copy=False)
     dit = DiT(ckpt.config)
     state = ckpt.tensors.get("dit", {})
     if is_int8_state(state):
@@ -157,6 +188,58 @@ def load_dit(ckpt, *, weights: str = "fp") -> DiT:
         return dequantize(dit) if weights == "fp" else dit
     load_module(dit, ckpt, "dit")
     return quantize_int8(dit) if weights == "int8" else dit
+
+
+def apply_weights(dit: DiT, kind: str, *, calibration=None, copy: bool = True) -> DiT:
+    """`dit` prepared for `kind` ("fp" | "int8" | "fp8"): "fp" returns `dit` itself; otherwise a
+    quantized copy (`copy=False`: in place), so one process can run all three side by side.
+
+    "fp8" needs `calibration` (an `fp8.Fp8Calibration` from `fp8.calibrate(world)` on an fp world with
+    the same sampler and steps: its scales are per pass of that engine's frame).
+    """
+    import copy as copy_
+
+    from worldsim.engine.fp8 import quantize_fp8
+
+    if kind not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {kind!r}")
+    if kind == "fp":
+        return dit
+    if kind == "fp8" and calibration is None:
+        raise ValueError(
+            "apply_weights(dit, 'fp8') needs calibration=fp8.calibrate(world) (activation scales per pass)"
+        )
+    if any(isinstance(m, Int8Linear) for m in dit.modules()):
+        raise ValueError("apply_weights takes an fp DiT; this one is already int8 (dequantize(dit) first)")
+    out = copy_.deepcopy(dit) if copy else dit
+    return quantize_int8(out) if kind == "int8" else quantize_fp8(out, calibration)
+
+
+def choose_w8_kernel(dit: DiT, rows: list[int], *, repeats: int = 50) -> dict[tuple[int, int, int], dict]:
+    """Time the Triton int8 matmul against the cast-matmul at every `Int8Linear` shape of `dit` for each
+    M in `rows` (tokens per pass, e.g. sessions * 64) and add the shapes where the kernel won to
+    `W8_KERNEL_SHAPES`. CUDA only (returns {} elsewhere: the PyTorch path stays). Host syncs: timing.
+    """
+    from kernels.bench import time_call
+    from kernels.w8_matmul import supported, w8_matmul
+
+    layers = {(m.in_features, m.out_features): m for m in dit.modules() if isinstance(m, Int8Linear)}
+    if not layers or not next(iter(layers.values())).weight.is_cuda:
+        return {}
+    out = {}
+    for (K, N), m in sorted(layers.items()):
+        for M in rows:
+            x = torch.randn(M, K, device=m.weight.device, dtype=m.scale.dtype)
+            if not supported(x, m.weight):
+                continue
+            args = (x, m.weight, m.scale, m.bias)
+            torch_ms = time_call(functools.partial(_cast_matmul, *args), repeats)
+            kernel_ms = time_call(functools.partial(w8_matmul, *args), repeats)
+            out[(M, K, N)] = {"torch_ms": torch_ms, "triton_ms": kernel_ms}
+            if kernel_ms < torch_ms:
+                W8_KERNEL_SHAPES.add((M, K, N))
+    log.info("choose_w8_kernel: the Triton int8 matmul wins at %s", sorted(W8_KERNEL_SHAPES))
+    return out
 
 
 def _all_quantized(state: Mapping[str, torch.Tensor], dit: DiT) -> bool:
@@ -173,7 +256,7 @@ def neural_world(
     steps: int | None = None,
     **kwargs,
 ):
-    """`NeuralWorld.from_checkpoint` with a choice of weights ("fp" or "int8"); reads int8 files too."""
+    """`NeuralWorld.from_checkpoint` with a choice of weights ("fp", "int8" or "fp8"); reads int8 files too."""
     from worldsim.neural import NeuralWorld
 
     return NeuralWorld.from_checkpoint(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 
+from worldsim.engine.fp8 import WRITE_PASS, count_passes, set_pass
 from worldsim.model.dit import DiT
 from worldsim.model.kvcache import KVCache
 from worldsim.sampling import add_noise
@@ -48,13 +49,14 @@ def block_step(
         v_null = dit.forward_cached(x, t, keys, cache, drop_keys=drop)
         return v_null + guidance * (v - v_null)
 
-    x0 = sampler(model, noise, schedule)  # [B,Fb,C,h,w]
+    x0 = sampler(count_passes(dit, model), noise, schedule)  # [B,Fb,C,h,w]
     t = torch.full(x0.shape[:2], context_noise, device=x0.device, dtype=x0.dtype)  # [B,Fb]
     z = x0
     if context_noise > 0:
         if write_noise is None:
             raise ValueError("block_step: context_noise > 0 needs write_noise [B,Fb,C,h,w]")
         z = add_noise(x0, write_noise, t)
+    set_pass(dit, WRITE_PASS)  # per-pass fp8 scales (fp8.py); a Python int: static in the graph
     dit.forward_cached(z, t, keys, cache)  # the write pass: the finished block enters the cache
     Fb = cache.cfg.block_frames
     if active is None:
