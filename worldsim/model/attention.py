@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from worldsim.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,35 @@ def sequence_mask(
     f = torch.arange(frames, device=device)
     return expand_frame_mask(
         frame_mask(f, f, sinks=sinks, block_frames=block_frames, window=window), tokens_per_frame
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sparse attention: per-layer windows (DESIGN §7). Local layers use the same rule with a shorter window,
+# so a frame is visible or not as a whole: whole 64-token tiles are skipped, never parts of one.
+# ---------------------------------------------------------------------------------------------------
+
+
+def mask_windows(cfg: ModelConfig) -> tuple[int, ...]:
+    """The distinct windows the layers use: `(window,)` dense, `(window, local_window)` sparse."""
+    return tuple(sorted({cfg.layer_window(i) for i in range(cfg.depth)}, reverse=True))
+
+
+def frame_masks(q_frames: torch.Tensor, k_frames: torch.Tensor, cfg: ModelConfig) -> dict[int, torch.Tensor]:
+    """Frame-level masks `{window: [..., Fq, sinks + Fk]}`, one per distinct layer window (at most two);
+    layer i uses `masks[cfg.layer_window(i)]`. This is what the ring kernel takes to skip whole frames."""
+    return {
+        w: frame_mask(q_frames, k_frames, sinks=cfg.sinks, block_frames=cfg.block_frames, window=w)
+        for w in mask_windows(cfg)
+    }
+
+
+def layer_frame_mask(
+    q_frames: torch.Tensor, k_frames: torch.Tensor, cfg: ModelConfig, layer: int
+) -> torch.Tensor:
+    """Frame-level mask `[..., Fq, sinks + Fk]` of layer `layer` (its own window: local or global)."""
+    return frame_mask(
+        q_frames, k_frames, sinks=cfg.sinks, block_frames=cfg.block_frames, window=cfg.layer_window(layer)
     )
 
 

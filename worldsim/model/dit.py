@@ -255,15 +255,22 @@ class DiT(nn.Module):
         backend = self.attention
         if backend == "flash":  # flash-attn cannot express the block-causal mask: flex on CUDA
             backend = "flex" if x.is_cuda else "sdpa"
+        # one mask per distinct layer window (dense: one; sparse: global + local), picked per layer
         if backend == "flex":
-            block_mask = attn_lib.flex_block_mask(F, N, S, cfg.block_frames, cfg.window, str(x.device))
+            masks = {
+                w: attn_lib.flex_block_mask(F, N, S, cfg.block_frames, w, str(x.device))
+                for w in attn_lib.mask_windows(cfg)
+            }
         else:
-            mask = attn_lib.additive(
-                attn_lib.sequence_mask(
-                    F, N, sinks=S, block_frames=cfg.block_frames, window=cfg.window, device=x.device
-                ),
-                x.dtype,
-            )  # [F*N, (S+F)*N]
+            masks = {
+                w: attn_lib.additive(
+                    attn_lib.sequence_mask(
+                        F, N, sinks=S, block_frames=cfg.block_frames, window=w, device=x.device
+                    ),
+                    x.dtype,
+                )  # [F*N, (S+F)*N]
+                for w in attn_lib.mask_windows(cfg)
+            }
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -271,8 +278,9 @@ class DiT(nn.Module):
                 sk, sv = self.sinks(i)  # [H, S*N, Dh]
                 k = torch.cat([sk.to(k.dtype).expand(B, -1, -1, -1), k], dim=2)  # [B,H,(S+F)*N,Dh]
                 v = torch.cat([sv.to(v.dtype).expand(B, -1, -1, -1), v], dim=2)
+            mask = masks[cfg.layer_window(i)]
             if backend == "flex":
-                return attn_lib.flex(q, k, v, block_mask)
+                return attn_lib.flex(q, k, v, mask)
             return attn_lib.sdpa(q, k, v, mask)
 
         return self._run(x, self.condition(t, keys, drop_keys), attend)
@@ -306,6 +314,7 @@ class DiT(nn.Module):
         )  # [R, Fb*N, Dh/2]
         cos, sin = cos_sin(angles[:, None], x.dtype)  # [R, 1, Fb*N, Dh/2]
         use_flash = self.attention == "flash" and x.is_cuda and attn_lib.flash_available()
+        use_flash = use_flash and not cfg.local_window  # a valid prefix is no local window's mask
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             k = apply_rope(k, cos, sin)
@@ -321,7 +330,9 @@ class DiT(nn.Module):
             if use_flash:  # the read mask is exactly the valid prefix (slots fill in order)
                 out = attn_lib.flash_prefix(q, kc, vc, view.valid_tokens)
             else:
-                out = attn_lib.sdpa(q, kc, vc, view.mask)
+                out = attn_lib.sdpa(
+                    q, kc, vc, view.local_mask if cfg.layer_window(i) < cfg.window else view.mask
+                )
             return out.to(x.dtype)
 
         return self._run(x, self.condition(t, keys, drop_keys), attend)

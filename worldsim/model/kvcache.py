@@ -31,6 +31,7 @@ class CacheView:
     mask: torch.Tensor  # [R, 1, Fb*N, (S+W)*N] additive read mask (0 visible, -inf not)
     frames: torch.Tensor  # long [R, Fb] absolute frame indices of the current block
     valid_tokens: torch.Tensor  # long [R] the valid prefix length (for prefix-only backends)
+    local_mask: torch.Tensor | None = None  # like `mask`, for local layers (cfg.local_window > 0)
 
 
 class KVCache:
@@ -114,7 +115,11 @@ class KVCache:
         fmask = frame_mask(frames, slot_frame, sinks=S, block_frames=Fb, window=W)  # [R, Fb, S+W]
         mask = additive(expand_frame_mask(fmask, N)[:, None], self.dtype)  # [R, 1, Fb*N, (S+W)*N]
         valid_tokens = (S + (slot_frame >= 0).sum(1)) * N  # [R]
-        return CacheView(rows, write_index, mask, frames, valid_tokens)
+        local_mask = None
+        if cfg.local_window:  # sparse: the same rule with the local window (attention.frame_masks)
+            lmask = frame_mask(frames, slot_frame, sinks=S, block_frames=Fb, window=cfg.local_window)
+            local_mask = additive(expand_frame_mask(lmask, N)[:, None], self.dtype)  # like `mask`
+        return CacheView(rows, write_index, mask, frames, valid_tokens, local_mask)
 
     def write(self, layer: int, view: CacheView, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store the block's K/V `[R, H, Fb*N, Dh]` (K fully rotated) into its ring slots."""

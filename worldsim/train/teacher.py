@@ -121,12 +121,16 @@ def train(args: argparse.Namespace) -> dict:
 
     state = common.open_state(state_path, "teacher", args, HPARAMS)
 
+    init = None  # the DiT weights --init starts from
     if state is not None:
         ae_metrics = state.get("autoencoder_metrics", {})
         cfg = ModelConfig.from_dict(state["config"])
         ae = Autoencoder(cfg.autoencoder)
         ae.load_state_dict(state["autoencoder"])
         ae = ae.to(device).eval()
+        _check_resume_mask(cfg, args)
+    elif args.init:
+        cfg, init, ae, ae_metrics = _load_init(args, device)
     else:
         try:
             cfg = get_preset(args.preset)
@@ -143,6 +147,8 @@ def train(args: argparse.Namespace) -> dict:
                 "the autoencoder's config differs from preset %s's; using the autoencoder's", args.preset
             )
             cfg = cfg.replace(autoencoder=ae.cfg)
+    if state is None:
+        cfg = _with_mask(cfg, args)
     for p in ae.parameters():
         p.requires_grad_(False)
 
@@ -155,6 +161,8 @@ def train(args: argparse.Namespace) -> dict:
         )
 
     model = build_dit(cfg).to(device)  # same seed on every rank; DDP broadcasts rank 0's weights anyway
+    if init is not None:  # same parameters whatever the mask: only the attention pattern changes
+        model.load_state_dict(init)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -182,11 +190,14 @@ def train(args: argparse.Namespace) -> dict:
 
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
-        "teacher %s: %.2fM params, clip %d frames, window %d, device %s, %d rank(s) x batch %d",
+        "teacher %s: %.2fM params, clip %d frames, window %d (local window %d, global every %d), device %s, "
+        "%d rank(s) x batch %d",
         cfg.name,
         n_params / 1e6,
         clip,
         cfg.window,
+        cfg.local_window,
+        cfg.global_every,
         device,
         dist_info.world_size,
         args.batch,
@@ -285,6 +296,9 @@ def train(args: argparse.Namespace) -> dict:
         "clip_frames": clip,
         "window": cfg.window,
         "sinks": cfg.sinks,
+        "local_window": cfg.local_window,
+        "global_every": cfg.global_every,
+        "init": str(args.init) if args.init else None,
         "lr": args.lr,
         "ema_decay": args.ema_decay,
         "key_dropout": args.key_dropout,
@@ -308,6 +322,52 @@ def train(args: argparse.Namespace) -> dict:
     distributed.barrier(dist_info)  # no rank returns before the train state is on disk
     log.info("teacher: %d steps in %.0f s, ema val loss %.4f", step, seconds, v)
     return metrics
+
+
+def _with_mask(cfg, args):
+    """The config with the command line's sparse-attention fields (None: keep the config's)."""
+    changes = {
+        k: getattr(args, k) for k in ("local_window", "global_every") if getattr(args, k, None) is not None
+    }
+    if not changes:
+        return cfg
+    try:
+        return cfg.replace(**changes)
+    except ValueError as e:
+        raise UserError(f"--local-window/--global-every: {e}") from e
+
+
+def _check_resume_mask(cfg, args) -> None:
+    for k in ("local_window", "global_every"):
+        given = getattr(args, k, None)
+        if given is not None and given != getattr(cfg, k):
+            flag = "--" + k.replace("_", "-")
+            raise UserError(
+                f"{flag} {given}: the run being resumed trains with {k}={getattr(cfg, k)}; drop {flag} "
+                f"or start a new --out with --init from this run's teacher.pt"
+            )
+
+
+def _load_init(args, device):
+    """(config, DiT state dict, autoencoder, its metrics) from --init: a teacher.pt or a checkpoint."""
+    from worldsim.train.sf_state import load_teacher
+
+    if str(args.init).endswith(".pt") and not Path(args.init).is_file():
+        raise UserError(
+            f"--init {args.init}: no such file; pass the teacher.pt of a `worldsim train teacher` run "
+            f"or a shipped checkpoint (.safetensors)"
+        )
+    try:
+        cfg, dit, ae, info = load_teacher(args.init, device)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"--init {args.init}: {e}") from e
+    if args.autoencoder:
+        log.warning("--init %s: using its own autoencoder, not --autoencoder %s", args.init, args.autoencoder)
+    log.info(
+        "--init %s: starting from its %s weights and autoencoder (--preset is ignored)", args.init, cfg.name
+    )
+    state = {k: v.detach().clone() for k, v in dit.state_dict().items()}
+    return cfg, state, ae, info.get("autoencoder_metrics", {})
 
 
 def _next_batch(data, ae, cfg, args, device):
@@ -418,6 +478,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=500, help="LR warmup steps (at most steps/10)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip")
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT for training")
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from this teacher's weights (teacher.pt or .safetensors; its config and autoencoder), "
+        "e.g. a dense teacher fine-tuned with --local-window",
+    )
+    p.add_argument(
+        "--local-window",
+        type=int,
+        default=None,
+        metavar="L",
+        help="sparse attention: local layers see the last L frames (+ sinks); 0 = dense (default: config's)",
+    )
+    p.add_argument(
+        "--global-every",
+        type=int,
+        default=None,
+        metavar="G",
+        help="with --local-window: every G-th layer sees the whole window (0 = all layers local)",
+    )
     p.add_argument(
         "--export",
         default=None,

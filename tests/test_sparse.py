@@ -1,0 +1,218 @@
+"""Sparse attention (local-window layers + periodic global layers): trained in, so the cached inference
+path must equal the training forward, and a local layer must really not see frames out of its window."""
+
+import pytest
+import torch
+
+from worldsim.model import DiT, KVCache, get_preset
+from worldsim.model.attention import frame_masks, layer_frame_mask, mask_windows
+from worldsim.model.config import ModelConfig
+
+
+def _model(**changes) -> DiT:
+    torch.manual_seed(0)
+    m = DiT(get_preset("test").replace(**changes)).eval()
+    with torch.no_grad():  # leave the adaLN-Zero init, or every block would be the identity
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return m
+
+
+def _inputs(cfg, B, F, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    h, w = cfg.latent_hw
+    x = torch.randn(B, F, cfg.latent_channels, h, w, generator=g)
+    t = torch.rand(B, F, generator=g)
+    keys = torch.rand(B, F, cfg.num_keys, generator=g) > 0.5
+    return x, t, keys
+
+
+# --- config ------------------------------------------------------------------------------------------
+
+
+def test_layer_windows_and_validation():
+    cfg = get_preset("tiny").replace(local_window=4, global_every=4)  # depth 8
+    assert cfg.sparse
+    assert [cfg.layer_window(i) for i in range(8)] == [4, 4, 4, 16, 4, 4, 4, 16]
+    assert mask_windows(cfg) == (16, 4)
+    all_local = cfg.replace(global_every=0)
+    assert {all_local.layer_window(i) for i in range(8)} == {4} and all_local.sparse
+    dense = get_preset("tiny")
+    assert not dense.sparse and mask_windows(dense) == (16,)
+    for bad, field in [
+        (dict(local_window=16), "local_window=16 must be < window"),
+        (dict(local_window=-1), "must be >= 0"),
+        (dict(global_every=2), "needs local_window > 0"),
+        (dict(local_window=4, global_every=9), "global_every=9 > depth=8"),
+        (dict(block_frames=2, local_window=3), "multiple of block_frames=2"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            get_preset("tiny").replace(**bad)
+    with pytest.raises(ValueError, match="out of range"):
+        cfg.layer_window(8)
+
+
+def test_old_configs_load_dense_and_sparse_round_trips():
+    old = get_preset("tiny").to_dict()
+    del old["local_window"], old["global_every"]  # a checkpoint written before sparse attention
+    cfg = ModelConfig.from_dict(old)
+    assert (cfg.local_window, cfg.global_every, cfg.sparse) == (0, 0, False)
+    sparse = cfg.replace(local_window=8, global_every=2)
+    assert ModelConfig.from_dict(sparse.to_dict()) == sparse
+
+
+def test_local_frame_mask_hides_exactly_the_old_frames():
+    cfg = get_preset("test").replace(window=4, local_window=2, global_every=2, sinks=1)
+    f = torch.arange(6)
+    masks = frame_masks(f, f, cfg)  # {4: [6, 1+6], 2: [6, 1+6]}
+    assert set(masks) == {4, 2}
+    local, glob = masks[2], masks[4]
+    assert torch.equal(layer_frame_mask(f, f, cfg, 0), local) and torch.equal(
+        layer_frame_mask(f, f, cfg, 1), glob
+    )
+    assert local[:, 0].all() and glob[:, 0].all()  # sinks: always visible
+    assert local[5, 1:].tolist() == [False, False, False, False, True, True]
+    assert glob[5, 1:].tolist() == [False, False, True, True, True, True]
+
+
+# --- the model -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes, rows",
+    [
+        (dict(sinks=0, window=4, local_window=2, global_every=2), None),
+        (dict(sinks=1, window=4, local_window=2, global_every=2), None),
+        (dict(sinks=1, window=6, local_window=2, global_every=0), [2, 0]),  # all local; gathered rows
+        (dict(sinks=2, window=4, block_frames=2, local_window=2, global_every=2), None),
+    ],
+    ids=["sink0", "sink1", "all-local-rows", "block2"],
+)
+@torch.no_grad()
+def test_cached_generation_equals_full_forward(changes, rows):
+    m = _model(**changes)
+    cfg = m.cfg
+    B, F = 3, 3 * cfg.window + 2  # well past the ring wrap
+    x, t, keys = _inputs(cfg, B, F)
+    idx = torch.tensor(rows) if rows is not None else None
+    full = m(x, t, keys) if idx is None else m(x[idx], t[idx], keys[idx])
+    cache = KVCache(cfg, B)
+    Fb, outs = cfg.block_frames, []
+    for f in range(0, F, Fb):
+        sl = slice(f, f + Fb)
+        xs, ts, ks = (
+            (x[:, sl], t[:, sl], keys[:, sl]) if idx is None else (x[idx, sl], t[idx, sl], keys[idx, sl])
+        )
+        m.forward_cached(torch.randn_like(xs), torch.rand_like(ts), ks, cache, rows=idx)  # a denoising pass
+        outs.append(m.forward_cached(xs, ts, ks, cache, rows=idx))  # the write pass
+        cache.advance(idx)
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-4)
+    # sparse is not dense: the same weights with the dense mask give another function
+    dense = DiT(cfg.replace(local_window=0, global_every=0)).eval()
+    dense.load_state_dict(m.state_dict())
+    assert not torch.allclose(dense(*(a if idx is None else a[idx] for a in (x, t, keys))), full, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+@torch.no_grad()
+def test_local_layer_ignores_frames_out_of_its_window_global_layer_does_not(backend):
+    m = _model(window=6, local_window=2, global_every=2, sinks=1)  # depth 2: layer 0 local, layer 1 global
+    m.attention = backend
+    cfg = m.cfg
+    assert [cfg.layer_window(i) for i in range(cfg.depth)] == [2, 6]
+    x, t, keys = _inputs(cfg, 1, 6)
+    outs: dict[int, torch.Tensor] = {}
+    hooks = [
+        blk.register_forward_hook(lambda mod, a, o, i=i: outs.__setitem__(i, o))
+        for i, blk in enumerate(m.blocks)
+    ]
+    m(x, t, keys)
+    ref = dict(outs)
+    x2 = x.clone()
+    x2[:, :3] += 1.0  # frames 0..2: out of frame 4's local window (3, 4), inside its global window
+    m(x2, t, keys)
+    for h in hooks:
+        h.remove()
+    # block outputs [B, F, N, D]: layer 0 at frames 4, 5 sees only frames 3..5; layer 1 sees them all
+    torch.testing.assert_close(outs[0][:, 4:], ref[0][:, 4:], atol=0, rtol=0)
+    assert not torch.allclose(outs[0][:, 3], ref[0][:, 3])  # frame 3 does see frame 2
+    assert not torch.allclose(outs[1][:, 4:], ref[1][:, 4:])
+
+
+@torch.no_grad()
+def test_dense_config_masks_unchanged():
+    """local_window=0 builds one mask, the one the dense rule always built."""
+    m = _model()
+    cfg = m.cfg
+    x, t, keys = _inputs(cfg, 2, 2 * cfg.window)
+    assert mask_windows(cfg) == (cfg.window,)
+    assert KVCache(cfg, 1).begin().local_mask is None
+    explicit = _model(local_window=cfg.window // 2, global_every=1)  # every layer global = dense
+    assert not explicit.cfg.sparse
+    torch.testing.assert_close(explicit(x, t, keys), m(x, t, keys), atol=0, rtol=0)
+
+
+# --- training and the benchmark ---------------------------------------------------------------------
+
+
+def test_sparse_teacher_fine_tunes_from_a_dense_one(tmp_path):
+    """`worldsim train teacher --init dense/teacher.pt --local-window 2 --global-every 2`: the dense
+    weights, the sparse mask; a resume cannot change the mask; self-forcing reads the sparse config."""
+    import argparse
+
+    from worldsim.errors import UserError
+    from worldsim.train import autoencoder as ae_train
+    from worldsim.train import teacher
+    from worldsim.train.sf_state import load_teacher
+
+    def args(module, out, **kw):
+        p = argparse.ArgumentParser()
+        module.add_arguments(p)
+        argv = ["--out", str(out), "--preset", "test", "--device", "cpu", "--no-progress"]
+        for k, v in kw.items():
+            argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+        return p.parse_args(argv)
+
+    ae_train.train(args(ae_train, tmp_path / "ae", steps=2, batch=2, heldout=4))
+    teacher.train(
+        args(teacher, tmp_path / "dense", autoencoder=tmp_path / "ae/autoencoder.pt", steps=2, batch=2)
+    )
+    dense = torch.load(tmp_path / "dense/teacher.pt", weights_only=True)
+    assert dense["config"]["local_window"] == 0
+    m = teacher.train(
+        args(
+            teacher,
+            tmp_path / "sp",
+            init=tmp_path / "dense/teacher.pt",
+            local_window=2,
+            global_every=2,
+            steps=1,
+            batch=2,
+            lr=1e-12,
+        )  # fmt: skip
+    )
+    sparse = torch.load(tmp_path / "sp/teacher.pt", weights_only=True)
+    assert (sparse["config"]["local_window"], sparse["config"]["global_every"]) == (2, 2)
+    assert (m["local_window"], m["global_every"]) == (2, 2)
+    for k, v in dense["ema"].items():  # started from the dense teacher's (EMA) weights
+        torch.testing.assert_close(sparse["model"][k], v, atol=1e-6, rtol=0)
+    with pytest.raises(UserError, match="--local-window 3: the run being resumed trains with local_window=2"):
+        teacher.train(args(teacher, tmp_path / "sp", resume=True, local_window=3, steps=2, batch=2))
+    with pytest.raises(UserError, match="local_window=4 must be < window=4"):
+        teacher.train(args(teacher, tmp_path / "bad", init=tmp_path / "dense/teacher.pt", local_window=4))
+    cfg, *_ = load_teacher(tmp_path / "sp/teacher.pt", torch.device("cpu"))  # what self-forcing starts from
+    assert cfg.sparse and cfg.layer_window(0) == 2 and cfg.layer_window(1) == cfg.window
+
+
+def test_bench_rows_pair_dense_and_sparse():
+    from worldsim.bench.neural import sparse_rows, sparse_variant
+
+    rows = sparse_rows(device=torch.device("cpu"), seconds=0.05, quick=True, modes=("eager",), dtype="fp32")
+    assert {(r["window"], r["sparse"], r["sessions"]) for r in rows} == {
+        (w, s, n) for w in (8, 16) for s in (False, True) for n in (1, 2)
+    }
+    assert all(r["fps"] > 0 for r in rows), rows
+    from worldsim.errors import UserError
+
+    with pytest.raises(UserError, match="local_window=32 must be < window=32"):
+        sparse_variant(get_preset("base"), 32, 3)
