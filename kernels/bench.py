@@ -58,9 +58,10 @@ ATTN_SHAPES = [
 ]
 
 # (name, M, K, N) for the int8 weight matmul: M = sessions * 64 tokens; K -> N of qkv, proj, MLP up/down
+# (the MLP is 4x wide: worldsim/model/dit.py)
 W8_SHAPES = [
     (f"{preset} S={s} {layer}", s * 64, K, N)
-    for preset, D in (("tiny", 256), ("base", 512))
+    for preset, D in (("tiny", 256), ("base", 384), ("w512", 512))  # base preset 384 wide; 512 per DESIGN
     for s in (1, 16, 64)
     for layer, K, N in (("qkv", D, 3 * D), ("proj", D, D), ("mlp-up", D, 4 * D), ("mlp-down", 4 * D, D))
 ]
