@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--weights",
-        choices=("fp", "int8"),
+        choices=("fp", "int8", "fp8"),
         default="fp",
-        help="DiT weights: as stored (fp) or int8 per-channel (worldsim/engine/quant.py)",
+        help="DiT weights: as stored (fp), int8 per-channel or fp8 W8A8 calibrated at load (engine/quant.py, fp8.py)",
     )
     p.add_argument("--sequences", type=int, default=None, help="key sequences run side by side")
     p.add_argument("--idle-frames", type=int, default=None, help="frames of the no-keys run")
