@@ -98,3 +98,77 @@ def test_one_cuda_graph_serves_filling_and_steady_state():
         graph.replay()
         got.append(out.clone())
     torch.testing.assert_close(torch.stack(got), torch.stack(eager), atol=1e-4, rtol=1e-3)
+
+
+def _cached_run(m, x, t, keys, *, fold: bool):
+    """One denoising pass per frame (the frame itself), then its cache write: a write pass (unfolded) or
+    folded into the next frame's first pass."""
+    cache = KVCache(m.cfg, x.shape[0], device="cuda", dtype=x.dtype)
+    outs = []
+    for f in range(x.shape[1]):
+        sl = slice(f, f + 1)
+        if not fold:
+            outs.append(m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache))
+            m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache)
+        elif f == 0:
+            outs.append(m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache, staged=True))
+        else:
+            pf = slice(f - 1, f + 1)
+            outs.append(m.forward_cached(x[:, pf], t[:, pf], keys[:, pf], cache, pending=True))
+        cache.advance()
+    return torch.cat(outs, 1)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fold", [False, True])
+def test_triton_ring_attention_backend_matches_sdpa(fold, dtype):
+    """`dit.attention = "triton"` (kernels/ring_attention.py) gives SDPA's velocities through the cache,
+    filling and wrapped, folded or not (N = 16 tokens, Dh = 32: shapes the kernel takes)."""
+    m = _model(width=64, heads=2).to(dtype)
+    assert m.cfg.tokens_per_frame % 16 == 0
+    x, t, keys = _inputs(m.cfg, 2, 2 * m.cfg.window + 3)
+    x = x.to(dtype)
+    ref = _cached_run(m, x, t, keys, fold=fold)
+    m.attention = "triton"
+    got = _cached_run(m, x, t, keys, fold=fold)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(got.float(), ref.float(), atol=tol, rtol=tol)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("context_noise", [0.0, 0.2])
+def test_folded_cuda_graph_world_equals_unfolded_eager_world(context_noise):
+    """The folded engine step replayed as one CUDA graph (slots joining and leaving) gives the latents of
+    the unfolded eager NeuralWorld (fp32)."""
+    import copy
+
+    from worldsim.engine import GraphWorld
+    from worldsim.model.autoencoder import Autoencoder
+    from worldsim.neural import NeuralWorld
+
+    m = _model(context_noise=context_noise).cpu()
+    cfg = m.cfg
+    torch.manual_seed(1)
+    ae = Autoencoder(cfg.autoencoder).eval()
+    start = torch.randn(4, 2, cfg.latent_channels, *cfg.latent_hw)
+    runs = {}
+    for name, fold in (("unfolded", False), ("graph", True)):
+        w = NeuralWorld(copy.deepcopy(m), copy.deepcopy(ae), cfg, batch_size=3, device="cuda",
+                        dtype=torch.float32, start_latents=start, fold=fold)  # fmt: skip
+        world = GraphWorld(w, graph=True) if fold else w
+        w.generator.manual_seed(5)
+        world.reset([0, 1, 2])
+        g = torch.Generator().manual_seed(3)
+        out = []
+        for f in range(3 * cfg.window + 2):
+            keys = torch.rand(3, cfg.num_keys, generator=g) > 0.5
+            if f % 4 == 1:
+                out.append(world.step(keys[:2], slots=[2, 0]).float())
+            elif f == 6:
+                out.append(world.reset(seeds=[f], slots=[1]).float())
+            else:
+                out.append(world.step(keys).float())
+        runs[name] = out
+    for a, b in zip(runs["unfolded"], runs["graph"], strict=True):
+        assert (a - b).abs().max() <= 1  # uint8 frames: equal up to a rounding step

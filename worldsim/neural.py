@@ -1,8 +1,10 @@
 """`NeuralWorld`: the model as a `World` (DESIGN §2): keys in, generated frames out, batched, forever.
 
 Per frame: noise -> few-step flow sampling with the KV cache (`steps` cached passes) -> one write pass of
-the finished latent at the context noise level -> `cache.advance()` -> decode -> uint8. Nothing on that
-path reads a tensor on the host. Games start from start latents stored in the checkpoint (chosen by
+the finished latent at the context noise level -> `cache.advance()` -> decode -> uint8. Folded (the
+default): the finished latent stays PENDING and its write pass joins the next frame's first denoising
+pass (one forward over [pending, new], `DiT.forward_cached(pending=True)`): `steps` passes per frame,
+the same values. Nothing on that path reads a tensor on the host. Games start from start latents stored in the checkpoint (chosen by
 seed) or from real frames (`reset_from_frames`, for evaluation).
 """
 
@@ -33,6 +35,7 @@ class NeuralWorld(World):
     `start_keys [M, T, K]`, else all-false = "just reset"): `reset(seed)` starts from entry `seed % M`.
     `guidance` > 1 applies key guidance, v = v_null + g (v_keys - v_null) (two passes per step; both
     share the cache because every pass rewrites the current frame's slot before reading it).
+    `fold=False` runs the separate write pass per frame (the reference the folded path must equal).
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class NeuralWorld(World):
         dtype: torch.dtype | None = None,
         checkpoint_name: str | None = None,
         checkpoint_hash: str | None = None,
+        fold: bool = True,
     ):
         if config.block_frames != 1:
             raise ValueError(
@@ -80,6 +84,15 @@ class NeuralWorld(World):
         self.cache = KVCache(config, batch_size, device=self.device, dtype=self.dtype)
         self.generator = torch.Generator(self.device).manual_seed(0)
         self.start_latents = self._check_start(start_latents, start_keys)
+        self.fold = bool(fold)
+        # the pending frame of each game (folded path): its latent, already noised to the context level,
+        # and its keys / null-key flag; written into the cache by the next step's first pass
+        C, (h, w) = config.latent_channels, config.latent_hw
+        self._pend_z = torch.zeros(batch_size, 1, C, h, w, device=self.device, dtype=self.dtype)
+        self._pend_keys = torch.zeros(batch_size, 1, self.num_keys, dtype=torch.bool, device=self.device)
+        self._pend_drop = torch.zeros(batch_size, 1, dtype=torch.bool, device=self.device)
+        self._pend_t = torch.full((batch_size, 1), config.context_noise, device=self.device, dtype=self.dtype)
+        self._no_drop = torch.zeros(batch_size, 1, dtype=torch.bool, device=self.device)
 
     def _check_start(self, z: torch.Tensor | None, keys: torch.Tensor | None):
         if z is None:
@@ -225,17 +238,28 @@ class NeuralWorld(World):
         C, (h, w) = self.cfg.latent_channels, self.cfg.latent_hw
         noise = torch.randn(R, 1, C, h, w, device=self.device, dtype=self.dtype, generator=self.generator)
 
+        first = [self.fold]  # the first pass of a folded step carries the pending frame
+
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v = self.dit.forward_cached(x, t, k, self.cache, rows=rows)
+            if first[0]:
+                first[0] = False
+                v = self._folded_pass(x, t, k, rows)
+            else:
+                v = self.dit.forward_cached(x, t, k, self.cache, rows=rows, staged=self.fold)
             if self.guidance == 1.0:
                 return v
-            v_null = self.dit.forward_cached(x, t, k, self.cache, rows=rows, drop_keys=self._drop[:R])
+            v_null = self.dit.forward_cached(
+                x, t, k, self.cache, rows=rows, drop_keys=self._drop[:R], staged=self.fold
+            )
             return v_null + self.guidance * (v - v_null)
 
         from worldsim.engine.fp8 import count_passes  # per-pass fp8 scales; returns model for fp/int8
 
         x0 = self.sampler(count_passes(self.dit, model), noise, self.schedule)  # [R,1,C,h,w]
-        self._write(x0, k, None, rows)
+        if self.fold:
+            self._set_pending(x0, k, None, rows)
+        else:
+            self._write(x0, k, None, rows)
         return self._decode(x0[:, 0])
 
     # internals ------------------------------------------------------------------------------------
@@ -252,12 +276,50 @@ class NeuralWorld(World):
         self.dit.forward_cached(z, t, keys, self.cache, rows=rows, drop_keys=drop)
         self.cache.advance(rows)
 
+    def _set_pending(self, z: torch.Tensor, keys: torch.Tensor, drop: torch.Tensor | None, rows) -> None:
+        """Folded path: the finished frame `z [R,1,C,h,w]` waits for the next step's first pass (its
+        context noise is drawn now, where the unfolded write pass draws it); the games move on."""
+        if self.cfg.context_noise > 0:
+            t = torch.full(z.shape[:2], self.cfg.context_noise, device=self.device, dtype=self.dtype)
+            z = add_noise(
+                z, torch.randn(z.shape, device=self.device, dtype=z.dtype, generator=self.generator), t
+            )
+        drop = self._no_drop[: z.shape[0]] if drop is None else drop
+        if rows is None:
+            self._pend_z.copy_(z)
+            self._pend_keys.copy_(keys)
+            self._pend_drop.copy_(drop)
+        else:
+            self._pend_z.index_copy_(0, rows, z)
+            self._pend_keys.index_copy_(0, rows, keys.bool())
+            self._pend_drop.index_copy_(0, rows, drop)
+        self.cache.advance(rows)
+
+    def _folded_pass(self, x: torch.Tensor, t: torch.Tensor, keys: torch.Tensor, rows) -> torch.Tensor:
+        """The new frame's first denoising pass `x [R,1,C,h,w]` with the pending frame's cache write
+        folded in (one forward over both frames)."""
+        pick = (lambda b: b) if rows is None else (lambda b: b.index_select(0, rows))
+        return self.dit.forward_cached(
+            torch.cat([pick(self._pend_z), x], 1),  # [R,2,C,h,w]
+            torch.cat([pick(self._pend_t), t], 1),  # [R,2]
+            torch.cat([pick(self._pend_keys), keys.bool()], 1),  # [R,2,K]
+            self.cache,
+            rows=rows,
+            drop_keys=torch.cat([pick(self._pend_drop), self._no_drop[: x.shape[0]]], 1),  # [R,2]
+            pending=True,
+        )
+
     def _prime(self, z: torch.Tensor, keys: torch.Tensor, drop: torch.Tensor | None, rows) -> None:
-        """Empty the games' cache rows and write context latents `z [R,T,C,h,w]` into them, in order."""
+        """Empty the games' cache rows and write context latents `z [R,T,C,h,w]` into them, in order
+        (folded: the last one stays pending, for the first step's first pass)."""
         self.cache.reset(rows)
-        for i in range(z.shape[1]):
+        T = z.shape[1]
+        for i in range(T):
             d = None if drop is None else drop[:, i : i + 1]
-            self._write(z[:, i : i + 1], keys[:, i : i + 1], d, rows)
+            if self.fold and i == T - 1:
+                self._set_pending(z[:, i : i + 1], keys[:, i : i + 1], d, rows)
+            else:
+                self._write(z[:, i : i + 1], keys[:, i : i + 1], d, rows)
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return model_to_frames(self.autoencoder.decode(z))  # [R,C,h,w] -> [R,H,W,3] uint8

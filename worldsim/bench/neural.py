@@ -107,16 +107,21 @@ def build_world(
     graph: bool,
     preset: str | None = None,
     kernels: bool = False,
+    steps: int | None = None,
+    fold: bool = True,
 ):
     """A neural world: from a checkpoint, or (`preset`) the preset's shapes with random weights.
 
-    `graph`: the engine's one-graph step; `kernels`: plus the fused Triton kernels (engine/fuse.py).
+    `graph`: the engine's one-graph step; `kernels`: plus the fused Triton kernels (engine/fuse.py);
+    `steps`: denoising steps (None = the config's); `fold=False`: a separate cache-write pass per frame.
     """
     from worldsim.engine import GraphWorld
     from worldsim.neural import NeuralWorld
 
     if preset is None:
-        world = NeuralWorld.from_checkpoint(checkpoint, device=device, batch_size=sessions, dtype=dtype)
+        world = NeuralWorld.from_checkpoint(
+            checkpoint, device=device, batch_size=sessions, dtype=dtype, steps=steps, fold=fold
+        )
     else:
         from worldsim.model import DiT, get_preset
         from worldsim.model.autoencoder import Autoencoder
@@ -128,7 +133,7 @@ def build_world(
         start = torch.randn(4, 1, cfg.latent_channels, *cfg.latent_hw)
         world = NeuralWorld(
             dit, ae, cfg, batch_size=sessions, device=device, dtype=dtype, start_latents=start,
-            checkpoint_name=f"{preset} (random weights)",
+            checkpoint_name=f"{preset} (random weights)", steps=steps, fold=fold,
         )  # fmt: skip
     return GraphWorld(world, graph=graph, kernels=kernels) if graph or kernels else world
 
@@ -395,6 +400,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--device {args.device}: CUDA is not available here; pass --device cpu")
     if args.sessions < 1 or args.seconds <= 0:
         raise UserError(f"need --sessions >= 1 and --seconds > 0; got {args.sessions}, {args.seconds}")
+    if getattr(args, "steps", None) is not None and args.steps < 1:
+        raise UserError(f"--steps must be >= 1 (denoising passes per frame), got {args.steps}")
     quick = bool(getattr(args, "quick", False))
     if args.compare:
         result = compare(
@@ -408,6 +415,7 @@ def run(args: argparse.Namespace) -> int:
         world = build_world(
             checkpoint=args.checkpoint, device=device, sessions=args.sessions, dtype=None, graph=graph,
             preset="test" if quick else None, kernels=fused,
+            steps=getattr(args, "steps", None), fold=not getattr(args, "no_fold", False),
         )  # fmt: skip
         r = measure_world(world, args.seconds)
         label = world.checkpoint_name or "?"
@@ -416,7 +424,10 @@ def run(args: argparse.Namespace) -> int:
         row = {
             "model": label,
             "dtype": dt,
-            "mode": ("graph" if graph else "eager") + ("+k" if fused else ""),
+            "mode": ("graph" if graph else "eager")
+            + ("+k" if fused else "")
+            + ("" if world.fold else "+nofold"),
+            "steps": world.steps,
             "vs_eager": None,
             **r,
         }
@@ -437,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="toy sizes (the test preset, toy anchors)")
     p.add_argument("--eager", action="store_true", help="time the eager step even on CUDA")
     p.add_argument("--kernels", action="store_true", help="use the fused Triton kernels (engine/fuse.py)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+    p.add_argument("--no-fold", action="store_true", help="a separate cache-write pass per frame")
     p.add_argument("--json", default=None, metavar="FILE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -5,6 +5,8 @@ Sessions join and leave without recapture: `reset(..., slots=...)` primes the sl
 eagerly (outside the graph, same tensors), and `step(keys, slots=...)` fills the static inputs of the
 chosen slots and marks only them active (the other rows compute but do not advance: see step.py).
 Noise comes from the world's generator in the same order as the eager path, so replay equals eager.
+A folded world (`NeuralWorld(fold=True)`, the default) keeps its pending frames in static tensors the
+graph reads and updates: `steps` passes per frame, and resets only refill them (no recapture).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from worldsim.engine.graph import StepGraph
-from worldsim.engine.step import block_step
+from worldsim.engine.step import Pending, block_step
 from worldsim.model.autoencoder import model_to_frames
 from worldsim.neural import NeuralWorld, default_device
 from worldsim.world import World, keys_tensor
@@ -49,6 +51,9 @@ class GraphWorld(World):
         self._active = torch.zeros(B, device=dev, dtype=torch.long)  # [B]
         self._all = torch.ones(B, device=dev, dtype=torch.long)
         self._masks: dict[tuple[int, ...], torch.Tensor] = {}
+        self._pending = (
+            Pending(world._pend_z, world._pend_t, world._pend_keys, world._pend_drop) if world.fold else None
+        )
         enabled = world.device.type == "cuda" if graph is None else graph
         self.graph = StepGraph(self._step_all, enabled=enabled)
 
@@ -80,7 +85,7 @@ class GraphWorld(World):
         x0 = block_step(
             w.dit, w.cache, w.sampler, w.schedule, self._noise, self._keys,
             active=self._active, guidance=w.guidance, drop=w._drop,
-            context_noise=w.cfg.context_noise, write_noise=self._write_noise,
+            context_noise=w.cfg.context_noise, write_noise=self._write_noise, pending=self._pending,
         )  # fmt: skip
         return model_to_frames(w.autoencoder.decode(x0[:, 0]))  # [B,H,W,3] uint8
 

@@ -19,6 +19,8 @@ Two ways to run the same function:
 
     i.e. `steps + 1` passes per block; after it the cache holds exactly what `forward` would have
     computed for that frame at `t_ctx`, which is what makes cached generation equal the full forward.
+    Folded (`staged=True` passes, the first also `pending=True`; `steps` passes per block): the write
+    pass of block b joins the first denoising pass of block b+1 as one forward over both; same values.
     With grad enabled, a cached pass backpropagates into its own block's K/V and the sinks; K/V of
     earlier frames read from the cache are constants (the cache stores detached values).
 
@@ -39,6 +41,26 @@ from worldsim.model.kvcache import KVCache
 from worldsim.model.rope import apply_rope, cos_sin, spatial_angles, temporal_angles, time_free_mask
 
 AttendFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# the "triton" backend of `forward_cached` (kernels/ring_attention.py), imported only where used
+def _triton_available(x: torch.Tensor) -> bool:
+    from kernels.common import available
+
+    return available(x)
+
+
+def _ring_supported(q: torch.Tensor, frame_mask: torch.Tensor) -> bool:
+    from kernels.ring_attention import supported
+
+    return supported(q, frame_mask)
+
+
+def _ring_attention(q, k, v, frame_mask: torch.Tensor) -> torch.Tensor:
+    from kernels.ring_attention import ring_attention
+
+    return ring_attention(q, k, v, frame_mask)
+
 
 # ---------------------------------------------------------------------------------------------------
 # Conditioning: noise level and keys, per frame
@@ -148,7 +170,8 @@ class DiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         D, p, C = cfg.width, cfg.patch_size, cfg.latent_channels
-        self.attention = cfg.attention  # backend; may be switched from outside ("sdpa"|"flex"|"flash")
+        # attention backend; may be switched from outside ("sdpa"|"flex"|"flash"|"triton": cached only)
+        self.attention = cfg.attention
         self.patch_in = nn.Linear(C * p * p, D)
         self.t_embed = TimestepEmbedder(D)
         self.key_embed = KeyEmbedder(cfg.num_keys, D)
@@ -295,26 +318,43 @@ class DiT(nn.Module):
         *,
         rows: torch.Tensor | None = None,
         drop_keys: torch.Tensor | None = None,
+        pending: bool = False,
+        staged: bool = False,
     ) -> torch.Tensor:
         """Velocity for the current block `x [R,Fb,C,h,w]` (t `[R,Fb]`, keys `[R,Fb,K]`) of the games
         in cache rows `rows` (long `[R]`; None = all). Writes the block's K/V into the cache (each pass
         overwrites them), then attends over sinks + ring. See the module docstring for the protocol.
+
+        Folded protocol (see `KVCache.begin`): every pass is `staged` (the block's K/V go to the cache's
+        staging rows; the ring only holds finished blocks), and the first pass of a block is `pending`:
+        `x [R,2Fb,...]` is the finished previous block (at its context noise level, with its own keys)
+        then the current block; the previous block's K/V enter its ring slots (its cache write, in place
+        of a write pass), each frame sees what it sees unfolded, and the velocity of the CURRENT block
+        `[R,Fb,C,h,w]` is returned. `cache.advance()` follows the last pass, as unfolded.
         """
         self._check(x, t, keys)
         cfg = self.cfg
-        if x.shape[1] != cfg.block_frames:
-            raise ValueError(f"forward_cached takes one block of {cfg.block_frames} frames, got {x.shape[1]}")
+        Fq = 2 * cfg.block_frames if pending else cfg.block_frames
+        if x.shape[1] != Fq:
+            raise ValueError(
+                f"forward_cached takes one block of {cfg.block_frames} frames"
+                f"{' after the pending block (pending=True)' if pending else ''}: {Fq} frames, got {x.shape[1]}"
+            )
         if cache.cfg.tokens_per_frame != cfg.tokens_per_frame or cache.k.shape[0] != cfg.depth:
             raise ValueError("the KVCache was built for another model config; build it from dit.cfg")
         N, Fb = cfg.tokens_per_frame, cfg.block_frames
-        view = cache.begin(rows)
+        view = cache.begin(rows, staged=staged, pending=pending)
         # the block's tokens, rotated in space and by their frame index modulo the window (rope.py)
-        angles = self.space_angles.repeat(Fb, 1) + temporal_angles(
+        angles = self.space_angles.repeat(Fq, 1) + temporal_angles(
             view.frames.repeat_interleave(N, dim=1), cfg.head_dim, cfg.window
-        )  # [R, Fb*N, Dh/2]
-        cos, sin = cos_sin(angles[:, None], x.dtype)  # [R, 1, Fb*N, Dh/2]
+        )  # [R, Fq*N, Dh/2]
+        cos, sin = cos_sin(angles[:, None], x.dtype)  # [R, 1, Fq*N, Dh/2]
         use_flash = self.attention == "flash" and x.is_cuda and attn_lib.flash_available()
         use_flash = use_flash and not cfg.local_window  # a valid prefix is no local window's mask
+        use_flash = use_flash and not view.staged  # nor is a staged pass's mask
+        # the Triton ring kernel (kernels/ring_attention.py): inference only (no backward), CUDA (or
+        # TRITON_INTERPRET=1); shapes it does not take fall back to SDPA
+        use_triton = self.attention == "triton" and not torch.is_grad_enabled() and _triton_available(x)
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             k = apply_rope(k, cos, sin)
@@ -327,15 +367,18 @@ class DiT(nn.Module):
             if torch.is_grad_enabled():  # attend over an out-of-place copy that carries the gradient
                 kc, vc = cache.with_grad(view, kc, vc, k, v, sinks)
             q = apply_rope(q, cos, sin).to(kc.dtype)
+            local = cfg.layer_window(i) < cfg.window
+            fmask = view.local_frame_mask if local else view.frame_mask  # [R, Fq, S+W(+Fb)] bool
             if use_flash:  # the read mask is exactly the valid prefix (slots fill in order)
                 out = attn_lib.flash_prefix(q, kc, vc, view.valid_tokens)
+            elif use_triton and _ring_supported(q, fmask):
+                out = _ring_attention(q, kc, vc, fmask)
             else:
-                out = attn_lib.sdpa(
-                    q, kc, vc, view.local_mask if cfg.layer_window(i) < cfg.window else view.mask
-                )
+                out = attn_lib.sdpa(q, kc, vc, view.local_mask if local else view.mask)
             return out.to(x.dtype)
 
-        return self._run(x, self.condition(t, keys, drop_keys), attend)
+        v = self._run(x, self.condition(t, keys, drop_keys), attend)  # [R,Fq,C,h,w]
+        return v[:, Fb:] if pending else v
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

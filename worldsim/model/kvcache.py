@@ -3,6 +3,9 @@
 Layout per layer: K and V `[B, H, (sinks + window) * N, Dh]`. The first `sinks * N` rows hold the
 learned sink tokens; frame n of a game lives in ring slot `n % window`, i.e. rows
 `(sinks + n % window) * N ...`. Writes are index writes (never torch.cat, never a shift-copy).
+After the ring, one block of staging rows serves the folded protocol (`begin(staged=, pending=)`): the
+block being denoised lives there, and the previous, finished block enters its ring slots in the first
+denoising pass of the next one (one forward over both).
 K is stored fully rotated: the temporal RoPE is periodic in the window (see rope.py), so a frame's
 rotation depends on `n % window` only, positions stay bounded forever and nothing is re-rotated at read.
 
@@ -32,6 +35,9 @@ class CacheView:
     frames: torch.Tensor  # long [R, Fb] absolute frame indices of the current block
     valid_tokens: torch.Tensor  # long [R] the valid prefix length (for prefix-only backends)
     local_mask: torch.Tensor | None = None  # like `mask`, for local layers (cfg.local_window > 0)
+    staged: bool = False  # folded protocol: the current block's K/V sit in the staging rows (read too)
+    frame_mask: torch.Tensor | None = None  # bool [R, Fq, S+W(+Fb)] frame-level `mask` (ring kernel)
+    local_frame_mask: torch.Tensor | None = None  # bool, frame-level `local_mask`
 
 
 class KVCache:
@@ -51,12 +57,19 @@ class KVCache:
         self.batch_size = batch_size
         S, W, N = cfg.sinks, cfg.window, cfg.tokens_per_frame
         self.slots = S + W  # frames the buffer holds
-        shape = (cfg.depth, batch_size, cfg.heads, self.slots * N, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)  # [depth, B, H, (S+W)*N, Dh]
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        Fb = cfg.block_frames
+        # one extra block of "staging" rows after the ring: the folded protocol (begin(staged=True)) keeps
+        # the block being denoised there, because its ring slots still hold frames the pending block sees
+        shape = (cfg.depth, batch_size, cfg.heads, (self.slots + Fb) * N, cfg.head_dim)
+        self._k = torch.zeros(shape, device=device, dtype=dtype)  # [depth, B, H, (S+W+Fb)*N, Dh]
+        self._v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = self._k[..., : self.slots * N, :]  # [depth, B, H, (S+W)*N, Dh] views: sinks + ring
+        self.v = self._v[..., : self.slots * N, :]
         self.slot_frame = torch.full((batch_size, W), -1, device=device, dtype=torch.long)  # [B, W]
         self.length = torch.zeros(batch_size, device=device, dtype=torch.long)  # [B] next frame index
         self._block = torch.arange(cfg.block_frames, device=device)  # [Fb]
+        self._block2 = torch.arange(2 * cfg.block_frames, device=device)  # [2Fb] pending + new block
+        self._stage_index = (self.slots * N + torch.arange(Fb * N, device=device))[None]  # [1, Fb*N]
         self._tokens = torch.arange(N, device=device)  # [N]
         self._all_rows = torch.arange(batch_size, device=device)  # [B]
 
@@ -70,7 +83,7 @@ class KVCache:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the cache owns (for checks that nothing is reallocated)."""
-        return [self.k, self.v, self.slot_frame, self.length]
+        return [self._k, self._v, self.slot_frame, self.length]
 
     # lifecycle --------------------------------------------------------------------------------
     def reset(self, rows: torch.Tensor | None = None) -> None:
@@ -78,55 +91,75 @@ class KVCache:
         if rows is None:
             self.slot_frame.fill_(-1)
             self.length.zero_()
-            self.k.zero_()
-            self.v.zero_()
+            self._k.zero_()
+            self._v.zero_()
             return
         rows = rows.to(self.device)
         self.slot_frame.index_fill_(0, rows, -1)
         self.length.index_fill_(0, rows, 0)
-        self.k.index_fill_(1, rows, 0.0)
-        self.v.index_fill_(1, rows, 0.0)
+        self._k.index_fill_(1, rows, 0.0)
+        self._v.index_fill_(1, rows, 0.0)
 
     def advance(self, rows: torch.Tensor | None = None) -> None:
-        """The current block is final (its last write pass is done): move to the next block."""
+        """The current block is final (its write pass is done, or, folded, it is pending): move on."""
         if rows is None:
             self.length.add_(self.cfg.block_frames)
         else:
             self.length.index_add_(0, rows, torch.full_like(rows, self.cfg.block_frames))
 
     # one forward pass -------------------------------------------------------------------------
-    def begin(self, rows: torch.Tensor | None = None) -> CacheView:
+    def begin(
+        self, rows: torch.Tensor | None = None, *, staged: bool = False, pending: bool = False
+    ) -> CacheView:
         """Claim the ring slots of the current block and build the read mask.
 
         Idempotent within a block: every denoising pass and the final write pass call it.
+        Folded protocol (the finished block's write joins the next block's first pass):
+          * `staged=True`: the current block's K/V go to the staging rows, not the ring (the ring holds
+            finished blocks only, so its slots still hold the frames `window` back);
+          * `pending=True` (implies staged): the queries are the PENDING block (the finished previous
+            one: written into its ring slots here, which is its cache write) then the current block.
+        Keys = sinks + ring (+ staging); the mask is the same rule, so every frame sees exactly what it
+        sees unfolded. `length` is the current block's first frame in both protocols.
         """
         cfg = self.cfg
         S, W, N, Fb = cfg.sinks, cfg.window, cfg.tokens_per_frame, cfg.block_frames
+        staged = staged or pending
         length = self.length if rows is None else self.length.index_select(0, rows)  # [R]
-        frames = length[:, None] + self._block  # [R, Fb] absolute frame indices of the block
-        slot = frames % W  # [R, Fb]
-        if rows is None:
-            self.slot_frame.scatter_(1, slot, frames)
-            slot_frame = self.slot_frame  # [R, W]
-        else:
-            self.slot_frame[rows[:, None], slot] = frames
-            slot_frame = self.slot_frame.index_select(0, rows)
-        write_index = ((S + slot)[:, :, None] * N + self._tokens).flatten(1)  # [R, Fb*N]
-        fmask = frame_mask(frames, slot_frame, sinks=S, block_frames=Fb, window=W)  # [R, Fb, S+W]
-        mask = additive(expand_frame_mask(fmask, N)[:, None], self.dtype)  # [R, 1, Fb*N, (S+W)*N]
-        valid_tokens = (S + (slot_frame >= 0).sum(1)) * N  # [R]
-        local_mask = None
+        if pending:  # [R, 2Fb] absolute frame indices: the pending block, then the current one
+            frames = (length - Fb)[:, None] + self._block2
+        else:  # [R, Fb] the current block
+            frames = length[:, None] + self._block
+        R = frames.shape[0]
+        slot_frame = self.slot_frame if rows is None else self.slot_frame.index_select(0, rows)  # [R, W]
+        write_index = self._stage_index.expand(R, -1)  # [R, Fb*N] staging rows
+        if pending or not staged:  # a block enters the ring: claim its slots
+            slot = frames[:, :Fb] % W  # [R, Fb]
+            if rows is None:
+                self.slot_frame.scatter_(1, slot, frames[:, :Fb])
+            else:
+                self.slot_frame[rows[:, None], slot] = frames[:, :Fb]
+                slot_frame = self.slot_frame.index_select(0, rows)
+            ring_index = ((S + slot)[:, :, None] * N + self._tokens).flatten(1)  # [R, Fb*N]
+            write_index = torch.cat([ring_index, write_index], 1) if pending else ring_index  # [R, Fq*N]
+        key_frames = slot_frame  # [R, W] frame held by each key slot after the sinks
+        if staged:
+            key_frames = torch.cat([slot_frame, frames[:, -Fb:]], 1)  # [R, W+Fb] ring + staging
+        fmask = frame_mask(frames, key_frames, sinks=S, block_frames=Fb, window=W)  # [R, Fq, S+W(+Fb)]
+        mask = additive(expand_frame_mask(fmask, N)[:, None], self.dtype)  # [R, 1, Fq*N, (S+W(+Fb))*N]
+        valid_tokens = (S + (slot_frame >= 0).sum(1)) * N  # [R] (unstaged passes only)
+        local_mask = lmask = None
         if cfg.local_window:  # sparse: the same rule with the local window (attention.frame_masks)
-            lmask = frame_mask(frames, slot_frame, sinks=S, block_frames=Fb, window=cfg.local_window)
+            lmask = frame_mask(frames, key_frames, sinks=S, block_frames=Fb, window=cfg.local_window)
             local_mask = additive(expand_frame_mask(lmask, N)[:, None], self.dtype)  # like `mask`
-        return CacheView(rows, write_index, mask, frames, valid_tokens, local_mask)
+        return CacheView(rows, write_index, mask, frames, valid_tokens, local_mask, staged, fmask, lmask)
 
     def write(self, layer: int, view: CacheView, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store the block's K/V `[R, H, Fb*N, Dh]` (K fully rotated) into its ring slots."""
         rows = self._all_rows if view.rows is None else view.rows
-        idx = (rows[:, None], slice(None), view.write_index)  # -> [R, Fb*N, H, Dh] positions
-        self.k[layer][idx] = k.transpose(1, 2).to(self.dtype)
-        self.v[layer][idx] = v.transpose(1, 2).to(self.dtype)
+        idx = (rows[:, None], slice(None), view.write_index)  # -> [R, Fq*N, H, Dh] positions
+        self._k[layer][idx] = k.transpose(1, 2).to(self.dtype)
+        self._v[layer][idx] = v.transpose(1, 2).to(self.dtype)
 
     def write_sinks(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store the layer's learned sink K/V `[H, S*N, Dh]` for every game (current weights)."""
@@ -156,7 +189,9 @@ class KVCache:
         return kc, vc
 
     def read(self, layer: int, view: CacheView) -> tuple[torch.Tensor, torch.Tensor]:
-        """K/V `[R, H, (S+W)*N, Dh]` of the layer (views when all rows, gathered copies otherwise)."""
+        """K/V `[R, H, (S+W)*N, Dh]` of the layer (views when all rows, gathered copies otherwise);
+        `[R, H, (S+W+Fb)*N, Dh]` with the staging rows for a staged (folded protocol) pass."""
+        k, v = (self._k[layer], self._v[layer]) if view.staged else (self.k[layer], self.v[layer])
         if view.rows is None:
-            return self.k[layer], self.v[layer]
-        return self.k[layer].index_select(0, view.rows), self.v[layer].index_select(0, view.rows)
+            return k, v
+        return k.index_select(0, view.rows), v.index_select(0, view.rows)
