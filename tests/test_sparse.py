@@ -204,15 +204,37 @@ def test_sparse_teacher_fine_tunes_from_a_dense_one(tmp_path):
     assert cfg.sparse and cfg.layer_window(0) == 2 and cfg.layer_window(1) == cfg.window
 
 
-def test_bench_rows_pair_dense_and_sparse():
-    from worldsim.bench.neural import sparse_rows, sparse_variant
+def test_bench_rows_pair_dense_and_sparse(tmp_path, capsys):
+    import json
 
-    rows = sparse_rows(device=torch.device("cpu"), seconds=0.05, quick=True, modes=("eager",), dtype="fp32")
+    from worldsim.bench.neural import sparse_variant
+    from worldsim.bench.sparse import main
+    from worldsim.errors import UserError
+
+    out = tmp_path / "sparse.json"
+    assert main(["--quick", "--device", "cpu", "--seconds", "0.05", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
     assert {(r["window"], r["sparse"], r["sessions"]) for r in rows} == {
         (w, s, n) for w in (8, 16) for s in (False, True) for n in (1, 2)
     }
-    assert all(r["fps"] > 0 for r in rows), rows
-    from worldsim.errors import UserError
-
+    assert all(r["fps"] > 0 and r["vs_eager"] == 1.0 for r in rows), rows
+    assert "test w16 L2/G2" in capsys.readouterr().out
     with pytest.raises(UserError, match="local_window=32 must be < window=32"):
         sparse_variant(get_preset("base"), 32, 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@torch.no_grad()
+def test_flex_and_cache_match_sdpa_on_cuda_for_sparse_configs():
+    """Compiled FlexAttention (the training backend on CUDA) builds the same sparse mask as SDPA."""
+    m = _model(window=8, local_window=2, global_every=2, sinks=1).cuda()
+    x, t, keys = (a.cuda() for a in _inputs(m.cfg, 2, 3 * m.cfg.window + 2))
+    ref = m(x, t, keys)
+    m.attention = "flex"
+    torch.testing.assert_close(m(x, t, keys), ref, atol=1e-4, rtol=1e-3)
+    m.attention = "sdpa"
+    cache, outs = KVCache(m.cfg, 2, device="cuda"), []
+    for f in range(x.shape[1]):
+        outs.append(m.forward_cached(x[:, f : f + 1], t[:, f : f + 1], keys[:, f : f + 1], cache))
+        cache.advance()
+    torch.testing.assert_close(torch.cat(outs, 1), ref, atol=1e-4, rtol=1e-3)
