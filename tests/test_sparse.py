@@ -1,12 +1,17 @@
 """Sparse attention (local-window layers + periodic global layers): trained in, so the cached inference
 path must equal the training forward, and a local layer must really not see frames out of its window."""
 
+import os
+
 import pytest
 import torch
 
-from worldsim.model import DiT, KVCache, get_preset
-from worldsim.model.attention import frame_masks, layer_frame_mask, mask_windows
-from worldsim.model.config import ModelConfig
+if not torch.cuda.is_available():  # before triton is imported: the ring kernel runs interpreted on CPU
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from worldsim.model import DiT, KVCache, get_preset  # noqa: E402
+from worldsim.model.attention import frame_masks, layer_frame_mask, mask_windows  # noqa: E402
+from worldsim.model.config import ModelConfig  # noqa: E402
 
 
 def _model(**changes) -> DiT:
@@ -238,3 +243,38 @@ def test_flex_and_cache_match_sdpa_on_cuda_for_sparse_configs():
         outs.append(m.forward_cached(x[:, f : f + 1], t[:, f : f + 1], keys[:, f : f + 1], cache))
         cache.advance()
     torch.testing.assert_close(torch.cat(outs, 1), ref, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "triton"])
+@torch.no_grad()
+def test_folded_cache_write_keeps_the_sparse_mask(backend):
+    """The folded protocol (the write pass of block b inside block b+1's first pass) gives the unfolded
+    velocities for a sparse config too, and so does the ring kernel fed the local frame mask."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    m = _model(width=64, heads=2, window=6, local_window=2, global_every=2, sinks=1)  # N=16, Dh=32
+    cfg = m.cfg
+    x, t, keys = _inputs(cfg, 2, cfg.window + 3)  # past the ring wrap
+    junk = _inputs(cfg, 2, x.shape[1], seed=2)[:2]
+    runs = {}
+    for name in ("unfolded", backend):
+        m.attention = "sdpa" if name == "unfolded" else backend
+        unfolded, folded = KVCache(cfg, 2), KVCache(cfg, 2)
+        outs_u, outs_f = [], []
+        for f in range(x.shape[1]):
+            sl, prev = slice(f, f + 1), slice(f - 1, f)
+            xn, tn = junk[0][:, sl], junk[1][:, sl]
+            outs_u.append(m.forward_cached(xn, tn, keys[:, sl], unfolded))
+            m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], unfolded)  # the write pass
+            unfolded.advance()
+            if f == 0:  # nothing pending yet
+                outs_f.append(m.forward_cached(xn, tn, keys[:, sl], folded, staged=True))
+            else:
+                xf, tf = torch.cat([x[:, prev], xn], 1), torch.cat([t[:, prev], tn], 1)  # [B,2,...]
+                kf = torch.cat([keys[:, prev], keys[:, sl]], 1)
+                outs_f.append(m.forward_cached(xf, tf, kf, folded, pending=True, staged=True))
+            folded.advance()
+        runs[name] = (torch.cat(outs_u, 1), torch.cat(outs_f, 1))
+    ref = runs["unfolded"][0]
+    for out in (*runs[backend], runs["unfolded"][1]):
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
