@@ -189,21 +189,22 @@ def test_sparse_teacher_fine_tunes_from_a_dense_one(tmp_path):
             teacher,
             tmp_path / "sp",
             init=tmp_path / "dense/teacher.pt",
+            window=6,
             local_window=2,
             global_every=2,
             steps=1,
             batch=2,
             lr=1e-12,
-        )  # fmt: skip
+        )
     )
     sparse = torch.load(tmp_path / "sp/teacher.pt", weights_only=True)
-    assert (sparse["config"]["local_window"], sparse["config"]["global_every"]) == (2, 2)
-    assert (m["local_window"], m["global_every"]) == (2, 2)
+    assert [sparse["config"][k] for k in ("window", "local_window", "global_every")] == [6, 2, 2]
+    assert (m["local_window"], m["global_every"], m["clip_frames"]) == (2, 2, 9)  # 1.5 x the new window
     for k, v in dense["ema"].items():  # started from the dense teacher's (EMA) weights
         torch.testing.assert_close(sparse["model"][k], v, atol=1e-6, rtol=0)
     with pytest.raises(UserError, match="--local-window 3: the run being resumed trains with local_window=2"):
         teacher.train(args(teacher, tmp_path / "sp", resume=True, local_window=3, steps=2, batch=2))
-    with pytest.raises(UserError, match="local_window=4 must be < window=4"):
+    with pytest.raises(UserError, match="local_window=4 must be < window=4"):  # --init's window
         teacher.train(args(teacher, tmp_path / "bad", init=tmp_path / "dense/teacher.pt", local_window=4))
     cfg, *_ = load_teacher(tmp_path / "sp/teacher.pt", torch.device("cpu"))  # what self-forcing starts from
     assert cfg.sparse and cfg.layer_window(0) == 2 and cfg.layer_window(1) == cfg.window

@@ -327,18 +327,20 @@ def train(args: argparse.Namespace) -> dict:
 def _with_mask(cfg, args):
     """The config with the command line's sparse-attention fields (None: keep the config's)."""
     changes = {
-        k: getattr(args, k) for k in ("local_window", "global_every") if getattr(args, k, None) is not None
+        k: getattr(args, k)
+        for k in ("window", "local_window", "global_every")
+        if getattr(args, k, None) is not None
     }
     if not changes:
         return cfg
     try:
         return cfg.replace(**changes)
     except ValueError as e:
-        raise UserError(f"--local-window/--global-every: {e}") from e
+        raise UserError(f"--window/--local-window/--global-every: {e}") from e
 
 
 def _check_resume_mask(cfg, args) -> None:
-    for k in ("local_window", "global_every"):
+    for k in ("window", "local_window", "global_every"):
         given = getattr(args, k, None)
         if given is not None and given != getattr(cfg, k):
             flag = "--" + k.replace("_", "-")
@@ -484,6 +486,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="CHECKPOINT",
         help="start from this teacher's weights (teacher.pt or .safetensors; its config and autoencoder), "
         "e.g. a dense teacher fine-tuned with --local-window",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        metavar="W",
+        help="attention window in frames (default: the preset's or --init's); the cache deploys the same",
     )
     p.add_argument(
         "--local-window",
