@@ -61,6 +61,9 @@ def test_fp8_emulation_is_the_hand_computed_quantize_dequantize():
     state.value = 0
     xq = (big / (3.0 / 448)).clamp(-448, 448).to(torch.float8_e4m3fn).float() * (3.0 / 448)
     torch.testing.assert_close(q(big), xq @ q.dequantized().t() + lin.bias, atol=1e-4, rtol=1e-5)
+    state.value = 2  # a pass the calibration never saw
+    with pytest.raises(ValueError, match="calibrated for 2 passes per frame"):
+        q(x)
     # .to(bf16) keeps the fp8 bits (a float dtype would otherwise be cast)
     bits = q.weight.clone()
     assert torch.equal(q.to(torch.bfloat16).weight, bits) and q.weight.dtype == torch.uint8

@@ -25,11 +25,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from worldsim.model.dit import DiT
+
+if TYPE_CHECKING:
+    from worldsim.neural import NeuralWorld
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +170,14 @@ class Fp8Linear(nn.Module):
     def current_scale(self) -> torch.Tensor:
         """The activation scale (0-dim fp32) of the pass the engine set; the largest one if none was set."""
         i = self.pass_state.value
-        s = self.act_scale_max if i is None else self.act_scale[i]
-        return s.float()
+        if i is None:
+            return self.act_scale_max.float()
+        if not -1 <= i < self.passes:
+            raise ValueError(
+                f"Fp8Linear was calibrated for {self.passes} passes per frame (+ the write pass), but the "
+                f"engine runs pass {i}; calibrate with the sampler and steps it runs (fp8.calibrate(world))"
+            )
+        return self.act_scale[i].float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
         K, N = self.in_features, self.out_features
@@ -309,12 +319,12 @@ def quantize_fp8(dit: DiT, calibration: Fp8Calibration) -> DiT:
     return dit
 
 
-def fp8_world(world, **calibrate_kwargs):
+def fp8_world(world: NeuralWorld, **calibrate_kwargs) -> NeuralWorld:
     """Calibrate the fp `NeuralWorld` `world` and run its DiT in fp8 from now on; returns `world`."""
     return _swap_world(world, calibrate(world, **calibrate_kwargs))
 
 
-def _swap_world(world, calibration: Fp8Calibration):
+def _swap_world(world: NeuralWorld, calibration: Fp8Calibration) -> NeuralWorld:
     quantize_fp8(world.dit, calibration)
     world.dit.requires_grad_(False)
     return world
