@@ -145,3 +145,22 @@ def test_wrong_weights_values_are_clear(tiny_pair):
         apply_weights(fp.dit, "fp8")
     with pytest.raises(ValueError, match="weights must be one of"):
         apply_weights(fp.dit, "bf16")
+
+
+def test_engine_block_step_runs_fp8_with_the_same_pass_scales(tiny_pair):
+    from worldsim.engine import GraphWorld
+
+    _, _, q = tiny_pair
+    g = GraphWorld.from_checkpoint(
+        "tiny", device="cpu", graph=False, weights="fp8", batch_size=2, dtype=torch.float32
+    )
+    seen = []
+    layer = g.world.dit.blocks[0].mlp[0]
+    handle = layer.register_forward_pre_hook(lambda m, a: seen.append(m.pass_state.value))
+    keys = torch.zeros(2, q.num_keys, dtype=torch.bool)
+    a = [q.reset([0, 1]), q.step(keys), q.step(keys)]
+    b = [g.reset([0, 1]), g.step(keys), g.step(keys)]
+    handle.remove()
+    assert set(seen) <= {*range(g.steps), WRITE_PASS} and {0, g.steps - 1} <= set(seen)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)  # the same calibration, scales and passes: the same frames
