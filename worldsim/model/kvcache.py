@@ -127,7 +127,8 @@ class KVCache:
         staged = staged or pending
         length = self.length if rows is None else self.length.index_select(0, rows)  # [R]
         if pending:  # [R, 2Fb] absolute frame indices: the pending block, then the current one
-            frames = (length - Fb)[:, None] + self._block2
+            # (clamped: a row never started, length 0, still gives every query a visible key: no NaN)
+            frames = (length - Fb).clamp_min(0)[:, None] + self._block2
         else:  # [R, Fb] the current block
             frames = length[:, None] + self._block
         R = frames.shape[0]

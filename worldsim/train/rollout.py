@@ -2,7 +2,9 @@
 
 Per frame, exactly as `NeuralWorld.step` does it: noise -> Euler steps of the deployed schedule, each a
 `DiT.forward_cached` pass against the ring-buffer `KVCache` -> one write pass of the finished latent at
-the context noise level -> `cache.advance()`. Training differences, and only these:
+the context noise level -> `cache.advance()`. (NeuralWorld folds that write pass into the next frame's
+first pass by default: the same values up to fp32 rounding. The rollout keeps it separate, so an exit
+pass never carries gradient into the previous frame's cache write.) Training differences, and only these:
   * an exit step (per frame) ends the denoising early: the frame is the clean prediction
     x0 = x_t - t v at that step (at the last step this IS the Euler step to t = 0, so an exit at the
     last step reproduces inference exactly);
