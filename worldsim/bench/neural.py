@@ -200,9 +200,18 @@ def sparse_variant(cfg, local_window: int, global_every: int):
 
 
 def random_world(
-    cfg, *, device: torch.device, sessions: int, dtype: torch.dtype, graph: bool, kernels: bool, label: str
+    cfg,
+    *,
+    device: torch.device,
+    sessions: int,
+    dtype: torch.dtype,
+    graph: bool,
+    kernels: bool,
+    label: str,
+    attention: str | None = None,
 ):
-    """A neural world of config `cfg` with random weights (seed 0: dense and sparse share them)."""
+    """A neural world of config `cfg` with random weights (seed 0: dense and sparse share them);
+    `attention="triton"`: cached reads through the ring kernel, which skips the frames the mask hides."""
     from worldsim.engine import GraphWorld
     from worldsim.model import DiT
     from worldsim.model.autoencoder import Autoencoder
@@ -211,6 +220,8 @@ def random_world(
     torch.manual_seed(0)
     with torch.device(device):
         dit, ae = DiT(cfg), Autoencoder(cfg.autoencoder)
+    if attention is not None:
+        dit.attention = attention
     start = torch.randn(4, 1, cfg.latent_channels, *cfg.latent_hw)
     world = NeuralWorld(
         dit,
@@ -229,7 +240,8 @@ def sparse_rows(
     *, device: torch.device, seconds: float, quick: bool, modes: tuple[str, ...], dtype: str, on_row=None
 ) -> list[dict]:
     """Dense vs sparse rows at windows 32 and 128 (`quick`: the test preset at windows 8 and 16, local 2),
-    per mode (eager / graph / graph+k) and sessions 1/16/64 (quick: 1/2). Random weights, base shapes."""
+    per mode (eager / graph / graph+k: fused adaLN / graph+ring: the Triton ring attention, which is where
+    sparsity pays: SDPA computes the masked scores anyway) and sessions 1/16/64 (quick: 1/2)."""
     from worldsim.model import get_preset
 
     base = get_preset("test" if quick else "base")
@@ -246,6 +258,7 @@ def sparse_rows(
                         world = random_world(
                             cfg, device=device, sessions=S, dtype=DTYPES[dtype], graph=mode != "eager",
                             kernels=mode == "graph+k", label=label,
+                            attention="triton" if mode == "graph+ring" else None,
                         )  # fmt: skip
                         r = measure_world(world, seconds)
                         world.close()
@@ -359,7 +372,8 @@ def compare(
         rows.append(row)
         result()
 
-    sparse_rows(device=device, seconds=seconds, quick=quick, modes=world_modes, dtype=dtypes[0], on_row=add)
+    ring = ("graph+ring",) if cuda and triton_importable() else ()
+    sparse_rows(device=device, seconds=seconds, quick=quick, modes=modes + ring, dtype=dtypes[0], on_row=add)
     return result()
 
 

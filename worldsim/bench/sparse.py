@@ -9,6 +9,7 @@ import logging
 
 import torch
 
+from kernels.common import triton_importable
 from worldsim.bench.neural import _env, _write_json, format_table, sparse_rows
 from worldsim.errors import UserError
 
@@ -24,6 +25,8 @@ def run(args: argparse.Namespace) -> dict:
         raise UserError(f"--seconds must be > 0, got {args.seconds}")
     cuda = device.type == "cuda"
     modes: tuple[str, ...] = ("eager", "graph") if cuda else ("eager",)
+    if cuda and triton_importable():
+        modes += ("graph+ring",)  # the ring kernel skips the frames the mask hides: where sparsity pays
     if cuda and args.kernels:
         modes += ("graph+k",)
     rows: list[dict] = []
