@@ -124,16 +124,27 @@ def _cached_run(m, x, t, keys, *, fold: bool):
 @pytest.mark.parametrize("fold", [False, True])
 def test_triton_ring_attention_backend_matches_sdpa(fold, dtype):
     """`dit.attention = "triton"` (kernels/ring_attention.py) gives SDPA's velocities through the cache,
-    filling and wrapped, folded or not (N = 16 tokens, Dh = 32: shapes the kernel takes)."""
-    m = _model(width=64, heads=2).to(dtype)
+    filling and wrapped, folded or not (N = 16 tokens, Dh = 32: shapes the kernel takes). In fp32 the two
+    agree to 1e-4; in bf16 both round differently (on the H100 ~1% of elements differed by up to 0.125),
+    so each is compared with the fp32 result and the kernel must be no further from it than SDPA is."""
+    import copy
+
+    m = _model(width=64, heads=2)
     assert m.cfg.tokens_per_frame % 16 == 0
     x, t, keys = _inputs(m.cfg, 2, 2 * m.cfg.window + 3)
-    x = x.to(dtype)
-    ref = _cached_run(m, x, t, keys, fold=fold)
-    m.attention = "triton"
-    got = _cached_run(m, x, t, keys, fold=fold)
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
-    torch.testing.assert_close(got.float(), ref.float(), atol=tol, rtol=tol)
+    ref = _cached_run(m, x, t, keys, fold=fold).float()  # SDPA, fp32
+    if dtype == torch.float32:
+        m.attention = "triton"
+        got = _cached_run(m, x, t, keys, fold=fold).float()
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+        return
+    low = copy.deepcopy(m).to(dtype)
+    sdpa = _cached_run(low, x.to(dtype), t, keys, fold=fold).float()
+    low.attention = "triton"
+    got = _cached_run(low, x.to(dtype), t, keys, fold=fold).float()
+    err_sdpa, err_got = (sdpa - ref).abs(), (got - ref).abs()
+    assert err_got.mean() <= 1.5 * err_sdpa.mean() + 1e-3, (err_got.mean(), err_sdpa.mean())
+    assert err_got.max() <= 2.0 * err_sdpa.max() + 1e-2, (err_got.max(), err_sdpa.max())
 
 
 @torch.no_grad()
