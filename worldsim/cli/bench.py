@@ -24,10 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint name or path (neural world)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--seconds", type=float, default=5.0, help="how long to measure")
-    p.add_argument("--compare", action="store_true", help="neural: eager vs graph, dense vs sparse, bf16 vs 8-bit")
+    p.add_argument(
+        "--compare", action="store_true", help="neural: eager vs graph, dense vs sparse, bf16 vs 8-bit"
+    )
     p.add_argument("--quick", action="store_true", help="neural --compare: small shapes (a CPU smoke run)")
     p.add_argument("--eager", action="store_true", help="neural: time the eager step, not the CUDA graph")
     p.add_argument("--kernels", action="store_true", help="neural: use the Triton kernels where wired")
+    p.add_argument("--steps", type=int, default=None,
+                   help="neural: denoising passes per frame (default: the checkpoint's)")  # fmt: skip
+    p.add_argument("--no-fold", action="store_true",
+                   help="neural: a separate cache-write pass per frame (default: folded into the next frame's first pass)")  # fmt: skip
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=run)
 
