@@ -182,6 +182,23 @@ def fastest_world(
     batch_size: int = 1,
     **kwargs,
 ) -> World:
-    """The fastest neural world this engine knows for `device`: graphed on CUDA, eager elsewhere."""
+    """The fastest neural world this engine knows for `device`, as measured on the H100
+    (docs/bench/): on CUDA one CUDA graph per frame with the fused adaLN + LayerNorm kernel (faster at
+    every preset and session count we timed) and, for sparse checkpoints, the Triton ring attention (the
+    only path where the sparse mask skips work); fp weights (8-bit was slower in the graph at our sizes);
+    the cache write folded into the next frame's first pass everywhere. Eager on CPU.
+    `kernels=` / `attention=` in kwargs override the choice."""
+    from kernels.common import triton_importable
+
     device = torch.device(device) if device is not None else default_device()
-    return GraphWorld.from_checkpoint(checkpoint, device=device, batch_size=batch_size, **kwargs)
+    fast = device.type == "cuda" and triton_importable()
+    kernels = kwargs.pop("kernels", fast)
+    attention = kwargs.pop("attention", None)
+    world = GraphWorld.from_checkpoint(
+        checkpoint, device=device, batch_size=batch_size, kernels=kernels, **kwargs
+    )
+    if attention is None and fast and world.world.cfg.sparse:
+        attention = "triton"
+    if attention is not None:
+        world.world.dit.attention = attention
+    return world
