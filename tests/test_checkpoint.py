@@ -54,7 +54,14 @@ def test_names_resolve_and_default_prefers_the_device(shipped):
     assert ck.default_checkpoint("cuda") == shipped / "base.safetensors"
     _save(shipped / "tiny-student.safetensors")
     assert ck.default_checkpoint("cpu") == shipped / "tiny-student.safetensors"
-    with pytest.raises(UserError, match=r"no checkpoint named 'nope'.*base, tiny, tiny-student"):
+    _save(shipped / "tiny-student-1step.safetensors")
+    assert ck.default_checkpoint("cpu") == shipped / "tiny-student-1step.safetensors"  # the fast one
+    assert ck.default_checkpoint("cuda") == shipped / "base.safetensors"
+    (shipped / "base.safetensors").unlink()
+    assert ck.default_checkpoint("cuda") == shipped / "tiny-student.safetensors"  # the better one
+    with pytest.raises(
+        UserError, match=r"no checkpoint named 'nope'.*tiny, tiny-student, tiny-student-1step"
+    ):
         ck.resolve_checkpoint("nope")
     with pytest.raises(UserError, match="does not exist"):
         ck.resolve_checkpoint(shipped / "missing.safetensors")
