@@ -3,9 +3,14 @@
 # side on one GPU. Tiny self-forcing is launch-bound (one CPU thread feeding small kernels), so several
 # processes share the GPU at little cost to each; the base teacher is the one that uses the GPU's math.
 #
-#   OUT=/some/dir scripts/distill_sweep_gpu.sh train     # start everything in the background, return
+#   OUT=/some/dir scripts/distill_sweep_gpu.sh tiny      # the six tiny variants side by side (~10 GiB each)
+#   OUT=/some/dir scripts/distill_sweep_gpu.sh base      # the base pipeline, alone on the GPU
 #   scripts/distill_sweep_gpu.sh status                  # progress of every run (poll this)
-#   scripts/distill_sweep_gpu.sh eval                    # quick evals + comparison plot (after train)
+#   scripts/distill_sweep_gpu.sh eval                    # quick evals + comparison plot (after tiny)
+# Run long stages detached (setsid nohup ... &) with RUN/OUT outside the repository copy, and poll.
+# Measured on the H100 (2026-11-25): six tiny variants at once used ~10 GiB each and ran ~0.2 generator
+# steps/s each; the base teacher started beside them ran out of memory (it needs ~20 GiB with
+# --compile), which is why base now has its own stage.
 #
 # Tiny variants (same teacher, same wall-clock budget SF_MIN, batch SF_BATCH):
 #   sf2       self-forcing, 2 steps                         (DMD only)
@@ -19,7 +24,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-STAGE="${1:-train}"
+STAGE="${1:-tiny}"
 OUT="${OUT:-runs/out-sweep}"
 RUN="${RUN:-runs/sweep}"
 SF_MIN="${SF_MIN:-11}"
@@ -49,8 +54,9 @@ base_chain() {
   echo "eval-basesf exit $?" >> "$RUN/done.txt"
 }
 
+export PYTORCH_CUDA_ALLOC_CONF="${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}"
 case "$STAGE" in
-train)
+tiny)
   rm -f "$RUN/done.txt"
   nvidia-smi --query-gpu=name,memory.used --format=csv
   sf sf2 "$TEACHER" "$SF_MIN" --context self &
@@ -59,8 +65,10 @@ train)
   sf sf1reg "$TEACHER" "$SF_MIN" --context self --regression-weight 1 --steps-per-frame 1 &
   sf bl2 "$TEACHER" "$SF_MIN" --context true &
   sf bl2reg "$TEACHER" "$SF_MIN" --context true --regression-weight 1 &
-  base_chain &
   wait
+  ;;
+base)
+  base_chain
   ;;
 status)
   date; cat "$RUN/done.txt" 2>/dev/null
@@ -83,6 +91,6 @@ eval)
   python -m worldsim eval --compare "${CMP[@]}" --out "$OUT" | tee "$OUT/compare.txt"
   ;;
 *)
-  echo "unknown stage $STAGE (train, status, eval)"; exit 2
+  echo "unknown stage $STAGE (tiny, base, status, eval)"; exit 2
   ;;
 esac
