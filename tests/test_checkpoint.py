@@ -108,3 +108,43 @@ def test_newer_versions_and_mismatched_weights_are_refused(tmp_path):
         ck.load_module(DiT(get_preset("test")), got, "dit")
     with pytest.raises(UserError, match="no 'start' tensors"):
         ck.load_module(DiT(get_preset("test")), got, "start")
+
+
+def test_a_checkpoint_over_the_file_budget_is_written_in_parts_and_read_whole(tmp_path):
+    cfg = get_preset("test")
+    dit = DiT(cfg)
+    z = torch.randn(3, cfg.latent_channels, *cfg.latent_hw)
+    total = sum(t.numel() * t.element_size() for t in dit.state_dict().values())
+    limit = total // 3 + (64 << 10)
+    path = ck.save_checkpoint(
+        tmp_path / "m.safetensors", config=cfg, dit=dit.state_dict(), start_latents=z, max_file_bytes=limit
+    )
+    files = sorted((p.name for p in tmp_path.iterdir()), key=lambda f: (".part" in f, f))
+    assert files[0] == "m.safetensors" and len(files) >= 3 and all(".part" in f for f in files[1:])
+    assert all((tmp_path / f).stat().st_size <= limit for f in files)
+    got = ck.load_checkpoint(path)
+    for k, v in dit.state_dict().items():
+        torch.testing.assert_close(got.tensors["dit"][k], v)
+    torch.testing.assert_close(got.tensors["start"]["latents"], z)
+    # a part that is truncated, or gone, is named in the error; nothing is half-loaded
+    part = tmp_path / files[1]
+    data = part.read_bytes()
+    part.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match=rf"{files[1]} does not match the hash"):
+        ck.load_checkpoint(path)
+    part.unlink()
+    with pytest.raises(UserError, match=rf"{files[1]} is missing"):
+        ck.load_checkpoint(path)
+    # saving again under the budget leaves one file and no stale parts
+    ck.save_checkpoint(path, config=cfg, dit=dit.state_dict(), max_file_bytes=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_parts_are_not_listed_as_checkpoints(shipped):
+    cfg = get_preset("test")
+    total = sum(t.numel() * t.element_size() for t in DiT(cfg).state_dict().values())
+    ck.save_checkpoint(
+        shipped / "big.safetensors", config=cfg, dit=DiT(cfg).state_dict(), max_file_bytes=total // 2
+    )
+    assert ck.shipped_checkpoints() == ["big"]
+    assert ck.load_checkpoint("big").config == cfg

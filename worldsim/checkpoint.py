@@ -3,7 +3,10 @@
 Layout: tensors are named `<group>/<state-dict name>` ("dit/blocks.0.attn.qkv.weight",
 "autoencoder/...", "start/latents"); the metadata holds `format`, `format_version`, `config` (the
 `ModelConfig` as JSON) and `metrics` (JSON). Bare names resolve to `<repo root>/checkpoints/<name>.safetensors`.
-Writes are atomic (tmp + rename).
+Writes are atomic (tmp + rename). A checkpoint larger than the per-file budget (16 MiB, what comes back
+from the GPU machine) is written as `<name>.safetensors` (metadata + the first tensors) plus parts
+`<name>.part2.safetensors`, ...; the main file's metadata lists each part with its sha256, so a missing,
+truncated or swapped part is a clear error and the main file's hash identifies the whole checkpoint.
 """
 
 from __future__ import annotations
@@ -62,7 +65,32 @@ def checkpoints_dir() -> Path:
 def shipped_checkpoints() -> list[str]:
     """Names of the checkpoints in `<repo root>/checkpoints/`."""
     d = checkpoints_dir()
-    return sorted(p.stem for p in d.glob(f"*{SUFFIX}")) if d.is_dir() else []
+    return sorted(p.stem for p in d.glob(f"*{SUFFIX}") if not _is_part(p)) if d.is_dir() else []
+
+
+def _is_part(p: Path) -> bool:
+    """`name.part2.safetensors` and later: the extra files of a sharded checkpoint."""
+    stem, _, n = p.stem.rpartition(".part")
+    return bool(stem) and n.isdigit()
+
+
+def _part_path(path: Path, i: int) -> Path:
+    return path.with_name(f"{path.stem}.part{i}{SUFFIX}")
+
+
+def _shards(flat: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
+    """Split the tensors into files of at most ~`max_bytes` each (in name order; one tensor never splits)."""
+    budget = None if max_bytes is None else max_bytes - (64 << 10)  # headers and metadata
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name in sorted(flat):
+        n = flat[name].numel() * flat[name].element_size()
+        if budget is not None and shards[-1] and size + n > budget:
+            shards.append({})
+            size = 0
+        shards[-1][name] = flat[name]
+        size += n
+    return shards
 
 
 def default_checkpoint(device: torch.device | str | None = None) -> Path | None:
@@ -109,9 +137,11 @@ def save_checkpoint(
     dit: Mapping[str, torch.Tensor] | None = None,
     autoencoder: Mapping[str, torch.Tensor] | None = None,
     start_latents: torch.Tensor | None = None,
+    max_file_bytes: int | None = MAX_FILE_BYTES,
 ) -> Path:
     """Write a checkpoint atomically. `tensors` is {group: {name: tensor}}; `dit`, `autoencoder` and
-    `start_latents` are shorthands for the groups "dit", "autoencoder" and "start" ({"latents": ...})."""
+    `start_latents` are shorthands for the groups "dit", "autoencoder" and "start" ({"latents": ...}).
+    Over `max_file_bytes` (None = never) the tensors go into parts beside the main file (module doc)."""
     from safetensors.torch import save_file
 
     groups: dict[str, Mapping[str, torch.Tensor]] = dict(tensors or {})
@@ -137,20 +167,35 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(flat, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    shards = _shards(flat, max_file_bytes)
+    parts = []
+    for i, shard in enumerate(shards[1:], start=2):  # parts first: the main file names their hashes
+        part = _part_path(path, i)
+        _write_atomic(part, shard, {"format": FORMAT + "-part", "of": path.name}, save_file)
+        parts.append({"file": part.name, "sha256": file_sha256(part)})
+    if parts:
+        metadata["parts"] = json.dumps(parts)
+    _write_atomic(path, shards[0], metadata, save_file)
+    for stale in path.parent.glob(f"{path.stem}.part*{SUFFIX}"):  # from an earlier, larger save
+        if _is_part(stale) and stale.name not in {p["file"] for p in parts}:
+            stale.unlink()
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         log.warning(
             "%s is %.1f MiB, over the %d MiB per-file budget", path, size / 2**20, MAX_FILE_BYTES // 2**20
         )
     return path
+
+
+def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict, save_file) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def file_sha256(path: Path) -> str:
@@ -197,12 +242,45 @@ def load_checkpoint(
         config = ModelConfig.from_dict(json.loads(meta["config"]))
     except (ValueError, TypeError) as e:
         raise UserError(f"{path}: bad model config in the metadata: {e}") from e
+    if "parts" in meta:
+        flat.update(_load_parts(path, meta["parts"], device))
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in flat.items():
         group, _, name = key.partition("/")
         tensors.setdefault(group, {})[name] = t
     metrics = json.loads(meta.get("metrics") or "{}")
     return LoadedCheckpoint(config, tensors, metrics, path, file_sha256(path))
+
+
+def _load_parts(path: Path, parts_json: str, device: str) -> dict[str, torch.Tensor]:
+    """The tensors of a sharded checkpoint's parts, each checked against the hash the main file holds."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        parts = json.loads(parts_json)
+    except ValueError as e:
+        raise UserError(
+            f"{path}: unreadable 'parts' list in the metadata ({e}); re-export the checkpoint"
+        ) from e
+    flat: dict[str, torch.Tensor] = {}
+    for part in parts:
+        p = path.with_name(str(part.get("file", "")))
+        if not p.is_file():
+            raise UserError(
+                f"{path} is stored in parts and {p.name} is missing beside it; copy every "
+                f"{path.stem}.part*{SUFFIX} file along with it"
+            )
+        if file_sha256(p) != part.get("sha256"):
+            raise UserError(
+                f"{p} does not match the hash {path.name} records for it (truncated, or from another "
+                f"export); copy the parts written together with {path.name}"
+            )
+        try:
+            flat.update(load_file(str(p), device=device))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise UserError(f"{p} is not a readable safetensors file ({e}); re-export the checkpoint") from e
+    return flat
 
 
 def load_module(module: nn.Module, ckpt: LoadedCheckpoint, group: str) -> nn.Module:
