@@ -50,7 +50,7 @@ timeout 120 python -m worldsim.bench.quant --preset base --batches 1,16,64 --gra
 echo "== 4. sparse =="
 timeout 100 python - "$OUT" <<'PY' || status=1
 import json, sys, torch
-from worldsim.bench.neural import sparse_rows
+from worldsim.bench.dense_sparse import sparse_rows
 rows = sparse_rows(device=torch.device("cuda"), seconds=1, quick=False, modes=("graph", "graph+ring"),
                    dtype="bf16", on_row=lambda r: print(r["model"], r["mode"], r["sessions"], r["fps"], flush=True))
 json.dump(rows, open(f"{sys.argv[1]}/sparse-base.json", "w"))

@@ -213,7 +213,7 @@ def test_sparse_teacher_fine_tunes_from_a_dense_one(tmp_path):
 def test_bench_rows_pair_dense_and_sparse(tmp_path, capsys):
     import json
 
-    from worldsim.bench.neural import sparse_variant
+    from worldsim.bench.dense_sparse import sparse_variant
     from worldsim.bench.sparse import main
     from worldsim.errors import UserError
 

@@ -10,7 +10,8 @@ import logging
 import torch
 
 from kernels.common import triton_importable
-from worldsim.bench.neural import _env, _write_json, format_table, sparse_rows
+from worldsim.bench.dense_sparse import sparse_rows
+from worldsim.bench.neural import _env, _write_json, format_table
 from worldsim.errors import UserError
 
 log = logging.getLogger(__name__)
