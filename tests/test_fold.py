@@ -10,25 +10,13 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # the ring kernel runs interpreted on CPU
 
+from models import perturbed_dit as _dit  # noqa: E402
+from models import random_inputs as _inputs
+
 from worldsim.engine import GraphWorld  # noqa: E402
-from worldsim.model import DiT, KVCache, get_preset  # noqa: E402
+from worldsim.model import KVCache  # noqa: E402
 from worldsim.model.autoencoder import Autoencoder  # noqa: E402
 from worldsim.neural import NeuralWorld  # noqa: E402
-
-
-def _dit(**changes) -> DiT:
-    torch.manual_seed(0)
-    m = DiT(get_preset("test").replace(**changes)).eval()
-    with torch.no_grad():  # leave the adaLN-Zero init, or every block would be the identity
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    return m
-
-
-def _inputs(cfg, B, F, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(B, F, cfg.latent_channels, *cfg.latent_hw, generator=g)
-    return x, torch.rand(B, F, generator=g), torch.rand(B, F, cfg.num_keys, generator=g) > 0.5
 
 
 def _both_protocols(m, x, t, keys, junk):

@@ -2,27 +2,10 @@
 
 import pytest
 import torch
+from models import perturbed_dit as _model
+from models import random_inputs as _inputs
 
-from worldsim.model import DiT, KVCache, get_preset
-
-
-def _model(**changes) -> DiT:
-    torch.manual_seed(0)
-    cfg = get_preset("test").replace(**changes)
-    m = DiT(cfg).eval()
-    with torch.no_grad():  # leave the adaLN-Zero init, or every block would be the identity
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    return m
-
-
-def _inputs(cfg, B, F, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    h, w = cfg.latent_hw
-    x = torch.randn(B, F, cfg.latent_channels, h, w, generator=g)
-    t = torch.rand(B, F, generator=g)
-    keys = torch.rand(B, F, cfg.num_keys, generator=g) > 0.5
-    return x, t, keys
+from worldsim.model import KVCache
 
 
 def _generate(m, cache, x, t, keys, *, junk_passes=2, rows=None):

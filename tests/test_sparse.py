@@ -9,28 +9,12 @@ import torch
 if not torch.cuda.is_available():  # before triton is imported: the ring kernel runs interpreted on CPU
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from models import perturbed_dit as _model  # noqa: E402
+from models import random_inputs as _inputs
+
 from worldsim.model import DiT, KVCache, get_preset  # noqa: E402
 from worldsim.model.attention import frame_masks, layer_frame_mask, mask_windows  # noqa: E402
 from worldsim.model.config import ModelConfig  # noqa: E402
-
-
-def _model(**changes) -> DiT:
-    torch.manual_seed(0)
-    m = DiT(get_preset("test").replace(**changes)).eval()
-    with torch.no_grad():  # leave the adaLN-Zero init, or every block would be the identity
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    return m
-
-
-def _inputs(cfg, B, F, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    h, w = cfg.latent_hw
-    x = torch.randn(B, F, cfg.latent_channels, h, w, generator=g)
-    t = torch.rand(B, F, generator=g)
-    keys = torch.rand(B, F, cfg.num_keys, generator=g) > 0.5
-    return x, t, keys
-
 
 # --- config ------------------------------------------------------------------------------------------
 
