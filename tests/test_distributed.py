@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from worldsim.train import common, distributed, teacher
+from worldsim.train import common, distributed, flow, teacher
 
 B = 2  # per-rank batch
 STEPS = 2
@@ -42,7 +42,7 @@ def _train(model, fwd, batches):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     amp = torch.autocast("cpu", enabled=False)
     for z0, t, keys, drop, noise in batches:
-        teacher.train_step(fwd, model, opt, z0, t, keys, drop, grad_clip=0.5, amp=amp, noise=noise)
+        flow.train_step(fwd, model, opt, z0, t, keys, drop, grad_clip=0.5, amp=amp, noise=noise)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

@@ -5,7 +5,7 @@ import torch
 
 from worldsim.errors import UserError
 from worldsim.train import autoencoder as ae_train
-from worldsim.train import teacher
+from worldsim.train import flow, teacher
 from worldsim.train.export import START_SEEDS, export
 
 
@@ -27,11 +27,11 @@ def ae_path(tmp_path_factory):
 
 def test_sample_t_mixes_context_levels_and_shifts():
     g = torch.Generator().manual_seed(0)
-    t = teacher.sample_t((4000, 8), shift=1.0, context_prob=0.5, context_max=0.1, device="cpu", generator=g)
+    t = flow.sample_t((4000, 8), shift=1.0, context_prob=0.5, context_max=0.1, device="cpu", generator=g)
     assert t.shape == (4000, 8) and t.min() >= 0 and t.max() <= 1
     assert 0.45 < (t <= 0.1).float().mean() < 0.6  # half the frames at a context level (+ logit-normal tail)
-    t3 = teacher.sample_t((4000, 8), shift=3.0, context_prob=0.0, context_max=0.1, device="cpu", generator=g)
-    t1 = teacher.sample_t((4000, 8), shift=1.0, context_prob=0.0, context_max=0.1, device="cpu", generator=g)
+    t3 = flow.sample_t((4000, 8), shift=3.0, context_prob=0.0, context_max=0.1, device="cpu", generator=g)
+    t1 = flow.sample_t((4000, 8), shift=1.0, context_prob=0.0, context_max=0.1, device="cpu", generator=g)
     assert (
         t3.mean() > t1.mean() + 0.1
     )  # shift > 1 trains more at high noise, as the deployed schedule samples

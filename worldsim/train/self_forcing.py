@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 def _batch(data, ae, Fc: int):
     """A real clip from the game -> context latents/keys, rollout keys and the true latents after it."""
-    from worldsim.train.teacher import encode_clips
+    from worldsim.train.flow import encode_clips
 
     frames, keys = next(data)
     z = encode_clips(ae, frames)  # [B,Fc+F,C,h,w] fp32

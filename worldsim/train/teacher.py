@@ -11,92 +11,14 @@ from pathlib import Path
 import torch
 
 from worldsim.errors import UserError
-from worldsim.model.autoencoder import Autoencoder, frames_to_model
+from worldsim.model.autoencoder import Autoencoder
 from worldsim.train import common, distributed
 from worldsim.train.autoencoder import load_autoencoder
+from worldsim.train.flow import encode_clips, flow_matching_loss, sample_t, train_step, validation_loss
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "teacher.pt"
-
-
-# ---------------------------------------------------------------------------------------------------
-# The objective
-# ---------------------------------------------------------------------------------------------------
-
-
-def sample_t(
-    shape: tuple[int, ...],
-    *,
-    shift: float,
-    context_prob: float,
-    context_max: float,
-    device: torch.device,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Independent noise level per frame (diffusion forcing).
-
-    Logit-normal t, shifted toward noise by `shift` (as the deployed schedule). A fraction `context_prob`
-    of frames get a small level in [0, context_max] instead: at inference the context is (nearly) clean,
-    so every frame should often see near-clean frames before it, not only other noisy ones.
-    """
-    u = torch.randn(shape, device=device, generator=generator).sigmoid()
-    t = shift * u / (1 + (shift - 1) * u)
-    ctx = torch.rand(shape, device=device, generator=generator) < context_prob
-    t_ctx = torch.rand(shape, device=device, generator=generator) * context_max
-    return torch.where(ctx, t_ctx, t)
-
-
-def flow_matching_loss(
-    model,
-    z0: torch.Tensor,
-    t: torch.Tensor,
-    keys: torch.Tensor,
-    drop_keys: torch.Tensor | None,
-    noise: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """MSE between the predicted and true velocity v = noise - x0 at x_t = (1 - t) x0 + t noise.
-
-    z0 [B,F,C,h,w] clean latents, t [B,F], keys [B,F,K] bool, drop_keys [B,F] bool (null key state).
-    """
-    if noise is None:
-        noise = torch.randn_like(z0)
-    tt = t[:, :, None, None, None].to(z0.dtype)  # [B,F] -> [B,F,1,1,1]
-    x_t = (1 - tt) * z0 + tt * noise
-    v = model(x_t, t, keys, drop_keys)
-    return (v.float() - (noise - z0).float()).pow(2).mean()
-
-
-def train_step(fwd, model, opt, z0, t, keys, drop, *, grad_clip: float, amp, noise=None):
-    """One optimizer step; returns (loss, grad norm) as tensors (no host sync).
-
-    `fwd` is what runs the forward (the model, or its DDP / compiled wrapper), `model` the plain module
-    whose parameters are clipped. Under DDP the gradients are the mean over ranks by the time backward
-    returns, so the clip and the step see the gradient of the whole global batch, as one process would.
-    """
-    with amp:
-        loss = flow_matching_loss(fwd, z0, t, keys, drop, noise)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
-    return loss, gnorm
-
-
-@torch.no_grad()
-def encode_clips(ae: Autoencoder, frames: torch.Tensor) -> torch.Tensor:
-    """uint8 frames [B,F,H,W,3] -> normalised latents [B,F,C,h,w] (fp32)."""
-    B, Fr = frames.shape[:2]
-    x = frames_to_model(frames.flatten(0, 1))  # [B*F,3,H,W]
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda)
-    with amp:
-        z = ae.encode(x)
-    return z.float().unflatten(0, (B, Fr))  # [B*F,C,h,w] -> [B,F,C,h,w]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Training loop
-# ---------------------------------------------------------------------------------------------------
 
 
 def build_dit(cfg):
@@ -405,11 +327,6 @@ def _compiled(wrapped, model, data, ae, cfg, args, amp, device):
 
 
 @torch.no_grad()
-def validation_loss(ema, z, t, keys, noise, amp) -> float:
-    with amp:
-        return flow_matching_loss(ema, z, t, keys, None, noise).item()
-
-
 def _with_val(history: dict, evals: list) -> dict:
     """The train loss plus the EMA validation loss resampled onto the logged steps."""
     if not evals:
