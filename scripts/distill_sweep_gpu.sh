@@ -7,6 +7,9 @@
 #   OUT=/some/dir scripts/distill_sweep_gpu.sh base      # the base pipeline, alone on the GPU
 #   scripts/distill_sweep_gpu.sh status                  # progress of every run (poll this)
 #   scripts/distill_sweep_gpu.sh eval                    # quick evals + comparison plot (after tiny)
+#   OUT=/some/dir scripts/distill_sweep_gpu.sh long      # two 1-step tiny students for LONG_MIN minutes
+#   OUT=/some/dir scripts/distill_sweep_gpu.sh session   # base + long + GPU tests + sparse fidelity at
+#                                                        # windows 32 and 128, all at once (one held H100)
 # Run long stages detached (setsid nohup ... &) with RUN/OUT outside the repository copy, and poll.
 # Measured on the H100 (2026-11-25): six tiny variants at once used ~10 GiB each and ran ~0.2 generator
 # steps/s each; the base teacher started beside them ran out of memory (it needs ~20 GiB with
@@ -32,6 +35,7 @@ SF_BATCH="${SF_BATCH:-16}"
 BASE_AE_MIN="${BASE_AE_MIN:-4}"
 BASE_TEACHER_MIN="${BASE_TEACHER_MIN:-9}"
 BASE_SF_MIN="${BASE_SF_MIN:-5}"
+LONG_MIN="${LONG_MIN:-16}"
 TEACHER="${TEACHER:-checkpoints/tiny.safetensors}"
 mkdir -p "$OUT" "$RUN"
 
@@ -49,9 +53,25 @@ base_chain() {
   echo "base-teacher exit $?" >> "$RUN/done.txt"
   sf basesf "$RUN/base/teacher/teacher.pt" "$BASE_SF_MIN" --context self --regression-weight 1 \
     --steps-per-frame 2
-  python -m worldsim eval --checkpoint "$RUN/basesf/basesf.safetensors" --quick --device cuda \
-    --json "$RUN/eval-basesf.json" --out "$RUN/eval-basesf" > "$RUN/eval-basesf.log" 2>&1
+  # What ships is the 8-bit file (parts of <= 16 MiB); the eval is of that file.
+  python -c "from worldsim.engine.quant import export_int8; export_int8('$RUN/basesf/basesf.safetensors', \
+'$OUT/base-student.safetensors')" > "$RUN/export-basesf.log" 2>&1
+  python -m worldsim eval --checkpoint "$OUT/base-student.safetensors" --quick --device cuda \
+    --json "$OUT/eval-base-student.json" --out "$RUN/eval-basesf" > "$RUN/eval-basesf.log" 2>&1
   echo "eval-basesf exit $?" >> "$RUN/done.txt"
+}
+
+long_pair() {  # the CPU default's recipe (1 step, regression) with a longer budget, and a lighter regression
+  sf sf1reg-long "$TEACHER" "$LONG_MIN" --context self --regression-weight 1 --steps-per-frame 1 &
+  sf sf1reg03-long "$TEACHER" "$LONG_MIN" --context self --regression-weight 0.3 --steps-per-frame 1 &
+  wait
+  for n in sf1reg-long sf1reg03-long; do
+    python -c "from worldsim.engine.quant import export_int8; export_int8('$RUN/$n/$n.safetensors', \
+'$OUT/$n.safetensors')" >> "$RUN/export-long.log" 2>&1
+    python -m worldsim eval --checkpoint "$OUT/$n.safetensors" --quick --device cuda \
+      --json "$OUT/eval-$n.json" --out "$RUN/eval-$n" > "$RUN/eval-$n.log" 2>&1 &
+  done
+  wait
 }
 
 export PYTORCH_CUDA_ALLOC_CONF="${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}"
@@ -70,9 +90,24 @@ tiny)
 base)
   base_chain
   ;;
+long)
+  long_pair
+  ;;
+session)
+  rm -f "$RUN/done.txt"
+  base_chain &
+  long_pair &
+  OUT="$OUT/sparse32" RUN_DIR="$RUN/sparse32" WINDOWS=32 scripts/sparse_gpu.sh fidelity > "$RUN/sparse32.log" 2>&1 &
+  OUT="$OUT/sparse128" RUN_DIR="$RUN/sparse128" WINDOWS=128 scripts/sparse_gpu.sh fidelity \
+    > "$RUN/sparse128.log" 2>&1 &
+  timeout 600 python -m pytest -q -p no:cacheprovider tests/test_model_gpu.py tests/test_fold.py \
+    tests/test_sparse.py > "$OUT/gpu-tests.txt" 2>&1
+  echo "gpu-tests exit $?" >> "$RUN/done.txt"
+  wait
+  ;;
 status)
   date; cat "$RUN/done.txt" 2>/dev/null
-  for f in "$RUN"/*.log "$RUN"/base/*.log; do [ -f "$f" ] && echo "--- $f" && tail -n 2 "$f" | cut -c1-220; done
+  for f in "$RUN"/*.log "$RUN"/base/*.log "$RUN"/sparse*/*.log; do [ -f "$f" ] && echo "--- $f" && tail -n 2 "$f" | cut -c1-220; done
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   ;;
 eval)
@@ -91,6 +126,6 @@ eval)
   python -m worldsim eval --compare "${CMP[@]}" --out "$OUT" | tee "$OUT/compare.txt"
   ;;
 *)
-  echo "unknown stage $STAGE (tiny, base, status, eval)"; exit 2
+  echo "unknown stage $STAGE (tiny, base, long, session, status, eval)"; exit 2
   ;;
 esac
