@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,20 +65,25 @@ class FrameSource(Protocol):
 
 class FrameQueue:
     """The newest `maxlen` (1-2) frames between a producer and the UI; a put into a full queue drops
-    the oldest, and `get_newest` takes the newest and drops the rest, so the UI never falls behind."""
+    the oldest, and `get_newest` takes the newest and drops the rest, so the UI never falls behind.
+    Items for which `keep(item)` is true (a reset's frame: the recording and the HUD need it) are never
+    dropped: a put drops the oldest other item, and `get_newest` hands out the oldest kept item first
+    (dropping what is older) and leaves the newer ones for the next call."""
 
-    def __init__(self, maxlen: int = 2) -> None:
+    def __init__(self, maxlen: int = 2, keep: Callable[[object], bool] | None = None) -> None:
         if maxlen not in (1, 2):
             raise ValueError(f"maxlen must be 1 or 2 frames, got {maxlen}; a longer queue only adds latency")
         self._items: deque = deque()
         self._maxlen = maxlen
+        self._keep = keep or (lambda item: False)
         self._cond = threading.Condition()
         self.dropped = 0  # frames produced that the UI never took
 
     def put(self, item: object) -> None:
         with self._cond:
-            if len(self._items) == self._maxlen:
-                self._items.popleft()
+            if len(self._items) >= self._maxlen:
+                others = [i for i, it in enumerate(self._items) if not self._keep(it)]
+                del self._items[others[0] if others else 0]
                 self.dropped += 1
             self._items.append(item)
             self._cond.notify()
@@ -88,6 +94,12 @@ class FrameQueue:
                 self._cond.wait(timeout)
             if not self._items:
                 return None
+            kept = [i for i, it in enumerate(self._items) if self._keep(it)]
+            if kept:
+                for _ in range(kept[0]):
+                    self._items.popleft()
+                    self.dropped += 1
+                return self._items.popleft()
             item = self._items.pop()
             self.dropped += len(self._items)
             self._items.clear()

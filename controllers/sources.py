@@ -40,7 +40,7 @@ class WorldSource:
             checkpoint=checkpoint or getattr(world, "checkpoint_name", None),
             checkpoint_hash=getattr(world, "checkpoint_hash", None),
         )
-        self.queue = FrameQueue(2)
+        self.queue = FrameQueue(2, keep=lambda item: item[0].reset_seed is not None)  # (frame, input time)
         self._lock = threading.Lock()
         self._keys = np.zeros(len(self.info.key_names), dtype=bool)
         self._keys_time = time.monotonic()

@@ -88,6 +88,7 @@ def test_r_resets_and_escape_quits():
     source = WorldSource(world, fps=60.0)
     seen = []
 
+    # Frame-driven, not timed: Esc goes out when the reset's frame is shown, however slow the machine.
     def on_frame(frame):
         seen.append(frame)
         if len(seen) == 2:
@@ -95,17 +96,18 @@ def test_r_resets_and_escape_quits():
         if len(seen) == 20:
             key_event(pygame.KEYUP, pygame.K_w)
             key_event(pygame.KEYDOWN, pygame.K_r)
-        if len(seen) == 30:
+        if len(seen) > 20 and frame.reset_seed is not None:
             key_event(pygame.KEYDOWN, pygame.K_ESCAPE)
 
     try:
         summary = Window(source, seed=5, scale=1, on_frame=on_frame, max_frames=500, gamepad=False).run()
     finally:
         source.close()
-    assert summary.frames == 30, "Esc ends play"
+    assert summary.frames == len(seen) < 500, "Esc ends play at once"
     assert summary.resets == 1
     resets = [f for f in seen[1:] if f.reset_seed is not None]
-    assert len(resets) == 1 and resets[0].number == 0 and resets[0].reset_seed == 5
+    assert len(resets) == 1 and resets[0] is seen[-1], "the reset's frame is shown (never dropped)"
+    assert resets[0].number == 0 and resets[0].reset_seed == 5
     assert np.array_equal(resets[0].image, seen[0].image), "R restarts the same game"
 
 

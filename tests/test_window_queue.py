@@ -30,6 +30,23 @@ def test_full_queue_drops_the_oldest_and_the_ui_takes_the_newest():
         FrameQueue(3)
 
 
+def test_a_reset_frame_is_never_dropped():
+    """A slow UI must still see the reset's frame (the recording and the HUD mark the reset with it)."""
+    q = FrameQueue(2, keep=lambda item: item == "reset")
+    for item in ("a", "reset", "b", "c"):  # full at "b": "a" goes, not the reset
+        q.put(item)
+    assert q.dropped == 2 and len(q) == 2  # "a" and "b" pushed out
+    assert q.get_newest() == "reset", "the reset comes first, however many frames followed it"
+    assert q.get_newest() == "c" and q.get_newest() is None
+    q.put("x")
+    q.put("reset")
+    assert q.get_newest() == "reset" and q.dropped == 3  # "x" is older than the reset: dropped
+    q.put("reset")
+    q.put("reset")
+    q.put("y")  # all kept: the oldest goes
+    assert q.get_newest() == "reset" and q.get_newest() == "y"
+
+
 def test_get_newest_waits_for_a_producer():
     q = FrameQueue(2)
     threading.Timer(0.05, q.put, args=("frame",)).start()
