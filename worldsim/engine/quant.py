@@ -267,8 +267,11 @@ def neural_world(
 def export_int8(
     src: str | os.PathLike, dst: str | os.PathLike, *, float_dtype: torch.dtype = torch.bfloat16
 ) -> Path:
-    """Write `src`'s checkpoint with an 8-bit DiT (and every other float tensor in `float_dtype`)."""
-    from worldsim.checkpoint import load_checkpoint, save_checkpoint
+    """Write `src`'s checkpoint with an 8-bit DiT: the blocks' linears as `Int8Linear` weights, and every
+    other matrix or convolution of at least 4,096 elements (the DiT's embeddings and modulation, the
+    autoencoder) stored as int8 with per-channel scales, read back as floats (`checkpoint.quantize_stored`);
+    every other float tensor in `float_dtype`."""
+    from worldsim.checkpoint import load_checkpoint, quantize_stored, save_checkpoint
 
     ckpt = load_checkpoint(src)
     dit = load_dit(ckpt, weights="int8")
@@ -277,6 +280,8 @@ def export_int8(
         for g, s in ckpt.tensors.items()
         if g != "dit"
     }
-    groups["dit"] = int8_tensors(dit, float_dtype)
+    groups["dit"] = quantize_stored(int8_tensors(dit, float_dtype))
+    if "autoencoder" in groups:
+        groups["autoencoder"] = quantize_stored(groups["autoencoder"])
     metrics = {**ckpt.metrics, "weights": "int8", "quantized_from": ckpt.sha256}
     return save_checkpoint(dst, config=ckpt.config, tensors=groups, metrics=metrics)
