@@ -125,6 +125,12 @@ def test_a_checkpoint_over_the_file_budget_is_written_in_parts_and_read_whole(tm
     for k, v in dit.state_dict().items():
         torch.testing.assert_close(got.tensors["dit"][k], v)
     torch.testing.assert_close(got.tensors["start"]["latents"], z)
+    # renamed together (a model copied under another name), the files still load whole
+    renamed = tmp_path / "other"
+    renamed.mkdir()
+    for f in files:
+        (renamed / f.replace("m.", "n.", 1)).write_bytes((tmp_path / f).read_bytes())
+    torch.testing.assert_close(ck.load_checkpoint(renamed / "n.safetensors").tensors["start"]["latents"], z)
     # a part that is truncated, or gone, is named in the error; nothing is half-loaded
     part = tmp_path / files[1]
     data = part.read_bytes()
@@ -136,7 +142,7 @@ def test_a_checkpoint_over_the_file_budget_is_written_in_parts_and_read_whole(tm
         ck.load_checkpoint(path)
     # saving again under the budget leaves one file and no stale parts
     ck.save_checkpoint(path, config=cfg, dit=dit.state_dict(), max_file_bytes=None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["m.safetensors"]
 
 
 def test_parts_are_not_listed_as_checkpoints(shipped):
@@ -147,3 +153,21 @@ def test_parts_are_not_listed_as_checkpoints(shipped):
     )
     assert ck.shipped_checkpoints() == ["big"]
     assert ck.load_checkpoint("big").config == cfg
+
+
+def test_the_shipped_checkpoints_load_have_cards_and_keep_the_budget():
+    """DESIGN §4: checkpoints/ holds <= 40 MiB of safetensors, no file over 16 MiB, a card per model;
+    every model loads whole (its parts' hashes checked) and the 8-bit base student stays <= 30 MiB."""
+    d = ck.checkpoints_dir()
+    files = sorted(d.glob("*.safetensors"))
+    assert sum(f.stat().st_size for f in files) <= 40 * 2**20
+    assert all(f.stat().st_size <= ck.MAX_FILE_BYTES for f in files)
+    names = ck.shipped_checkpoints()
+    assert {"tiny", "tiny-student", "base-student"} <= set(names)
+    for name in names:
+        assert (d / f"{name}.md").is_file(), f"{name} has no card"
+        got = ck.load_checkpoint(name)
+        assert "dit" in got.tensors and "autoencoder" in got.tensors
+        assert all(t.dtype != torch.int8 for t in got.tensors["autoencoder"].values()), "read back as floats"
+    base = [f for f in files if f.name.startswith("base-student.")]
+    assert len(base) == 2 and sum(f.stat().st_size for f in base) <= 30 * 2**20

@@ -309,8 +309,8 @@ def _load_parts(path: Path, parts_json: str, device: str) -> dict[str, torch.Ten
             f"{path}: unreadable 'parts' list in the metadata ({e}); re-export the checkpoint"
         ) from e
     flat: dict[str, torch.Tensor] = {}
-    for part in parts:
-        p = path.with_name(str(part.get("file", "")))
+    for i, part in enumerate(parts, start=2):  # by number beside the main file: renaming a model keeps it whole
+        p = _part_path(path, i)
         if not p.is_file():
             raise UserError(
                 f"{path} is stored in parts and {p.name} is missing beside it; copy every "
