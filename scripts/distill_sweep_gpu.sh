@@ -14,6 +14,10 @@
 # Measured on the H100 (2026-11-25): six tiny variants at once used ~10 GiB each and ran ~0.2 generator
 # steps/s each; the base teacher started beside them ran out of memory (it needs ~20 GiB with
 # --compile), which is why base now has its own stage.
+# 'session' on one H100 (docs/experiments/base_and_long_tiny/): the base student needs > 42 GiB at batch 16
+# and ran out of memory beside two tiny runs (10 GiB each) and two sparse fine-tunes (16-18 GiB each); start
+# sparse at window 128 after window 32 and give the base student the card to itself. Base steps on the
+# shared GPU: autoencoder 1,879 in 4 min, teacher 414 in 9 min (compiled), student 0.18 steps/s.
 #
 # Tiny variants (same teacher, same wall-clock budget SF_MIN, batch SF_BATCH):
 #   sf2       self-forcing, 2 steps                         (DMD only)
