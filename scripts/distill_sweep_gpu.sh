@@ -51,10 +51,13 @@ sf() {  # sf NAME TEACHER MINUTES [args...]
   echo "$name exit $?" >> "$RUN/done.txt"
 }
 
-base_chain() {
+base_teacher() {
   PRESET=base AE_MIN="$BASE_AE_MIN" TEACHER_MIN="$BASE_TEACHER_MIN" OUT="$RUN/base-out" \
     RUN_DIR="$RUN/base" scripts/train_gpu.sh ae teacher export > "$RUN/base-pipeline.log" 2>&1
   echo "base-teacher exit $?" >> "$RUN/done.txt"
+}
+
+base_student() {  # > 42 GiB at batch 16: give it the GPU to itself
   sf basesf "$RUN/base/teacher/teacher.pt" "$BASE_SF_MIN" --context self --regression-weight 1 \
     --steps-per-frame 2
   # What ships is the 8-bit file (parts of <= 16 MiB); the eval is of that file.
@@ -92,22 +95,26 @@ tiny)
   wait
   ;;
 base)
-  base_chain
+  base_teacher
+  base_student
   ;;
 long)
   long_pair
   ;;
 session)
   rm -f "$RUN/done.txt"
-  base_chain &
+  # Peak memory: base teacher ~24 GiB + two tiny runs 10 GiB each + one sparse fine-tune 16-18 GiB.
+  base_teacher &
   long_pair &
-  OUT="$OUT/sparse32" RUN_DIR="$RUN/sparse32" WINDOWS=32 scripts/sparse_gpu.sh fidelity > "$RUN/sparse32.log" 2>&1 &
-  OUT="$OUT/sparse128" RUN_DIR="$RUN/sparse128" WINDOWS=128 scripts/sparse_gpu.sh fidelity \
-    > "$RUN/sparse128.log" 2>&1 &
+  (
+    OUT="$OUT/sparse32" RUN_DIR="$RUN/sparse32" WINDOWS=32 scripts/sparse_gpu.sh fidelity > "$RUN/sparse32.log" 2>&1
+    OUT="$OUT/sparse128" RUN_DIR="$RUN/sparse128" WINDOWS=128 scripts/sparse_gpu.sh fidelity > "$RUN/sparse128.log" 2>&1
+  ) &
   timeout 600 python -m pytest -q -p no:cacheprovider tests/test_model_gpu.py tests/test_fold.py \
     tests/test_sparse.py > "$OUT/gpu-tests.txt" 2>&1
   echo "gpu-tests exit $?" >> "$RUN/done.txt"
   wait
+  base_student
   ;;
 status)
   date; cat "$RUN/done.txt" 2>/dev/null
