@@ -1,4 +1,7 @@
-"""Small DiTs and inputs shared by the cache, fold and sparse tests (test preset, seeded)."""
+"""Small DiTs and inputs shared by the cache, fold and sparse tests (test preset, seeded), and the
+command-line arguments of a training module on the test preset."""
+
+import argparse
 
 import torch
 
@@ -23,3 +26,14 @@ def random_inputs(cfg, B: int, F: int, seed: int = 1):
     t = torch.rand(B, F, generator=g)
     keys = torch.rand(B, F, cfg.num_keys, generator=g) > 0.5
     return x, t, keys
+
+
+def train_args(module, out, **kw) -> argparse.Namespace:
+    """`module`'s parsed arguments for a CPU run of the test preset into `out`; `kw` become flags
+    (`local_window=3` -> `--local-window 3`, `True` -> a bare flag)."""
+    p = argparse.ArgumentParser()
+    module.add_arguments(p)
+    argv = ["--out", str(out), "--preset", "test", "--device", "cpu", "--no-progress"]
+    for k, v in kw.items():
+        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return p.parse_args(argv)

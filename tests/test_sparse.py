@@ -11,6 +11,7 @@ if not torch.cuda.is_available():  # before triton is imported: the ring kernel 
 
 from models import perturbed_dit as _model  # noqa: E402
 from models import random_inputs as _inputs
+from models import train_args
 
 from worldsim.model import DiT, KVCache, get_preset  # noqa: E402
 from worldsim.model.attention import frame_masks, layer_frame_mask, mask_windows  # noqa: E402
@@ -147,29 +148,19 @@ def test_dense_config_masks_unchanged():
 def test_sparse_teacher_fine_tunes_from_a_dense_one(tmp_path):
     """`worldsim train teacher --init dense/teacher.pt --local-window 2 --global-every 2`: the dense
     weights, the sparse mask; a resume cannot change the mask; self-forcing reads the sparse config."""
-    import argparse
-
     from worldsim.errors import UserError
     from worldsim.train import autoencoder as ae_train
     from worldsim.train import teacher
     from worldsim.train.sf_state import load_teacher
 
-    def args(module, out, **kw):
-        p = argparse.ArgumentParser()
-        module.add_arguments(p)
-        argv = ["--out", str(out), "--preset", "test", "--device", "cpu", "--no-progress"]
-        for k, v in kw.items():
-            argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
-        return p.parse_args(argv)
-
-    ae_train.train(args(ae_train, tmp_path / "ae", steps=2, batch=2, heldout=4))
+    ae_train.train(train_args(ae_train, tmp_path / "ae", steps=2, batch=2, heldout=4))
     teacher.train(
-        args(teacher, tmp_path / "dense", autoencoder=tmp_path / "ae/autoencoder.pt", steps=2, batch=2)
+        train_args(teacher, tmp_path / "dense", autoencoder=tmp_path / "ae/autoencoder.pt", steps=2, batch=2)
     )
     dense = torch.load(tmp_path / "dense/teacher.pt", weights_only=True)
     assert dense["config"]["local_window"] == 0
     m = teacher.train(
-        args(
+        train_args(
             teacher,
             tmp_path / "sp",
             init=tmp_path / "dense/teacher.pt",
@@ -187,9 +178,11 @@ def test_sparse_teacher_fine_tunes_from_a_dense_one(tmp_path):
     for k, v in dense["ema"].items():  # started from the dense teacher's (EMA) weights
         torch.testing.assert_close(sparse["model"][k], v, atol=1e-6, rtol=0)
     with pytest.raises(UserError, match="--local-window 3: the run being resumed trains with local_window=2"):
-        teacher.train(args(teacher, tmp_path / "sp", resume=True, local_window=3, steps=2, batch=2))
+        teacher.train(train_args(teacher, tmp_path / "sp", resume=True, local_window=3, steps=2, batch=2))
     with pytest.raises(UserError, match="local_window=4 must be < window=4"):  # --init's window
-        teacher.train(args(teacher, tmp_path / "bad", init=tmp_path / "dense/teacher.pt", local_window=4))
+        teacher.train(
+            train_args(teacher, tmp_path / "bad", init=tmp_path / "dense/teacher.pt", local_window=4)
+        )
     cfg, *_ = load_teacher(tmp_path / "sp/teacher.pt", torch.device("cpu"))  # what self-forcing starts from
     assert cfg.sparse and cfg.layer_window(0) == 2 and cfg.layer_window(1) == cfg.window
 

@@ -1,7 +1,6 @@
-import argparse
-
 import pytest
 import torch
+from models import train_args
 
 from worldsim.errors import UserError
 from worldsim.train import autoencoder as ae_train
@@ -9,19 +8,10 @@ from worldsim.train import flow, teacher
 from worldsim.train.export import START_SEEDS, export
 
 
-def _args(module, out, **kw) -> argparse.Namespace:
-    p = argparse.ArgumentParser()
-    module.add_arguments(p)
-    argv = ["--out", str(out), "--preset", "test", "--device", "cpu", "--no-progress"]
-    for k, v in kw.items():
-        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
-    return p.parse_args(argv)
-
-
 @pytest.fixture(scope="module")
 def ae_path(tmp_path_factory):
     out = tmp_path_factory.mktemp("ae")
-    ae_train.train(_args(ae_train, out, steps=8, batch=4, lr=3e-3, heldout=16))
+    ae_train.train(train_args(ae_train, out, steps=8, batch=4, lr=3e-3, heldout=16))
     return out / "autoencoder.pt"
 
 
@@ -40,7 +30,7 @@ def test_sample_t_mixes_context_levels_and_shifts():
 @pytest.fixture(scope="module")
 def teacher_run(ae_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    m = teacher.train(_args(teacher, out, autoencoder=ae_path, steps=40, batch=4, lr=3e-3, log_every=20))
+    m = teacher.train(train_args(teacher, out, autoencoder=ae_path, steps=40, batch=4, lr=3e-3, log_every=20))
     return out, m
 
 
@@ -82,11 +72,11 @@ def test_export_round_trip(teacher_run, tmp_path):
 
 
 def test_teacher_resume_continues_from_saved_step(ae_path, tmp_path):
-    teacher.train(_args(teacher, tmp_path, autoencoder=ae_path, steps=6, batch=2, lr=1e-3, ckpt_every=3))
+    teacher.train(train_args(teacher, tmp_path, autoencoder=ae_path, steps=6, batch=2, lr=1e-3, ckpt_every=3))
     first = torch.load(tmp_path / "teacher.pt", weights_only=True)
     with pytest.raises(UserError, match="--resume"):
-        teacher.train(_args(teacher, tmp_path, autoencoder=ae_path, steps=9, batch=2))
-    teacher.train(_args(teacher, tmp_path, steps=9, batch=2, lr=5e-2, resume=True))
+        teacher.train(train_args(teacher, tmp_path, autoencoder=ae_path, steps=9, batch=2))
+    teacher.train(train_args(teacher, tmp_path, steps=9, batch=2, lr=5e-2, resume=True))
     second = torch.load(tmp_path / "teacher.pt", weights_only=True)
     assert second["step"] == 9
     assert second["history"]["step"][: len(first["history"]["step"])] == first["history"]["step"]
