@@ -70,7 +70,7 @@ def test_engine_step_equals_neural_world_eager(tmp_path, changes):
 def test_engine_with_guidance_and_describe(tmp_path):
     path = _checkpoint(tmp_path)
     eager = NeuralWorld.from_checkpoint(path, device="cpu", batch_size=2, guidance=2.0)
-    engine = fastest_world(path, device="cpu", batch_size=2, guidance=2.0)
+    engine = fastest_world(path, device="cpu", batch_size=2, guidance=2.0, dtype=torch.float32)
     eager.reset([0, 1]), engine.reset([0, 1])
     k = torch.tensor([[1, 0, 0, 0, 1, 0], [0, 0, 1, 0, 0, 0]], dtype=torch.bool)
     assert torch.equal(eager.step(k), engine.step(k))
@@ -128,3 +128,28 @@ def test_cuda_latent_engine_graph_equals_eager():
     keys = torch.zeros(2, 3, cfg.num_keys, dtype=torch.bool, device="cuda")
     for _ in range(4):
         torch.testing.assert_close(a.step(keys), b.step(keys), atol=1e-3, rtol=1e-3)
+
+
+def test_the_cpu_engine_runs_bf16_only_where_it_was_timed_faster(tmp_path, monkeypatch):
+    """fastest_world on a CPU takes bf16 when this CPU's bf16 matmuls win (timed once per process), and
+    WORLDSIM_CPU_DTYPE overrides the timing; an explicit dtype always wins."""
+    from worldsim.engine import world as engine_world
+
+    path = _checkpoint(tmp_path)
+    for forced, want in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        monkeypatch.setenv(engine_world.CPU_DTYPE_ENV, forced)
+        engine_world.cpu_prefers_bf16.cache_clear()
+        w = fastest_world(path, device="cpu")
+        assert w.world.dtype == want and w.world.cache.k[0].dtype == want
+        w.reset([0])
+        frame = w.step(torch.zeros(1, w.num_keys, dtype=torch.bool))
+        assert frame.dtype == torch.uint8 and frame.shape == (1, *w.world.cfg.image_hw, 3)
+    assert fastest_world(path, device="cpu", dtype=torch.bfloat16).world.dtype == torch.bfloat16
+    monkeypatch.setenv(engine_world.CPU_DTYPE_ENV, "fp16")
+    engine_world.cpu_prefers_bf16.cache_clear()
+    with pytest.raises(ValueError, match="WORLDSIM_CPU_DTYPE='fp16': use fp32 or bf16"):
+        fastest_world(path, device="cpu")
+    monkeypatch.delenv(engine_world.CPU_DTYPE_ENV)
+    engine_world.cpu_prefers_bf16.cache_clear()
+    assert isinstance(engine_world.cpu_prefers_bf16(), bool)  # the timed answer, whatever this CPU says
+    engine_world.cpu_prefers_bf16.cache_clear()

@@ -83,7 +83,7 @@ def test_quick_eval_cli_writes_schema_with_real_numbers(random_checkpoint, tmp_p
     idle = r["idle"]
     assert idle["frames"] == 24 and isinstance(idle["in_range"], bool) and isinstance(idle["collapsed"], bool)
     assert r["checkpoint"] == str(random_checkpoint) and r["device"] == "cpu" and r["seconds"] > 0
-    assert r["sequences"] == 4 and r["quick"] is True
+    assert r["sequences"] == 4 and r["quick"] is True and r["dtype"] == "float32"  # fp32 on a CPU by default
     assert (out / "psnr_vs_horizon.png").stat().st_size > 1000
     mp4 = (out / "real_vs_generated.mp4").read_bytes()
     assert mp4[4:8] == b"ftyp" and len(mp4) > 1000
@@ -107,6 +107,17 @@ def test_quick_eval_cli_writes_schema_with_real_numbers(random_checkpoint, tmp_p
     m = lr["per_minute"][0]
     assert m["frames"] == 40 and m["real_mean"][0] <= m["real_mean"][1] and isinstance(m["in_range"], bool)
     assert (out / "long_run.png").stat().st_size > 1000
+
+
+def test_eval_runs_the_world_in_the_dtype_asked_for(random_checkpoint, tmp_path):
+    from worldsim.cli import main
+
+    js = tmp_path / "bf16.json"
+    argv = ["eval", "--checkpoint", str(random_checkpoint), "--quick", "--device", "cpu", "--dtype", "bf16"]
+    extra = ["--idle-frames", "4", "--long-frames", "0", "--no-loop", "--no-action", "--sequences", "1"]
+    assert main([*argv, *extra, "--out", str(tmp_path / "e"), "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["dtype"] == "bfloat16" and all(0 < v < 100 for v in r["psnr"].values())
 
 
 def test_compare_plots_several_eval_jsons(tmp_path, capsys):

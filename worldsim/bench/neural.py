@@ -310,6 +310,45 @@ def format_table(rows: list[dict]) -> str:
 # Entry points
 # ---------------------------------------------------------------------------------------------------
 
+DTYPE_ROUNDS = 3  # --dtype both: fp32 and bf16 rows alternate this many times (the CPU's speed drifts)
+
+
+def one_row(args: argparse.Namespace, device: torch.device, quick: bool, dtype, seconds: float) -> dict:
+    """One configuration of `worldsim bench --world neural` as a table row."""
+    graph = device.type == "cuda" and not getattr(args, "eager", False)
+    fused = bool(getattr(args, "kernels", False))
+    _reset_memory(device)
+    world = build_world(
+        checkpoint=args.checkpoint, device=device, sessions=args.sessions, dtype=dtype, graph=graph,
+        preset="test" if quick else None, kernels=fused,
+        steps=getattr(args, "steps", None), fold=not getattr(args, "no_fold", False),
+    )  # fmt: skip
+    r = measure_world(world, seconds)
+    inner = getattr(world, "world", world)
+    world.close()
+    return {
+        "model": world.checkpoint_name or "?",
+        "dtype": {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(inner.dtype, "?"),
+        "mode": ("graph" if graph else "eager") + ("+k" if fused else "") + ("" if world.fold else "+nofold"),
+        "steps": world.steps,
+        "vs_eager": None,
+        **r,
+    }
+
+
+def dtype_ab(args: argparse.Namespace, device: torch.device, quick: bool) -> list[dict]:
+    """fp32 and bf16 rows, alternating `DTYPE_ROUNDS` times in this process; each row is the run with the
+    median frames/s of its dtype (its `runs_fps` lists them all)."""
+    runs: dict[torch.dtype, list[dict]] = {torch.float32: [], torch.bfloat16: []}
+    for _ in range(DTYPE_ROUNDS):
+        for dtype, rows in runs.items():
+            rows.append(one_row(args, device, quick, dtype, args.seconds / (2 * DTYPE_ROUNDS)))
+    out = []
+    for rows in runs.values():
+        rows.sort(key=lambda r: r["fps"])
+        out.append({**rows[len(rows) // 2], "runs_fps": [round(r["fps"], 2) for r in rows]})
+    return out
+
 
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -325,29 +364,19 @@ def run(args: argparse.Namespace) -> int:
             device=device, checkpoint=args.checkpoint, seconds=args.seconds, quick=quick, json_path=args.json
         )
         print(format_table(result["rows"]))
+    elif getattr(args, "dtype", "auto") == "both":
+        rows = dtype_ab(args, device, quick)
+        print(format_table(rows))
+        ratio = rows[1]["fps"] / rows[0]["fps"]
+        print(f"bf16 / fp32: {ratio:.2f}x (medians of {DTYPE_ROUNDS} alternating runs each, one process)")
+        if args.json:
+            _write_json(args.json, {"rows": rows, "bf16_over_fp32": ratio, **_env(device)})
     else:
-        graph = device.type == "cuda" and not getattr(args, "eager", False)
-        fused = bool(getattr(args, "kernels", False))
-        _reset_memory(device)
-        world = build_world(
-            checkpoint=args.checkpoint, device=device, sessions=args.sessions, dtype=None, graph=graph,
-            preset="test" if quick else None, kernels=fused,
-            steps=getattr(args, "steps", None), fold=not getattr(args, "no_fold", False),
-        )  # fmt: skip
-        r = measure_world(world, args.seconds)
-        label = world.checkpoint_name or "?"
-        dt = "bf16" if world.device.type == "cuda" else "fp32"
-        world.close()
-        row = {
-            "model": label,
-            "dtype": dt,
-            "mode": ("graph" if graph else "eager")
-            + ("+k" if fused else "")
-            + ("" if world.fold else "+nofold"),
-            "steps": world.steps,
-            "vs_eager": None,
-            **r,
-        }
+        from worldsim.engine.world import engine_dtype
+
+        choice = getattr(args, "dtype", "auto")
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(choice) or engine_dtype(device)
+        row = one_row(args, device, quick, dtype, args.seconds)
         print(format_table([row]))
         if args.json:
             _write_json(args.json, {**row, **_env(device)})
@@ -367,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernels", action="store_true", help="use the fused Triton kernels (engine/fuse.py)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     p.add_argument("--no-fold", action="store_true", help="a separate cache-write pass per frame")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "both"], default="auto",
+                   help="activations; both: fp32 vs bf16 alternating in this process, with their ratio")  # fmt: skip
     p.add_argument("--json", default=None, metavar="FILE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

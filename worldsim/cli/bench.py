@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="neural: denoising passes per frame (default: the checkpoint's)")  # fmt: skip
     p.add_argument("--no-fold", action="store_true",
                    help="neural: a separate cache-write pass per frame (default: folded into the next frame's first pass)")  # fmt: skip
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "both"], default="auto",
+                   help="neural: activations (default auto: what play uses; bf16 on CUDA, and on a CPU whose bf16 matmuls win); both: fp32 vs bf16 alternating in one process, with their ratio")  # fmt: skip
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=run)
 

@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="fp",
         help="DiT weights: as stored (fp), int8 per-channel or fp8 W8A8 calibrated at load (engine/quant.py, fp8.py)",
     )
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="activations (default auto: bf16 on CUDA, fp32 on a CPU; play may run bf16 on a CPU, see README)",
+    )
     p.add_argument("--sequences", type=int, default=None, help="key sequences run side by side")
     p.add_argument("--idle-frames", type=int, default=None, help="frames of the no-keys run")
     p.add_argument("--seed", type=int, default=0, help="seeds of the spawn points and explorer keys")
@@ -124,9 +130,13 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps must be >= 1, got {args.steps}")
     device = resolve_device(args.device)
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(args.dtype)  # None: the world's default
     neural = neural_world(
-        args.checkpoint, weights=args.weights, device=device, batch_size=2 * cfg.sequences, steps=args.steps
-    )
+        args.checkpoint, weights=args.weights, device=device, batch_size=2 * cfg.sequences, steps=args.steps,
+        dtype=dtype,
+    )  # fmt: skip
     name = getattr(neural, "checkpoint_name", None) or (
         Path(args.checkpoint).stem if args.checkpoint else "default"
     )
@@ -136,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result["quick"] = bool(args.quick)
     result["weights"] = args.weights
+    result["dtype"] = str(getattr(neural, "dtype", "")).removeprefix("torch.")
     json_path = Path(args.json) if args.json else out / "eval.json"
     write_json(result, json_path)
 
