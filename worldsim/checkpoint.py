@@ -309,7 +309,9 @@ def _load_parts(path: Path, parts_json: str, device: str) -> dict[str, torch.Ten
             f"{path}: unreadable 'parts' list in the metadata ({e}); re-export the checkpoint"
         ) from e
     flat: dict[str, torch.Tensor] = {}
-    for i, part in enumerate(parts, start=2):  # by number beside the main file: renaming a model keeps it whole
+    for i, part in enumerate(
+        parts, start=2
+    ):  # by number beside the main file: renaming a model keeps it whole
         p = _part_path(path, i)
         if not p.is_file():
             raise UserError(
