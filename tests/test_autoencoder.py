@@ -2,6 +2,7 @@ import argparse
 
 import pytest
 import torch
+from models import train_args
 
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import (
@@ -15,12 +16,7 @@ from worldsim.train import autoencoder as ae_train
 
 
 def _args(tmp_path, **kw) -> argparse.Namespace:
-    p = argparse.ArgumentParser()
-    ae_train.add_arguments(p)
-    argv = ["--out", str(tmp_path), "--preset", "test", "--device", "cpu", "--no-progress"]
-    for k, v in kw.items():
-        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
-    return p.parse_args(argv)
+    return train_args(ae_train, tmp_path, **kw)
 
 
 def test_config_checks_name_the_field_and_fix():
