@@ -37,7 +37,7 @@ MAX_FILE_BYTES = 16 * 2**20  # DESIGN §4: what comes back from the GPU machine
 Q8_SCALE = ".q8scale"  # suffix of the scales of an int8-stored float tensor
 # Preference order of shipped checkpoints per device kind (the first that exists wins), by measured
 # quality where the device plays every candidate well above 30 frames/s. The shipped `tiny-student`
-# (1 step, 643 frames/s on an H100, ~13-19 on 2 CPU cores) beats the shipped `base-student` (54 generator
+# (1 step, 643 frames/s on an H100, ~19-21 on 2 CPU cores) beats the shipped `base-student` (54 generator
 # steps on a 414-step teacher) on PSNR at 1-32 frames and on action following, so it leads on both
 # devices; a base student trained to its budget would go first on a GPU (see its card).
 PREFERENCE = {
@@ -309,9 +309,9 @@ def _load_parts(path: Path, parts_json: str, device: str) -> dict[str, torch.Ten
             f"{path}: unreadable 'parts' list in the metadata ({e}); re-export the checkpoint"
         ) from e
     flat: dict[str, torch.Tensor] = {}
-    for i, part in enumerate(
-        parts, start=2
-    ):  # by number beside the main file: renaming a model keeps it whole
+    # Parts are found by number beside the main file (not by the name they were written under), so a
+    # model renamed with its parts stays whole.
+    for i, part in enumerate(parts, start=2):
         p = _part_path(path, i)
         if not p.is_file():
             raise UserError(
