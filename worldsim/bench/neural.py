@@ -328,7 +328,7 @@ def one_row(args: argparse.Namespace, device: torch.device, quick: bool, dtype, 
     world.close()
     return {
         "model": world.checkpoint_name or "?",
-        "dtype": {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(inner.dtype, "?"),
+        "dtype": {v: k for k, v in DTYPES.items()}.get(inner.dtype, str(inner.dtype)),
         "mode": ("graph" if graph else "eager") + ("+k" if fused else "") + ("" if world.fold else "+nofold"),
         "steps": world.steps,
         "vs_eager": None,
@@ -375,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
         from worldsim.engine.world import engine_dtype
 
         choice = getattr(args, "dtype", "auto")
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(choice) or engine_dtype(device)
+        dtype = DTYPES.get(choice) or engine_dtype(device)
         row = one_row(args, device, quick, dtype, args.seconds)
         print(format_table([row]))
         if args.json:

@@ -187,7 +187,7 @@ def cpu_prefers_bf16(rows: int = 64, width: int = 256, repeats: int = 30) -> boo
     with bf16 units: AVX512-BF16, AMX, Arm BF16; elsewhere bf16 is emulated and slower). Timed once per
     process at the tiny preset's MLP shape (`[rows, width] x [width, 4 width]`, median of `repeats`,
     ~30 ms); `WORLDSIM_CPU_DTYPE=fp32|bf16` overrides it. Measured on our 2-core CPU (AVX512-BF16):
-    2.45x per matmul, 1.25x per frame of `tiny-student`, quick eval within 0.25 dB of fp32 at every
+    2.45x per matmul, 1.12-1.18x per frame of `tiny-student`, quick eval within 0.25 dB of fp32 at every
     horizon and 0.4 points of action following (docs/experiments/cpu_bf16/)."""
     forced = os.environ.get(CPU_DTYPE_ENV, "").strip().lower()
     if forced in ("fp32", "bf16"):
