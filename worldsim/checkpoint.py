@@ -54,6 +54,19 @@ class LoadedCheckpoint:
     path: Path = Path()
     sha256: str = ""
 
+    def float_state(self, group: str) -> dict[str, torch.Tensor]:
+        """Group `group` as the plain module's fp32 state dict, whatever the file stores.
+
+        An 8-bit DiT stores each quantized linear as int8 `X.weight` plus per-output-row `X.scale` (the
+        engine's int8 layer, `engine/quant.py`); this folds every such pair back into a float `X.weight`,
+        so training (`--init`, `--teacher`) and any plain `nn.Module` can load a shipped 8-bit file.
+        """
+        if group not in self.tensors:
+            raise UserError(
+                f"{self.path} has no {group!r} tensors (groups: {sorted(self.tensors)}); re-export it"
+            )
+        return dequantize_linear_state(self.tensors[group], where=f"{self.path}: {group}")
+
 
 # ---------------------------------------------------------------------------------------------------
 # Finding checkpoints
@@ -271,6 +284,27 @@ def quantize_stored(state: Mapping[str, torch.Tensor], *, min_numel: int = 4096)
         scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127.0
         out[k] = (w / scale.view(-1, *[1] * (w.dim() - 1))).round().clamp(-127, 127).to(torch.int8)
         out[k + Q8_SCALE] = scale.to(t.dtype)
+    return out
+
+
+def dequantize_linear_state(state: Mapping[str, torch.Tensor], *, where: str = "") -> dict[str, torch.Tensor]:
+    """`state` with every int8 `X.weight` + `X.scale [out]` pair as one fp32 `X.weight`; floats as fp32."""
+    out: dict[str, torch.Tensor] = {}
+    for k, t in state.items():
+        if k.endswith(".scale") and k[: -len(".scale")] + ".weight" in state:
+            w = state[k[: -len(".scale")] + ".weight"]
+            if w.dtype == torch.int8:
+                continue  # folded into its weight below
+        if t.dtype == torch.int8 and k.endswith(".weight"):
+            scale = state.get(k[: -len(".weight")] + ".scale")
+            if scale is None or scale.shape != (t.shape[0],):
+                raise UserError(
+                    f"{where}/{k} is int8 {tuple(t.shape)} without one scale per row beside it; the file is "
+                    f"damaged: re-export it"
+                )
+            out[k] = t.float() * scale.float()[:, None]
+            continue
+        out[k] = t.float() if t.is_floating_point() else t
     return out
 
 

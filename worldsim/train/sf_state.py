@@ -47,7 +47,7 @@ def load_teacher(source, device: torch.device) -> tuple[ModelConfig, DiT, Autoen
 
         ckpt = load_checkpoint(source)
         cfg = ckpt.config
-        dit_state, ae_state = ckpt.tensors["dit"], ckpt.tensors["autoencoder"]
+        dit_state, ae_state = ckpt.float_state("dit"), ckpt.float_state("autoencoder")
         m = ckpt.metrics
         info = {"source": str(ckpt.path), "sha256": ckpt.sha256, "metrics": m.get("teacher", {}),
                 "hparams": {}, "autoencoder_metrics": m.get("autoencoder", {})}  # fmt: skip
