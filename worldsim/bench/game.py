@@ -67,6 +67,7 @@ def measure(
 
 def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    args.batch = 1 if args.batch is None else args.batch
     if args.size < 8 or args.batch < 1 or args.seconds <= 0:
         raise UserError(
             f"need --size >= 8, --batch >= 1, --seconds > 0; got {args.size}, {args.batch}, {args.seconds}"

@@ -71,7 +71,7 @@ def _game_loader(clips: GameClips) -> Iterator:
         yield clips.next_clip()
 
 
-def _resize(frames: torch.Tensor, size: int) -> torch.Tensor:
+def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [B, F, H, W, 3] -> [B, F, size, size, 3]: area average down, bilinear up."""
     b, f, h, w, _ = frames.shape
     x = frames.reshape(b * f, h, w, 3).permute(0, 3, 1, 2).float()  # [B*F, 3, H, W]
@@ -93,7 +93,7 @@ def _dataset_loader(
         f = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)  # [B, F, H, W, 3]
         k = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device)  # [B, F, K]
         if size is not None and (ds.height, ds.width) != (size, size):
-            f = _resize(f, size)
+            f = resize_frames(f, size)
         yield f, k
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import AE_PRESETS, Autoencoder, AutoencoderConfig, frames_to_model
-from worldsim.train import common, distributed
+from worldsim.train import common, distributed, resume
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def autoencoder_config(preset: str) -> AutoencoderConfig:
 
 def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Autoencoder:
     """An Autoencoder (eval mode) from a train state written by `worldsim train autoencoder`."""
-    state = common.load_state(path)
+    state = common.load_state(path, flag="--autoencoder")
     if state.get("kind") != "autoencoder":
         raise UserError(f"{path} is not an autoencoder train state (kind={state.get('kind')!r})")
     ae = Autoencoder(AutoencoderConfig(**state["config"]))
@@ -121,25 +121,32 @@ def train(args: argparse.Namespace) -> dict:
     """
     common.check_positive(steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes)
     dist_info, device = distributed.setup_distributed(common.resolve_device(args.device))
+    with resume.run_folder(Path(args.out)) as out:
+        return _train(args, dist_info, device, out)
+
+
+def _train(args, dist_info, device, out: Path) -> dict:
     main_rank = dist_info.is_main
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
-    cfg = autoencoder_config(args.preset)
+    state = common.open_state(state_path, "autoencoder", args, HPARAMS)
+    init_metrics = {}
+    if state is not None:
+        cfg = AutoencoderConfig(**state["config"])
+    elif args.init:
+        cfg, init_state, init_metrics = _load_init(args.init)
+    else:
+        cfg = autoencoder_config(args.preset)
     ae = Autoencoder(cfg).to(device)  # same seed on every rank; DDP broadcasts rank 0's weights anyway
     opt = torch.optim.AdamW(ae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     step, history, evals = 0, {"step": [], "loss": [], "l1": [], "edge": []}, []
-    state = common.open_state(state_path, "autoencoder", args, HPARAMS)
+    if state is None and args.init:
+        ae.load_state_dict(init_state)
     if state is not None:
-        if AutoencoderConfig(**state["config"]) != cfg:
-            raise UserError(
-                f"{state_path} was trained with another config; use a fresh --out or the same --preset"
-            )
         ae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, history, evals = state["step"], state["history"], state["evals"]
@@ -180,33 +187,41 @@ def train(args: argparse.Namespace) -> dict:
     t_start, start_step = time.monotonic(), step
     # A time budget ends on rank 0's clock: ranks that stopped apart would hang in the next all-reduce.
     sync_budget = dist_info.enabled and args.minutes is not None
-    while not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget):
-        frames, _ = next(data)
-        x = frames_to_model(frames.flatten(0, 1))  # [B,1,H,W,3] -> [B,3,H,W]
-        for g in opt.param_groups:
-            g["lr"] = args.lr * common.warmup_cosine(step, args.steps, warmup)
-        with amp:
-            x_hat = fwd(x)
-        loss, parts = reconstruction_loss(x_hat.float(), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % 10 == 0 or step == 1:
-            loss_all = distributed.mean_across_ranks(loss, dist_info).item()  # the global batch's loss
-            history["step"].append(step)
-            history["loss"].append(loss_all)
-            history["l1"].append(parts["l1"])
-            history["edge"].append(parts["edge"])
-            bar.set_postfix(loss=f"{loss_all:.4f}")
-        if step % args.log_every == 0:
-            p = heldout_psnr(ae, held)  # the weights are the same on every rank
-            evals.append([step, p])
-            log.info("step %d loss %.4f held-out PSNR %.2f dB", step, loss.item(), p)
-        if step % args.ckpt_every == 0 and main_rank:
-            _save(state_path, args, ae, opt, cfg, step, history, evals)
+    live = resume.MetricsLog(out, enabled=main_rank)
+    try:
+        while not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget):
+            frames, _ = next(data)
+            x = frames_to_model(frames.flatten(0, 1))  # [B,1,H,W,3] -> [B,3,H,W]
+            for g in opt.param_groups:
+                g["lr"] = args.lr * common.warmup_cosine(step, args.steps, warmup)
+            with amp:
+                x_hat = fwd(x)
+            loss, parts = reconstruction_loss(x_hat.float(), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % 10 == 0 or step == 1 or step % args.log_every == 0:
+                loss_all = distributed.mean_across_ranks(loss, dist_info).item()  # the global batch's loss
+                history["step"].append(step)
+                history["loss"].append(loss_all)
+                history["l1"].append(parts["l1"])
+                history["edge"].append(parts["edge"])
+                bar.set_postfix(loss=f"{loss_all:.4f}")
+                row = {"step": step, "loss": round(loss_all, 5), "lr": opt.param_groups[0]["lr"]}
+                if step % args.log_every == 0:
+                    row["heldout_psnr_db"] = round(heldout_psnr(ae, held), 3)  # same weights on every rank
+                    evals.append([step, row["heldout_psnr_db"]])
+                    log.info(
+                        "step %d loss %.4f held-out PSNR %.2f dB", step, loss_all, row["heldout_psnr_db"]
+                    )
+                live.write(**row)
+            if step % args.ckpt_every == 0 and main_rank:
+                _save(state_path, args, ae, opt, cfg, step, history, evals)
+    except KeyboardInterrupt:  # Ctrl-C (or SIGINT from a job system): keep what was trained
+        log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
     bar.close()
     train_seconds = time.monotonic() - t_start
 
@@ -215,7 +230,8 @@ def train(args: argparse.Namespace) -> dict:
     p = heldout_psnr(ae, held)
     evals.append([step, p])
     metrics = {
-        "preset": args.preset,
+        "preset": init_metrics.get("preset", args.preset) if args.init else args.preset,
+        "init": args.init,
         "image_size": list(cfg.hw),
         "latent_shape": [cfg.latent_channels, *cfg.latent_hw],
         "steps": step,
@@ -251,6 +267,20 @@ def train(args: argparse.Namespace) -> dict:
 HPARAMS = ("lr", "batch", "seed", "heldout")
 
 
+def _load_init(source: str):
+    """(config, float state dict, metrics) of the autoencoder in a shipped checkpoint or autoencoder.pt."""
+    if str(source).endswith(".pt"):
+        state = common.load_state(source, flag="--init")
+        if state.get("kind") != "autoencoder":
+            raise UserError(f"--init {source} is not an autoencoder train state (kind={state.get('kind')!r})")
+        return AutoencoderConfig(**state["config"]), state["model"], state.get("metrics", {})
+    from worldsim.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(source)
+    log.info("--init %s: starting from the autoencoder of %s (--preset is ignored)", source, ckpt.path)
+    return ckpt.config.autoencoder, ckpt.float_state("autoencoder"), ckpt.metrics.get("autoencoder", {})
+
+
 def _save(path, args, ae, opt, cfg, step, history, evals, metrics=None) -> None:
     common.atomic_save(
         {
@@ -271,6 +301,9 @@ def _save(path, args, ae, opt, cfg, step, history, evals, metrics=None) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_common_arguments(p, steps=3000, batch=64, lr=1e-3)
     p.add_argument("--heldout", type=int, default=256, help="held-out frames for PSNR (other seeds)")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from this autoencoder: a shipped checkpoint (name or .safetensors, 8-bit or "
+                        "float) or an autoencoder.pt")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:

@@ -123,16 +123,18 @@ def write_json(obj: dict, path: str | os.PathLike) -> None:
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
 
 
-def load_state(path: str | os.PathLike) -> dict:
+def load_state(path: str | os.PathLike, flag: str = "--resume") -> dict:
+    """A train state written by `atomic_save`; errors name `flag`, the option that pointed at the file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"no train state at {path}; train first or drop --resume")
+        if flag == "--resume":
+            raise UserError(f"no train state at {path}; train first or drop --resume")
+        raise UserError(f"{flag} {path}: no such file; pass the .pt a `worldsim train` stage wrote")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which
-        raise UserError(
-            f"{path} is not a readable worldsim train state ({e}); delete it or pick another --out"
-        ) from e
+        fix = "delete it or pick another --out" if flag == "--resume" else f"pass another {flag}"
+        raise UserError(f"{flag} {path} is not a readable worldsim train state ({e}); {fix}") from e
 
 
 def open_state(

@@ -60,7 +60,9 @@ def export(
     from worldsim.checkpoint import save_checkpoint
     from worldsim.model.config import ModelConfig
 
-    state = common.load_state(state_path)
+    from worldsim.train.resume import load_train_state
+
+    state = load_train_state(state_path)
     if state.get("kind") != "teacher":
         raise UserError(f"{state_path} is not a teacher train state (kind={state.get('kind')!r})")
     cfg = ModelConfig.from_dict(state["config"])
@@ -179,7 +181,7 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int) -
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m worldsim.train.export", description=__doc__.splitlines()[0])
-    p.add_argument("state", help="teacher.pt from `worldsim train teacher`")
+    p.add_argument("state", help="teacher.pt (or teacher.state.safetensors, the compact state) of a run")
     p.add_argument("out", help="output .safetensors path (its card is written beside it as .md)")
     p.add_argument(
         "--autoencoder-metrics", default=None, help="autoencoder.json from `worldsim train autoencoder`"

@@ -22,10 +22,17 @@ import torch
 from worldsim.errors import UserError
 from worldsim.model.kvcache import KVCache
 from worldsim.sampling import schedule_for
-from worldsim.train import common
+from worldsim.train import common, resume
 from worldsim.train.dmd import critic_loss, dmd_loss, sample_levels
 from worldsim.train.rollout import CONTEXTS, rollout
-from worldsim.train.sf_state import HPARAMS, STATE_FILE, default_frames, load_teacher, save_state
+from worldsim.train.sf_state import (
+    HPARAMS,
+    STATE_FILE,
+    default_frames,
+    load_student,
+    load_teacher,
+    save_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,6 @@ def train(args: argparse.Namespace) -> dict:
         raise UserError(f"--context {args.context!r}: pick one of {', '.join(CONTEXTS)}")
     device = common.resolve_device(args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     torch.manual_seed(args.seed)
     state = common.open_state(state_path, "self_forcing", args, HPARAMS)
@@ -65,6 +71,10 @@ def train(args: argparse.Namespace) -> dict:
     if args.steps_per_frame:
         cfg = cfg.replace(steps=args.steps_per_frame)
     student, critic = copy.deepcopy(teacher), copy.deepcopy(teacher)
+    if state is None and args.init:  # continue a student (the critic still starts from the teacher)
+        student.load_state_dict(load_student(args.init, cfg))
+    out.mkdir(parents=True, exist_ok=True)  # after every input was read: a failed start leaves no folder
+    live = resume.MetricsLog(out)
     for m in (student, critic):
         m.requires_grad_(True).train()
     ema = copy.deepcopy(student).eval().requires_grad_(False)
@@ -156,6 +166,9 @@ def train(args: argparse.Namespace) -> dict:
             history["critic"].append(lc.item())
             history["regression"].append(lr_.item())
             bar.set_postfix(dmd=f"{ld.item():.3e}", critic=f"{lc.item():.4f}", reg=f"{lr_.item():.4f}")
+            live.write(step=step, dmd=history["dmd"][-1], critic=history["critic"][-1], lr=args.lr,
+                       regression=history["regression"][-1], grad_norm=round(gnorm.item(), 4),
+                       clips_per_second=round((step - start_step) * B / max(time.monotonic() - t_start, 1e-6), 2))  # fmt: skip
         if step % args.log_every == 0:
             log.info("step %d dmd %.3e critic %.4f regression %.4f gnorm %.3f %s",
                      step, ld.item(), lc.item(), lr_.item(), gnorm.item(), figs)  # fmt: skip
@@ -199,6 +212,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--teacher", default=None, help="teacher.pt train state, or a checkpoint name / .safetensors"
     )
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start the student from this checkpoint (e.g. a shipped student, 8-bit or float) "
+                        "instead of the teacher's weights; its config must match the teacher's")  # fmt: skip
     p.add_argument("--context", default="self", choices=CONTEXTS,
                    help="self: self-forcing (own frames in the cache); true / diffusion-forced: the baseline")  # fmt: skip
     p.add_argument("--critic-steps", type=int, default=5, help="critic updates per generator update")

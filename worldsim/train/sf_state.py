@@ -59,6 +59,26 @@ def load_teacher(source, device: torch.device) -> tuple[ModelConfig, DiT, Autoen
     return cfg, teacher, ae, info
 
 
+def load_student(source, cfg: ModelConfig) -> dict:
+    """The float DiT state dict of checkpoint `source` (--init), checked against the teacher's config."""
+    from worldsim.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(source)
+    theirs, ours = ckpt.config, cfg
+    for k in ("width", "depth", "heads", "patch_size", "sinks", "key_names"):
+        if getattr(theirs, k) != getattr(ours, k):
+            raise UserError(
+                f"--init {source}: its {k}={getattr(theirs, k)!r} differs from the teacher's "
+                f"({getattr(ours, k)!r}); pass a student distilled from a teacher of the same preset"
+            )
+    if theirs.autoencoder != ours.autoencoder:
+        raise UserError(
+            f"--init {source}: its autoencoder differs from the teacher's; use a matching teacher"
+        )
+    log.info("--init %s: the student starts from its weights", ckpt.path)
+    return ckpt.float_state("dit")
+
+
 def save_state(path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info, step,
                history, metrics=None) -> None:  # fmt: skip
     common.atomic_save(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import logging
 import time
 from pathlib import Path
@@ -12,9 +13,10 @@ import torch
 
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder
-from worldsim.train import common, distributed
+from worldsim.train import common, distributed, resume
 from worldsim.train.autoencoder import load_autoencoder
 from worldsim.train.flow import encode_clips, flow_matching_loss, sample_t, train_step, validation_loss
+from worldsim.train.store import LatentBatches, add_store_arguments, store_spec
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +30,34 @@ def build_dit(cfg):
 
 
 def train(args: argparse.Namespace) -> dict:
-    """Train (or resume) the teacher; writes teacher.pt, the loss plot and teacher.json under args.out."""
+    """Train (or resume) the teacher; writes its train states, metrics.jsonl, the loss plot and
+    teacher.json under args.out (docs/design.md, training)."""
+    common.check_positive(steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes)
+    common.check_positive(stop_after=args.stop_after)
+    dist_info, device = distributed.setup_distributed(common.resolve_device(args.device))
+    with resume.run_folder(Path(args.out)) as out:
+        return _train(args, dist_info, device, out)
+
+
+def _train(args, dist_info, device, out: Path) -> dict:
     from worldsim.model.config import ModelConfig, get_preset
 
-    common.check_positive(steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes)
-    dist_info, device = distributed.setup_distributed(common.resolve_device(args.device))
     main_rank = dist_info.is_main
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     torch.manual_seed(args.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
-    state = common.open_state(state_path, "teacher", args, HPARAMS)
+    state = resume.open_resume(out, "teacher", STATE_FILE, args.resume)
+    if state is not None:
+        if state.get("kind") != "teacher":
+            raise UserError(
+                f"{out} holds a {state.get('kind')!r} train state, not a teacher's; pick another --out"
+            )
+        common.restore_hparams(args, state.get("hparams", {}), HPARAMS)
 
     init = None  # the DiT weights --init starts from
+    budget_before = None  # the cumulative budget of what this run continues
     if state is not None:
         ae_metrics = state.get("autoencoder_metrics", {})
         cfg = ModelConfig.from_dict(state["config"])
@@ -51,8 +65,9 @@ def train(args: argparse.Namespace) -> dict:
         ae.load_state_dict(state["autoencoder"])
         ae = ae.to(device).eval()
         _check_resume_mask(cfg, args)
+        budget_before = state.get("budget")
     elif args.init:
-        cfg, init, ae, ae_metrics = _load_init(args, device)
+        cfg, init, ae, ae_metrics, budget_before = _load_init(args, device)
     else:
         try:
             cfg = get_preset(args.preset)
@@ -60,10 +75,10 @@ def train(args: argparse.Namespace) -> dict:
             raise UserError(f"--preset: {e}") from e
         if not args.autoencoder:
             raise UserError(
-                "--autoencoder PATH is required (the autoencoder.pt of `worldsim train autoencoder`)"
+                "--autoencoder is required: the autoencoder.pt of `worldsim train autoencoder`, or a shipped "
+                "checkpoint whose autoencoder to use (e.g. --autoencoder tiny)"
             )
-        ae = load_autoencoder(args.autoencoder, device)
-        ae_metrics = common.load_state(args.autoencoder).get("metrics", {})
+        ae, ae_metrics = _load_autoencoder(args.autoencoder, device)
         if ae.cfg != cfg.autoencoder:
             log.warning(
                 "the autoencoder's config differs from preset %s's; using the autoencoder's", args.preset
@@ -83,6 +98,8 @@ def train(args: argparse.Namespace) -> dict:
         )
 
     model = build_dit(cfg).to(device)  # same seed on every rank; DDP broadcasts rank 0's weights anyway
+    if args.attention:
+        model.attention = args.attention  # the training forward's backend (the config keeps the deployed one)
     if init is not None:  # same parameters whatever the mask: only the attention pattern changes
         model.load_state_dict(init)
     ema = copy.deepcopy(model).eval()
@@ -97,15 +114,19 @@ def train(args: argparse.Namespace) -> dict:
         fused=device.type == "cuda",
     )
     step, history, evals, total = 0, {"step": [], "loss": []}, [], args.steps
+    resumed_without_moments = None  # the step a resume from the compact state began at
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
         step, history, evals = state["step"], state["history"], state["evals"]
+        if state.get("opt") is not None:
+            opt.load_state_dict(state["opt"])
+        else:
+            resumed_without_moments = step
         # Same --steps as before: keep the (possibly time-fitted) schedule; new --steps: a new schedule.
         if state.get("hparams", {}).get("steps") == args.steps:
             total = state.get("schedule_total", args.steps)
-        log.info("resumed %s at step %d", state_path, step)
+        log.info("resumed %s at step %d", out, step)
     ddp = distributed.parallelize(model, dist_info, device)
     if dist_info.enabled:  # noise levels and key dropout of their own per rank, like the data
         torch.manual_seed(distributed.rank_seed(args.seed * 1_000 + step, dist_info))
@@ -113,7 +134,7 @@ def train(args: argparse.Namespace) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "teacher %s: %.2fM params, clip %d frames, window %d (local window %d, global every %d), device %s, "
-        "%d rank(s) x batch %d",
+        "%d rank(s) x batch %d, data: %s",
         cfg.name,
         n_params / 1e6,
         clip,
@@ -123,6 +144,7 @@ def train(args: argparse.Namespace) -> dict:
         device,
         dist_info.world_size,
         args.batch,
+        args.source,
     )
 
     # A fixed held-out batch (other seeds), fixed noise and levels: a comparable validation loss.
@@ -137,22 +159,20 @@ def train(args: argparse.Namespace) -> dict:
         )
     )
     val_z = encode_clips(ae, val_frames)
-    val_t = sample_t(
-        val_z.shape[:2],
-        shift=cfg.schedule_shift,
-        context_prob=args.context_prob,
-        context_max=args.context_max,
-        device=device,
-        generator=g,
-    )
+    val_t = sample_t(val_z.shape[:2], shift=cfg.schedule_shift, context_prob=args.context_prob,
+                     context_max=args.context_max, device=device, generator=g)  # fmt: skip
     val_noise = torch.randn(val_z.shape, device=device, generator=g)
 
-    data = common.game_batches(
+    data = LatentBatches(
+        args.source,
+        ae=ae,
         batch=args.batch,
         frames=clip,
-        size=cfg.image_hw,
+        num_keys=cfg.num_keys,
         device=device,
         seed=distributed.rank_seed(args.seed * 1_000 + step, dist_info),
+        spec=store_spec(args),
+        data=args.data,
     )
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -162,42 +182,71 @@ def train(args: argparse.Namespace) -> dict:
     if not evals:
         evals.append([0, validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)])  # untrained baseline
     budget = common.Budget(args.steps, args.minutes)  # compile time counts: the run cannot overrun
-    fwd = _compiled(ddp, model, data, ae, cfg, args, amp, device) if args.compile else ddp
+    stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+    fwd = _compiled(ddp, model, data, cfg, args, amp, device) if args.compile else ddp
     warmup = min(args.warmup, max(1, args.steps // 10))
     bar = common.progress(args.steps, step, args.no_progress or not main_rank, "teacher")
+    live = resume.MetricsLog(out, enabled=main_rank)
     model.train()
     t_start, start_step, t_warm = time.monotonic(), step, None
+    t_log, step_log = t_start, step
+    saver = functools.partial(_save, state_path, args, cfg, model, ema, opt, ae, ae_metrics)
+
+    def run_budget(metrics_now=None) -> dict:
+        return resume.add_run(budget_before, steps=step - start_step, seconds=time.monotonic() - t_start,
+                              clips=(step - start_step) * args.batch * dist_info.world_size, device=device)  # fmt: skip
+
     # A time budget ends on rank 0's clock: ranks that stopped apart would hang in the next all-reduce.
     sync_budget = dist_info.enabled and args.minutes is not None
-    while not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget):
-        z0, t, keys = _next_batch(data, ae, cfg, args, device)
-        drop = torch.rand(t.shape, device=device) < args.key_dropout
-        if args.minutes is not None and step - start_step in (50, 200, 1000):
-            # Time budget: fit the cosine schedule to the steps the remaining minutes allow.
-            rate = (step - start_step) / max(1e-6, time.monotonic() - t_start)
-            total = max(step + 1, min(total, step + int(rate * (budget.seconds - budget.elapsed))))
-            total = distributed.agree(total, dist_info, device)  # one LR schedule for all ranks
-        for grp in opt.param_groups:
-            grp["lr"] = args.lr * common.warmup_cosine(step, total, warmup)
-        loss, gnorm = train_step(fwd, model, opt, z0, t, keys, drop, grad_clip=args.grad_clip, amp=amp)
-        common.ema_update(ema, model, min(args.ema_decay, (1 + step) / (10 + step)))
-        step += 1
-        bar.update(1)
-        if step % 10 == 0 or step == 1:
-            loss_all = distributed.mean_across_ranks(loss, dist_info).item()  # the global batch's loss
-            history["step"].append(step)
-            history["loss"].append(loss_all)
-            bar.set_postfix(loss=f"{loss_all:.4f}", gnorm=f"{gnorm.item():.2f}")
-        if step % args.log_every == 0:
-            v = validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)  # EMA is the same on all ranks
-            evals.append([step, v])
-            log.info(
-                "step %d loss %.4f ema val loss %.4f lr %.2e", step, loss.item(), v, opt.param_groups[0]["lr"]
+    interrupted = False
+    try:
+        while step < stop_at and not distributed.agree(
+            budget.done(step), dist_info, device, enabled=sync_budget
+        ):
+            z0, keys = data.next()
+            t = sample_t(z0.shape[:2], shift=cfg.schedule_shift, context_prob=args.context_prob,
+                         context_max=args.context_max, device=device)  # fmt: skip
+            drop = torch.rand(t.shape, device=device) < args.key_dropout
+            if args.minutes is not None and step - start_step in (50, 200, 1000):
+                # Time budget: fit the cosine schedule to the steps the remaining minutes allow.
+                rate = (step - start_step) / max(1e-6, time.monotonic() - t_start)
+                total = max(step + 1, min(total, step + int(rate * (budget.seconds - budget.elapsed))))
+                total = distributed.agree(total, dist_info, device)  # one LR schedule for all ranks
+            lr = (
+                args.lr
+                * common.warmup_cosine(step, total, warmup)
+                * resume.rewarm(step, resumed_without_moments)
             )
-        if step - start_step == WARM_STEPS:  # after the loss sync above: compile and warmup are behind
-            t_warm = time.monotonic()
-        if step % args.ckpt_every == 0 and main_rank:
-            _save(state_path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total)
+            for grp in opt.param_groups:
+                grp["lr"] = lr
+            loss, gnorm = train_step(fwd, model, opt, z0, t, keys, drop, grad_clip=args.grad_clip, amp=amp)
+            common.ema_update(ema, model, min(args.ema_decay, (1 + step) / (10 + step)))
+            step += 1
+            bar.update(1)
+            data.after_step(step)
+            if step % 10 == 0 or step == 1 or step % args.log_every == 0:
+                loss_all = distributed.mean_across_ranks(loss, dist_info).item()  # the global batch's loss
+                history["step"].append(step)
+                history["loss"].append(loss_all)
+                bar.set_postfix(loss=f"{loss_all:.4f}", gnorm=f"{gnorm.item():.2f}")
+                now = time.monotonic()
+                rate = (step - step_log) * args.batch * dist_info.world_size / max(now - t_log, 1e-6)
+                row = {"step": step, "loss": round(loss_all, 5), "lr": lr, "grad_norm": round(gnorm.item(), 4),
+                       "clips_per_second": round(rate, 1)}  # fmt: skip
+                t_log, step_log = now, step
+                if step % args.log_every == 0:
+                    v = validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)  # same EMA on all ranks
+                    evals.append([step, v])
+                    row["ema_val_loss"] = round(v, 5)
+                    log.info("step %d loss %.4f ema val loss %.4f lr %.2e", step, loss_all, v, lr)
+                live.write(**row)
+            if step - start_step == WARM_STEPS:  # after the loss sync above: compile and warmup are behind
+                t_warm = time.monotonic()
+            if step % args.ckpt_every == 0 and main_rank:
+                saver(step, history, evals, total, run_budget())
+    except KeyboardInterrupt:  # Ctrl-C (or SIGINT from a job system): keep what was trained
+        interrupted = True
+        log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # host sync: the timing covers the queued steps
@@ -209,6 +258,7 @@ def train(args: argparse.Namespace) -> dict:
 
     v = validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)
     evals.append([step, v])
+    spent = run_budget()
     metrics = {
         "preset": cfg.name,
         "params": n_params,
@@ -224,6 +274,9 @@ def train(args: argparse.Namespace) -> dict:
         "lr": args.lr,
         "ema_decay": args.ema_decay,
         "key_dropout": args.key_dropout,
+        "context_prob": args.context_prob,
+        "context_max": args.context_max,
+        "data": data.describe(),
         "train_seconds_this_run": round(seconds, 1),
         "steps_per_second": round((step - start_step) / max(seconds, 1e-6), 2),
         "clips_per_second": round(
@@ -234,9 +287,12 @@ def train(args: argparse.Namespace) -> dict:
         "final_loss": round(history["loss"][-1], 5) if history["loss"] else None,
         "ema_val_loss": round(v, 5),
         "device": str(device),
+        "budget": spent,
+        "interrupted": interrupted,
     }
     if main_rank:  # one writer: the others hold the same weights
-        _save(state_path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total, metrics)
+        saver(step, history, evals, total, spent, metrics)
+        live.write(step=step, ema_val_loss=round(v, 5), final=True)
         common.save_loss_plot(
             _with_val(history, evals), out / "teacher_loss.png", f"teacher ({cfg.name}): flow-matching loss"
         )
@@ -291,28 +347,31 @@ def _load_init(args, device):
         "--init %s: starting from its %s weights and autoencoder (--preset is ignored)", args.init, cfg.name
     )
     state = {k: v.detach().clone() for k, v in dit.state_dict().items()}
-    return cfg, state, ae, info.get("autoencoder_metrics", {})
+    budget = info.get("metrics", {}).get("budget")  # what the weights it starts from had cost
+    return cfg, state, ae, info.get("autoencoder_metrics", {}), budget
 
 
-def _next_batch(data, ae, cfg, args, device):
-    """One training batch: clean latents z0 [B,F,C,h,w], noise levels t [B,F], keys [B,F,K]."""
-    frames, keys = next(data)
-    z0 = encode_clips(ae, frames)
-    t = sample_t(
-        z0.shape[:2],
-        shift=cfg.schedule_shift,
-        context_prob=args.context_prob,
-        context_max=args.context_max,
-        device=device,
-    )
-    return z0, t, keys
+def _load_autoencoder(source: str, device: torch.device):
+    """(frozen autoencoder, its metrics) from an autoencoder.pt or a shipped checkpoint's autoencoder."""
+    if str(source).endswith(".pt"):
+        ae = load_autoencoder(source, device)
+        return ae, common.load_state(source, flag="--autoencoder").get("metrics", {})
+    from worldsim.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(source)
+    ae = Autoencoder(ckpt.config.autoencoder)
+    ae.load_state_dict(ckpt.float_state("autoencoder"))
+    log.info("--autoencoder %s: the autoencoder of checkpoint %s", source, ckpt.path)
+    return ae.to(device).eval(), ckpt.metrics.get("autoencoder", {})
 
 
-def _compiled(wrapped, model, data, ae, cfg, args, amp, device):
+def _compiled(wrapped, model, data, cfg, args, amp, device):
     """torch.compile(wrapped), tried on one training batch first; on failure, `wrapped` eagerly (logged)."""
-    fwd = torch.compile(wrapped)
+    fwd = torch.compile(wrapped, dynamic=False)  # static shapes: the store's clips never change size
     try:
-        z0, t, keys = _next_batch(data, ae, cfg, args, device)
+        z0, keys = data.next()
+        t = sample_t(z0.shape[:2], shift=cfg.schedule_shift, context_prob=args.context_prob,
+                     context_max=args.context_max, device=device)  # fmt: skip
         with amp:
             loss = flow_matching_loss(fwd, z0, t, keys, torch.zeros_like(t, dtype=torch.bool))
         loss.backward()
@@ -356,26 +415,28 @@ HPARAMS = (
 
 
 def _save(
-    path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total, metrics=None
+    path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total, budget, metrics=None
 ) -> None:
+    """The full train state (teacher.pt) and the compact one beside it (resume.py)."""
+    meta = {
+        "kind": "teacher",
+        "hparams": {k: getattr(args, k) for k in (*HPARAMS, "steps")},
+        "step": step,
+        "autoencoder_metrics": ae_metrics,
+        "history": history,
+        "evals": evals,
+        "schedule_total": total,
+        "budget": budget,
+        "metrics": metrics or {},
+    }
+    weights, averaged = common.unwrap(model).state_dict(), ema.state_dict()
     common.atomic_save(
-        {
-            "kind": "teacher",
-            "hparams": {k: getattr(args, k) for k in (*HPARAMS, "steps")},
-            "step": step,
-            "config": cfg.to_dict(),
-            "model": common.unwrap(model).state_dict(),
-            "ema": ema.state_dict(),
-            "opt": opt.state_dict(),
-            "autoencoder": ae.state_dict(),
-            "autoencoder_metrics": ae_metrics,
-            "history": history,
-            "evals": evals,
-            "schedule_total": total,
-            "metrics": metrics or {},
-        },
+        {**meta, "config": cfg.to_dict(), "model": weights, "ema": averaged, "opt": opt.state_dict(),
+         "autoencoder": ae.state_dict()},
         path,
-    )
+    )  # fmt: skip
+    resume.save_compact(resume.compact_path(path.parent, "teacher"), config=cfg, model=weights, ema=averaged,
+                        frozen={"autoencoder": ae.state_dict()}, meta=meta)  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -397,6 +458,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=500, help="LR warmup steps (at most steps/10)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip")
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT for training")
+    p.add_argument("--attention", choices=["sdpa", "flex"], default=None,
+                   help="attention backend of the training forward (default: the config's; flex needs CUDA "
+                        "and skips the masked tiles of the block-causal mask)")  # fmt: skip
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop this run after N steps; the LR schedule still spans --steps (a job's time "
+                        "slice: --resume goes on)")  # fmt: skip
+    add_store_arguments(p)
     p.add_argument(
         "--init",
         default=None,
