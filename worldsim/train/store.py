@@ -300,27 +300,35 @@ class LatentBatches:
         }
 
 
-def add_store_arguments(p, *, trajectories: int = 1024, length: int = 512) -> None:
+# (trajectories, frames each) by device: a GPU holds a million frames; a CPU fills a small store quickly
+STORE_DEFAULTS = {"cuda": (1024, 512), "cpu": (32, 256)}
+
+
+def add_store_arguments(p) -> None:
     """The `--source` / `--store-*` / `--data` flags every trainer shares."""
     p.add_argument("--source", choices=SOURCES, default="store",
                    help="store (default): latent trajectories encoded once and held on the device; live: render "
                         "and encode every batch")  # fmt: skip
     p.add_argument("--data", default=None, metavar="DIR",
                    help="train on a dataset folder (`worldsim collect`) instead of the built-in game")  # fmt: skip
-    p.add_argument("--store-trajectories", type=int, default=trajectories,
-                   help=f"trajectories in the store (default {trajectories})")  # fmt: skip
-    p.add_argument("--store-length", type=int, default=length,
-                   help=f"frames per stored trajectory (default {length})")  # fmt: skip
+    gpu, cpu = STORE_DEFAULTS["cuda"], STORE_DEFAULTS["cpu"]
+    p.add_argument("--store-trajectories", type=int, default=None,
+                   help=f"trajectories in the store (default {gpu[0]} on a GPU, {cpu[0]} on a CPU)")  # fmt: skip
+    p.add_argument("--store-length", type=int, default=None,
+                   help=f"frames per stored trajectory (default {gpu[1]} on a GPU, {cpu[1]} on a CPU; at least a "
+                        f"clip)")  # fmt: skip
     p.add_argument("--refresh-every", type=int, default=200,
                    help="re-render part of the store every N steps (default 200; 0 never)")  # fmt: skip
     p.add_argument("--refresh-fraction", type=float, default=0.05,
                    help="fraction of the store re-rendered per refresh (default 0.05)")  # fmt: skip
 
 
-def store_spec(args) -> StoreSpec:
+def store_spec(args, device: torch.device, clip: int) -> StoreSpec:
+    """The store the flags ask for; unset sizes take the device's defaults (a trajectory >= 2 clips)."""
+    trajectories, length = STORE_DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
     return StoreSpec(
-        trajectories=args.store_trajectories,
-        length=args.store_length,
+        trajectories=args.store_trajectories or trajectories,
+        length=args.store_length or max(length, 2 * clip),
         refresh_every=args.refresh_every,
         refresh_fraction=args.refresh_fraction,
     )

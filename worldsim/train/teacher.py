@@ -171,7 +171,7 @@ def _train(args, dist_info, device, out: Path) -> dict:
         num_keys=cfg.num_keys,
         device=device,
         seed=distributed.rank_seed(args.seed * 1_000 + step, dist_info),
-        spec=store_spec(args),
+        spec=store_spec(args, device, clip),
         data=args.data,
     )
     amp = (
