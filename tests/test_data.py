@@ -132,16 +132,25 @@ def test_game_loader_shapes_dtypes_determinism():
     assert not torch.equal(f, h)
 
 
-def test_game_clips_keys_produce_their_frames():
+def test_game_clips_continue_episodes_and_respawn_anywhere():
     game = pytest.importorskip("worldsim.game")
     from worldsim.data import GameClips
 
-    clips = GameClips(batch=2, frames=5, size=24, device="cpu", seed=1, level="default")
-    f, k = clips.next_clip()
+    clips = GameClips(batch=2, frames=5, size=24, device="cpu", seed=1, level="default", episode_frames=10)
     world = game.GameWorld(batch_size=2, size=24)
-    world.reset(clips.seeds)
-    for t in range(5):  # keys[:, t] is the key state that produced frames[:, t]
-        assert torch.equal(world.step(k[:, t]), f[:, t])
+    seen, spawns = [], []
+    for _ in range(4):
+        f, k = clips.next_clip()
+        seen.append((clips.clip_index, clips.respawned, clips.episode_start))
+        if clips.respawned:
+            world.place(*clips.poses)
+            spawns.append(clips.poses[0])
+        for t in range(5):  # keys[:, t] is the key state that produced frames[:, t], clip after clip
+            assert torch.equal(world.step(k[:, t]), f[:, t])
+    assert seen == [(0, True, 0), (1, False, 0), (2, True, 2), (3, False, 2)]
+    assert not torch.equal(spawns[0], spawns[1]), "each episode starts at new poses"
+    with pytest.raises(UserError, match="episode_frames must be >= 1"):
+        GameClips(batch=1, frames=5, size=24, device="cpu", seed=1, level="default", episode_frames=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

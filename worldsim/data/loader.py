@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from worldsim.data.dataset import Dataset
-from worldsim.data.explorer import Explorer
+from worldsim.data.explorer import MIX, Explorer
 from worldsim.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -21,45 +21,70 @@ EPISODE_FRAMES = 512  # the game loader re-spawns every game about this often, f
 
 
 class GameClips:
-    """Endless clips from a batch of GameWorlds driven by an Explorer, all on `device`.
+    """Endless clips from a batch of GameWorlds driven by an Explorer (`MIX`), all on `device`.
 
-    Consecutive clips of one game continue its trajectory; every ~EPISODE_FRAMES frames all games
-    respawn with fresh seeds. keys[:, t] is the key state that produced frames[:, t].
+    Consecutive clips of one game continue its trajectory; every `episode_frames` frames (rounded down
+    to whole clips, at least one) all games respawn at poses uniform over the open cells and headings,
+    and the explorer begins fresh segments. keys[:, t] is the key state that produced frames[:, t].
+    After each `next_clip`: `clip_index` is its index (from 0), `respawned` says whether it began an
+    episode, `episode_start` is the index of the clip that began the current one, and `poses` are the
+    (pos, heading) the games respawned at, frames[:, 0] being the first step from there.
     """
 
     def __init__(
-        self, *, batch: int, frames: int, size: int | tuple[int, int], device: Any, seed: int, level: Any
+        self,
+        *,
+        batch: int,
+        frames: int,
+        size: int | tuple[int, int],
+        device: Any,
+        seed: int,
+        level: Any,
+        episode_frames: int = EPISODE_FRAMES,
     ):
         from worldsim.game import GameWorld
 
-        self.world = GameWorld(batch_size=batch, size=size, level=level, device=device)
+        if episode_frames < 1:
+            raise UserError(f"episode_frames must be >= 1 (frames between respawns), got {episode_frames}")
+        self.world = w = GameWorld(batch_size=batch, size=size, level=level, device=device)
+        cfg = w.config
         self.explorer = Explorer(
-            batch, self.world.num_keys, seed, self.world.device, key_names=self.world.key_names
+            batch,
+            w.num_keys,
+            seed,
+            w.device,
+            key_names=w.key_names,
+            mix=MIX,
+            turn_frames=-(-cfg.heading_units // cfg.turn_units),  # ceil: a turn segment turns >= 360 degrees
         )
         self.batch, self.frames = batch, frames
-        self.reset_every = max(1, EPISODE_FRAMES // frames)
-        self._rng = np.random.default_rng(seed)
-        self._clips = 0
+        self.reset_every = max(1, episode_frames // frames)
+        self._gen = torch.Generator(device=w.device)
+        self._gen.manual_seed(int(seed))
         self._blocked: torch.Tensor | None = None
-        self.seeds: list[int] = []  # the seeds of the latest respawn
+        self.clip_index, self.episode_start, self.respawned = -1, 0, False
+        self.poses: tuple[torch.Tensor, torch.Tensor] = (w.pos.clone(), w.heading.clone())
 
     @property
     def key_names(self) -> tuple[str, ...]:
         return tuple(self.world.key_names)
 
     def next_clip(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frames uint8 [B, F, H, W, 3], keys bool [B, F, K]) continuing every game's trajectory."""
         w = self.world
-        if self._clips % self.reset_every == 0:
-            self.seeds = [int(s) for s in self._rng.integers(0, 2**31 - 1, self.batch)]
-            w.reset(self.seeds)
-            self._blocked = None
-        self._clips += 1
+        self.clip_index += 1
+        self.respawned = self.clip_index % self.reset_every == 0
+        if self.respawned:
+            self.poses = w.random_poses(self.batch, self._gen)
+            w.place(*self.poses)
+            self.explorer.restart()
+            self.episode_start, self._blocked = self.clip_index, None
         frames = torch.empty(
             self.batch, self.frames, w.height, w.width, 3, dtype=torch.uint8, device=w.device
         )
         keys = torch.empty(self.batch, self.frames, w.num_keys, dtype=torch.bool, device=w.device)
         for t in range(self.frames):
-            k = self.explorer.act(self._blocked)
+            k = self.explorer.act(self._blocked, walls=w.clearance())
             frames[:, t] = w.step(k)
             keys[:, t] = k
             self._blocked = w.blocked

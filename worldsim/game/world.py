@@ -3,6 +3,8 @@
 One tick per `step`: turn by whole heading units, move (forward/strafe, diagonals normalised),
 collide axis by axis with a square player of half-size `radius` (so it slides along walls), render.
 State lives on the device: `pos [B, 2]` float cells, `heading [B]` long units, `blocked [B]` bool.
+For training data, `random_poses` + `place` start games anywhere (`reset` keeps the level's seeded
+spawn points) and `clearance` tells a scripted player how far the walls are.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from worldsim.game.raycaster import Raycaster
 from worldsim.world import KEY_NAMES, World, keys_tensor, normalize_seeds
 
 _EPS = 1e-4  # gap kept between the player's edge and a wall after a collision
+SPAWN_TRIES = 16  # uniform tries per pose in its cell before the always-fitting inner box is used
+# `clearance` rays: heading offsets in degrees (left, ahead, right), their reach and sample step in cells
+PROBE_DEGREES = (-30.0, 0.0, 30.0)
+PROBE_REACH = 2.0
+PROBE_STEP = 0.125
 
 
 def resolve_level(level: str | int | Level) -> Level:
@@ -75,6 +82,13 @@ class GameWorld(World):
         self.pos = torch.zeros(self.batch_size, 2, device=self.device)
         self.heading = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
         self.blocked = torch.zeros(self.batch_size, dtype=torch.bool, device=self.device)
+        hu = self.config.heading_units
+        self._open_cells = torch.tensor(self.level.open_cells(), dtype=torch.float32, device=self.device)
+        self._corners = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]], device=self.device)
+        self._probe_units = torch.tensor([round(d / 360 * hu) for d in PROBE_DEGREES], device=self.device)
+        self._probe_dist = (
+            torch.arange(1, round(PROBE_REACH / PROBE_STEP) + 1, device=self.device) * PROBE_STEP
+        )
         self.reset()
 
     @property
@@ -112,6 +126,57 @@ class GameWorld(World):
         if idx is None:
             return self.renderer.render(self.pos, self.heading)
         return self.renderer.render(self.pos[idx], self.heading[idx])
+
+    # ---- training data: poses anywhere, walls ahead --------------------------------------------
+    def random_poses(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """n poses uniform over the level's open cells and all headings, drawn on the device from `generator`.
+
+        Returns (pos [n, 2] float cells, heading [n] long units). A cell is drawn uniformly, then a point
+        uniform over the part of it where the player's square touches no wall (as the collisions see
+        walls), then a heading uniform over `heading_units`. Put games there with `place`.
+        """
+        dev = self.device
+        cells = self._open_cells[
+            torch.randint(0, len(self._open_cells), (n,), generator=generator, device=dev)
+        ]
+        r = self.config.radius + _EPS
+        u = torch.rand(n, SPAWN_TRIES + 1, 2, generator=generator, device=dev)
+        u[:, -1] = r + u[:, -1] * (1 - 2 * r)  # the last try lies in the cell's inner box: it always fits
+        xy = cells[:, None] + u  # [n, tries, 2]
+        corners = (xy[:, :, None] + self._corners * r).long()  # [n, tries, 4, 2]; coordinates >= 0
+        solid = self.renderer.grid[corners[..., 1] * self.renderer.gx + corners[..., 0]] > 0
+        first = (~solid.any(-1)).int().argmax(1)  # the first try that fits, so uniform over the free part
+        pos = xy[torch.arange(n, device=dev), first]
+        heading = torch.randint(0, self.config.heading_units, (n,), generator=generator, device=dev)
+        return pos, heading
+
+    def place(
+        self, pos: torch.Tensor, heading: torch.Tensor, *, slots: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Put every game (or `slots`) at pos [n, 2] cells, heading [n] units; returns their frames [n, H, W, 3].
+
+        The poses must leave the player clear of walls (`random_poses` gives such poses).
+        """
+        idx = self._slots(slots)
+        n = self.batch_size if idx is None else len(idx)
+        pos = torch.as_tensor(pos, dtype=torch.float32, device=self.device)
+        heading = torch.as_tensor(heading, device=self.device)
+        if pos.shape != (n, 2) or heading.shape != (n,) or heading.is_floating_point():
+            raise ValueError(
+                f"place needs pos [{n}, 2] and integer heading [{n}], got {tuple(pos.shape)} and "
+                f"{tuple(heading.shape)} {heading.dtype}"
+            )
+        heading = heading.long() % self.config.heading_units
+        self._write(idx, pos, heading, torch.zeros(n, dtype=torch.bool, device=self.device))
+        return self.renderer.render(pos, heading)
+
+    def clearance(self) -> torch.Tensor:
+        """[B, 3] cells from each player's centre to the first wall along its heading turned by
+        PROBE_DEGREES (left, ahead, right), sampled every PROBE_STEP and capped at PROBE_REACH."""
+        ray = self.renderer.forward[(self.heading[:, None] + self._probe_units) % self.config.heading_units]
+        pts = self.pos[:, None, None] + ray[:, :, None] * self._probe_dist[:, None]  # [B, 3, S, 2]
+        free = self.renderer.cells(pts[..., 0], pts[..., 1]) == 0  # [B, 3, S]
+        return free.int().cumprod(-1).sum(-1) * PROBE_STEP  # open samples before the first wall
 
     # ---- physics ------------------------------------------------------------------------------
     def _tick(self, pos: torch.Tensor, heading: torch.Tensor, keys: torch.Tensor):
