@@ -85,3 +85,19 @@ def test_realtime_client_survives_a_server_crash_and_restart():
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(30)
+
+
+def test_keys_are_private_to_their_owner(tmp_path):
+    d = tmp_path / "k"
+    d.mkdir(mode=0o755)  # an existing folder others could read is tightened
+    d.chmod(0o755)
+    assert main(["keys", str(d)]) == 0
+    assert main(["keys", str(d), "--client", "bob"]) == 0
+
+    def mode(p):
+        return p.stat().st_mode & 0o777
+
+    assert mode(d) == 0o700 and mode(d / "authorized") == 0o700
+    secrets = sorted(p.name for p in d.glob("*.key_secret"))
+    assert secrets == ["bob.key_secret", "client.key_secret", "server.key_secret"]
+    assert all(mode(d / s) == 0o600 for s in secrets)

@@ -314,7 +314,7 @@ class Server(MessageHandlers):
         try:
             frame = engine.reset(seed, game)
         except Exception:  # noqa: BLE001 - a world failure ends this session, never the server
-            log.exception("world.reset failed for session %s", s.id[:8])
+            log.exception("world.reset failed for session %s", s.label)
             self._fail_session(s)
             return
         if s.recorder is not None:
@@ -389,7 +389,7 @@ class Server(MessageHandlers):
             s.recorder.close()
         self._send(s.identity, P.encode({"type": "bye", "session": s.id, "reason": reason}))
         self._closed.append({**s.describe(), "reason": reason})
-        log.info("session %s closed (%s): %s", s.id[:8], reason, self._stats_line(s))
+        log.info("session %s closed (%s): %s", s.label, reason, self._stats_line(s))
 
     def _fail_session(self, s: Session) -> None:
         self._send(s.identity, P.error(P.INTERNAL, "the world failed; this session is closed", session=s.id))
@@ -402,7 +402,7 @@ class Server(MessageHandlers):
         if self.stats_interval_s and now - getattr(self, "_last_log", 0.0) >= self.stats_interval_s:
             self._last_log = now
             for s in self._sessions.values():
-                log.info("session %s: %s", s.id[:8], self._stats_line(s))
+                log.info("session %s: %s", s.label, self._stats_line(s))
 
     def _describe(self, s: Session) -> dict[str, Any]:
         return {**s.describe(), "engine": s.slot // self.pool.per_engine}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,10 +94,16 @@ class Session:
     pending_steps: collections.deque = field(default_factory=collections.deque)  # (seq, keys, t)
     stats: SessionStats = field(default_factory=SessionStats)
     recorder: Any = None  # a worldsim.serve.recording.SessionRecorder when the server records
+    # A name for logs, file names and recordings: a hash prefix, so none of them leaks the secret id.
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.label = hashlib.sha256(self.id.encode()).hexdigest()[:12]
 
     def describe(self) -> dict[str, Any]:
         return {
             "session": self.id,
+            "label": self.label,
             "name": self.name,
             "mode": self.mode,
             "slot": self.slot,
