@@ -12,6 +12,7 @@ from waiting import wait_for
 from controllers.client import Client, ServerError
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
+from worldsim.record import RecordingReader
 from worldsim.serve import Server, world_factory
 
 SIZE = 16
@@ -312,3 +313,31 @@ def test_curve_allow_list_accepts_a_listed_key_and_rejects_another(tmp_path):
         assert server.sessions_opened == 1
     finally:
         server.stop()
+
+
+def test_server_recordings_are_private_name_no_session_id_and_verify(tmp_path, capsys):
+    """A non-default level on the server: the recording carries level and device, `verify` re-runs it."""
+    from worldsim.cli import main
+
+    rec_dir = tmp_path / "rec"
+    server = Server(
+        world_factory("game", size=SIZE, level=3), max_sessions=2, record_dir=rec_dir, stats_interval_s=0
+    ).start()
+    try:
+        with Client(server.address, mode="lockstep", seed=5) as c:
+            session = c.connect()["session"]
+            for i in range(40):
+                c.step([i % 3 == 0, 0, 0, 0, i % 5 == 0, i % 7 == 0])
+        wait_for(lambda: server.stats()["sessions"] == 0, what="the session to close")
+    finally:
+        server.stop()
+    (path,) = rec_dir.glob("*.wsrec")
+    assert oct(rec_dir.stat().st_mode & 0o777) == "0o700"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert session not in path.name and session.encode() not in path.read_bytes()
+    assert session[:8] not in path.name  # not even the prefix logs used to show
+    extra = RecordingReader(path).header["extra"]
+    assert extra["level"] == "procedural-3-24" and extra["device"] == "cpu"
+    capsys.readouterr()
+    assert main(["verify", str(path)]) == 0
+    assert "identical: 41 frames" in capsys.readouterr().out

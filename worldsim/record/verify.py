@@ -82,9 +82,12 @@ def verify_recording(path: str | Path, *, device: str | None = None) -> VerifyRe
 
     device = _pick_device(device, header)
 
-    world = GameWorld(
-        batch_size=1, size=(header["height"], header["width"]), level=_game_level(header, path), device=device
-    )
+    level = _game_level(header, path)
+    try:
+        world = GameWorld(batch_size=1, size=(header["height"], header["width"]), level=level, device=device)
+    except ValueError as e:
+        reader.close()
+        raise UserError(f"{path}: cannot rebuild the recorded game (extra.level {level!r}): {e}") from None
     if list(world.key_names) != list(header["key_names"]):
         reader.close()
         raise UserError(

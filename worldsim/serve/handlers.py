@@ -101,7 +101,7 @@ class MessageHandlers:
             s.recorder = SessionRecorder(
                 self.record_dir,
                 self.pool.locate(slot)[0].world,
-                session=s.id,
+                label=s.label,
                 mode=mode,
                 client=s.name,
                 fps=fps,
@@ -112,7 +112,7 @@ class MessageHandlers:
         self.sessions_opened += 1
         log.info(
             "session %s (%s, %s, %g fps, seed %d, slot %d, engine %d) opened",
-            s.id[:8],
+            s.label,
             s.name or "-",
             mode,
             fps,
