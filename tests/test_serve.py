@@ -157,12 +157,14 @@ def test_errors_name_the_field_and_the_server_goes_on(server):
     with Client(server.address, mode="lockstep", seed=1) as c:
         c.connect()
         c.reset(seed=1)
-        raw = Raw(server.address)
+        raw = Raw(server.address)  # a session of its own (another's session is not its to use)
         try:
-            raw.send(type="step", session=c.session, seq=99, keys=[1, 0])  # wrong key count
+            raw.send(type="hello", mode="lockstep")
+            sid = raw.recv("welcome")["session"]
+            raw.send(type="step", session=sid, seq=99, keys=[1, 0])  # wrong key count
             err = raw.recv("error")
             assert (err["code"], err["field"]) == ("field", "keys") and "6 keys" in err["message"]
-            raw.send(type="input", session=c.session, seq=100, keys=[0] * 6)  # input on a lockstep session
+            raw.send(type="input", session=sid, seq=100, keys=[0] * 6)  # input on a lockstep session
             assert raw.recv("error")["code"] == "mode"
             raw.send(type="step", session="nope", seq=1, keys=[0] * 6)
             err = raw.recv("error")

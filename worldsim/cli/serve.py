@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sessions per engine (each engine's batch size; the server takes engines x this)",
     )
     p.add_argument(
+        "--max-per-client",
+        type=int,
+        default=4,
+        help="sessions one connection (under --keys: one client key) may hold at once (default 4)",
+    )
+    p.add_argument(
         "--fps", type=float, default=30.0, help="real-time tick rate and the cap a client may ask for"
     )
     p.add_argument("--record-dir", default=None, metavar="DIR", help="record every session to DIR/*.wsrec")
@@ -103,6 +109,7 @@ def run_serve(args: argparse.Namespace) -> int:
         factories,
         bind=args.bind,
         max_sessions=args.max_sessions,
+        max_per_client=args.max_per_client,
         fps=args.fps,
         record_dir=args.record_dir,
         keys_dir=args.keys,

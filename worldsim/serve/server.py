@@ -61,9 +61,12 @@ class Server(MessageHandlers):
         stats_interval_s: float = 10.0,
         max_drain: int = 1000,
         torch_threads: int | None = None,
+        max_per_client: int = 4,
     ) -> None:
         if max_sessions < 1:
             raise UserError(f"max_sessions must be >= 1, got {max_sessions}")
+        if max_per_client < 1:
+            raise UserError(f"max_per_client must be >= 1, got {max_per_client}")
         if not 1.0 <= fps <= P.MAX_FPS:
             raise UserError(f"fps must be in [1, {P.MAX_FPS:g}], got {fps}")
         if session_timeout_s <= 0:
@@ -90,10 +93,13 @@ class Server(MessageHandlers):
         self.stats_interval_s = stats_interval_s
         self.max_drain = max_drain
         self.torch_threads = torch_threads
+        self.max_per_client = max_per_client
 
         self._address: str | None = None
         self._sessions: dict[str, Session] = {}
-        self._by_client_id: dict[str, str] = {}
+        self._by_client_id: dict[tuple[bytes, str | None, str], str] = {}
+        self._per_client: collections.Counter = collections.Counter()  # sessions per connection/key
+        self._user: str | None = None
         self._closed: collections.deque[dict[str, Any]] = collections.deque(maxlen=256)  # their last stats
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -106,6 +112,7 @@ class Server(MessageHandlers):
         self.bad_messages = 0
         self.errors_sent = 0
         self.sessions_opened = 0
+        self.foreign_messages = 0  # messages naming a session that is not the sender's (refused)
         self._step_ms: collections.deque[float] = collections.deque(maxlen=1024)  # batched World.step times
         self._batch: collections.deque[int] = collections.deque(maxlen=1024)  # sessions per step
 
@@ -254,7 +261,13 @@ class Server(MessageHandlers):
         """Handle every message already queued, without blocking (bounded so a flood cannot starve ticks)."""
         for _ in range(self.max_drain):
             try:
-                parts = self._sock.recv_multipart(zmq.NOBLOCK)
+                if self._curve is None:
+                    parts = self._sock.recv_multipart(zmq.NOBLOCK)
+                    self._user = None
+                else:  # zmq frames, for the sender's authenticated key (ZAP's User-Id)
+                    frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    self._user = frames[-1].get("User-Id")
+                    parts = [f.bytes for f in frames]
             except zmq.Again:
                 return
             self.messages += 1
@@ -286,7 +299,7 @@ class Server(MessageHandlers):
             if isinstance(sid, str):
                 extra["session"] = sid
                 s = self._sessions.get(sid)
-                if s is not None:
+                if s is not None and s.owner == (identity, self._user):
                     s.stats.errors += 1
         log.debug("bad message from %s: %s", identity.hex(), e)
         if self._send(identity, P.error(e.code, str(e), field=e.field, **extra)):
@@ -383,7 +396,10 @@ class Server(MessageHandlers):
         if self._sessions.pop(s.id, None) is None:
             return
         if s.client_id is not None:
-            self._by_client_id.pop(s.client_id, None)
+            self._by_client_id.pop((*s.owner, s.client_id), None)
+        self._per_client[s.quota_key] -= 1
+        if self._per_client[s.quota_key] <= 0:
+            del self._per_client[s.quota_key]
         self.pool.release(s.slot)
         if s.recorder is not None:
             s.recorder.close()
@@ -423,6 +439,7 @@ class Server(MessageHandlers):
             "bad_messages": self.bad_messages,
             "errors_sent": self.errors_sent,
             "sessions_opened": self.sessions_opened,
+            "foreign_messages": self.foreign_messages,
             "engines": [e.describe() for e in self.pool.engines],
             "world_step_ms": {
                 "n": len(steps),
