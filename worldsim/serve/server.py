@@ -5,7 +5,8 @@ pending message without blocking (newest key state wins per session), then step 
 now - real-time ones on their fps grid and lockstep ones with a queued step - in one `World.step` per
 engine (worldsim.serve.engines: one World per GPU, sessions on the least-loaded one). The message
 handlers live in worldsim.serve.handlers.
-Sends never block: a client whose queue is full loses that frame (counted as dropped).
+Sends never block: a client whose queue is full loses that frame (counted as dropped); control
+messages wait for room instead (worldsim.serve.outbox).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from worldsim.errors import UserError
 from worldsim.serve import protocol as P
 from worldsim.serve.engines import EnginePool
 from worldsim.serve.handlers import SERVER_VERSION, MessageHandlers
+from worldsim.serve.outbox import Outbox
 from worldsim.serve.security import CurveServer, check_bind
 from worldsim.serve.session import Session
 from worldsim.serve.worlds import world_factory as named_world_factory
@@ -96,6 +98,7 @@ class Server(MessageHandlers):
         self.max_per_client = max_per_client
 
         self._address: str | None = None
+        self._outbox: Outbox | None = None  # made when the socket is bound
         self._sessions: dict[str, Session] = {}
         self._by_client_id: dict[tuple[bytes, str | None, str], str] = {}
         self._per_client: collections.Counter = collections.Counter()  # sessions per connection/key
@@ -203,6 +206,8 @@ class Server(MessageHandlers):
             self.pool.close()
             raise UserError(f"cannot bind {self.bind!r}: {e}; pick another --bind address or port") from None
         self._sock = sock
+        # A peer that reads nothing for three session timeouts is not coming back for its messages.
+        self._outbox = Outbox(sock, max_age_s=3 * self.session_timeout_s)
         self._address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._t0 = time.monotonic()
         w = self.world
@@ -220,6 +225,7 @@ class Server(MessageHandlers):
     def _teardown(self) -> None:
         for s in list(self._sessions.values()):
             self._close_session(s, "shutdown")
+        self._outbox.flush()
         self._sock.close(linger=200)
         self._teardown_context()
         self.pool.close()
@@ -241,6 +247,7 @@ class Server(MessageHandlers):
             wait = min(self._next_due(now) - now, 0.1)
             if poller.poll(max(0, math.ceil(wait * 1000))):
                 self._drain()
+            self._outbox.flush()  # waiting control messages go before any new frame
             now = time.monotonic()
             self._tick(now)
             if now >= next_housekeeping:
@@ -306,15 +313,8 @@ class Server(MessageHandlers):
             self.errors_sent += 1
 
     def _send(self, identity: bytes, payload: bytes) -> bool:
-        try:
-            self._sock.send_multipart([identity, payload], zmq.NOBLOCK)
-            return True
-        except zmq.Again:  # the peer's queue is full: drop, never wait
-            return False
-        except zmq.ZMQError as e:
-            if e.errno == zmq.EHOSTUNREACH:  # the peer is gone (it may come back with a new identity)
-                return False
-            raise
+        """A control message: sent now, or as soon as the peer has room (before its next frame)."""
+        return self._outbox.control(identity, payload)
 
     # ------------------------------------------------------------------ frames
 
@@ -386,7 +386,7 @@ class Server(MessageHandlers):
             "width": int(img.shape[1]),
             "data": P.encode_image(img, s.encoding, s.quality),
         }
-        s.stats.frame_sent(now, self._send(s.identity, P.encode(msg)))
+        s.stats.frame_sent(now, self._outbox.frame(s.identity, P.encode(msg)))
         if record and s.recorder is not None:
             s.recorder.frame(s.frame_number, s.keys, img, latency)
 
@@ -440,6 +440,8 @@ class Server(MessageHandlers):
             "errors_sent": self.errors_sent,
             "sessions_opened": self.sessions_opened,
             "foreign_messages": self.foreign_messages,
+            "control_delayed": self._outbox.control_delayed if self._outbox else 0,
+            "control_dropped": self._outbox.control_dropped if self._outbox else 0,
             "engines": [e.describe() for e in self.pool.engines],
             "world_step_ms": {
                 "n": len(steps),
