@@ -11,7 +11,14 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from worldsim.record.format import FORMAT_NAME, FORMAT_VERSION, pack_keys, validate_header
+from worldsim.record.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    pack_header,
+    pack_keys,
+    pack_record,
+    validate_header,
+)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -57,7 +64,7 @@ class RecordingWriter:
         # The same checks the reader applies, so a bad header fails here rather than at replay time.
         self.header = validate_header(header, f"RecordingWriter({self.path})")
         self._packer = msgpack.Packer(use_bin_type=True)
-        packed_header = self._packer.pack(header)  # before opening: unpackable `extra` leaves no file
+        packed_header = pack_header(header, self._packer)  # before opening: unpackable `extra` leaves no file
         # 0600: a recording shows what a player did; only its owner reads it unless they share it.
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
@@ -107,7 +114,7 @@ class RecordingWriter:
         }
         if reset_seed is not None:
             record["reset_seed"] = int(reset_seed)
-        self._file.write(self._packer.pack(record))
+        self._file.write(pack_record(record, self._packer))
         self._file.flush()
         self.frames_written += 1
 
