@@ -26,6 +26,23 @@ log = logging.getLogger(__name__)
 AUTHORIZED = "authorized"
 
 
+def check_endpoint(endpoint: str, flag: str, *, bind: bool) -> None:
+    """A one-line UserError naming `flag` unless `endpoint` is a ZeroMQ tcp://, ipc:// or inproc:// address."""
+    scheme, sep, rest = endpoint.partition("://")
+    example = "tcp://127.0.0.1:5555" + (" (or tcp://0.0.0.0:5555 with --keys DIR)" if bind else "")
+    usage = f"{flag} {endpoint!r} is not a ZeroMQ address: use tcp://HOST:PORT, e.g. {example}"
+    if not sep or scheme not in ("tcp", "ipc", "inproc"):
+        raise UserError(usage + (", or ipc://PATH" if bind else ""))
+    if scheme != "tcp":
+        if not rest:
+            raise UserError(f"{flag} {endpoint!r} names no {scheme} path; e.g. {scheme}:///tmp/worldsim.sock")
+        return
+    host, colon, port = rest.rpartition(":")
+    ok_port = port.isdigit() and int(port) <= 65535 and (bind or int(port) >= 1)
+    if not colon or not host or not (ok_port or (bind and port == "*")):
+        raise UserError(f"{usage}; the port must be {'0-65535 or *' if bind else '1-65535'}")
+
+
 def is_local(endpoint: str) -> bool:
     """True for endpoints only this machine can reach: tcp on a loopback address, ipc, inproc."""
     scheme, _, rest = endpoint.partition("://")
@@ -111,6 +128,7 @@ class CurveServer:
 
 def check_bind(endpoint: str, keys_dir: str | Path | None, insecure: bool) -> None:
     """Refuse a bind other machines can reach unless it has keys or the user said --insecure."""
+    check_endpoint(endpoint, "--bind", bind=True)
     if is_local(endpoint) or keys_dir is not None:
         return
     if insecure:
