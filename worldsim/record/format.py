@@ -123,10 +123,15 @@ def pack_header(header: dict, packer: msgpack.Packer | None = None) -> bytes:
     return data + HEADER_CRC.pack(zlib.crc32(data))
 
 
+def record_head(payload: bytes) -> bytes:
+    """The 12 bytes that frame a version-2 record's payload: MAGIC, its length, its crc32."""
+    return CHUNK_HEAD.pack(MAGIC, len(payload), zlib.crc32(payload))
+
+
 def pack_record(record: dict, packer: msgpack.Packer | None = None) -> bytes:
-    """A version-2 record: MAGIC, the payload's length and crc32, the record's msgpack map."""
+    """A version-2 record: its head (MAGIC, length, crc32), then the record's msgpack map."""
     payload = (packer or msgpack.Packer(use_bin_type=True)).pack(record)
-    return CHUNK_HEAD.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    return record_head(payload) + payload
 
 
 def pack_keys(keys: np.ndarray) -> bytes:

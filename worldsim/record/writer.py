@@ -16,7 +16,7 @@ from worldsim.record.format import (
     FORMAT_VERSION,
     pack_header,
     pack_keys,
-    pack_record,
+    record_head,
     validate_header,
 )
 
@@ -114,7 +114,9 @@ class RecordingWriter:
         }
         if reset_seed is not None:
             record["reset_seed"] = int(reset_seed)
-        self._file.write(pack_record(record, self._packer))
+        payload = self._packer.pack(record)
+        self._file.write(record_head(payload))  # two writes into the buffer: no copy of the frame
+        self._file.write(payload)
         self._file.flush()
         self.frames_written += 1
 
