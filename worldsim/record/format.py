@@ -24,7 +24,9 @@ HEADER_CRC = struct.Struct("<I")  # follows the header map: crc32 of the header'
 
 # Limits handed to msgpack's Unpacker so a hostile or corrupt file cannot make us allocate gigabytes.
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # one raw RGB frame: 4096 x 4096 x 3 fits
-MAX_RECORD_BYTES = MAX_FRAME_BYTES + (1 << 20)  # a version-2 record's payload: one frame and its fields
+# A version-2 record's payload holds its H*W*3 frame bytes and at most this much more (its other fields).
+# The reader refuses any other length before checksumming: a resync through noise stays cheap.
+MAX_RECORD_FIELDS_BYTES = 64 * 1024
 UNPACK_LIMITS = dict(
     max_buffer_size=MAX_FRAME_BYTES + (1 << 20),
     max_bin_len=MAX_FRAME_BYTES,

@@ -17,7 +17,7 @@ from worldsim.record.format import (
     CHUNK_HEAD,
     HEADER_CRC,
     MAGIC,
-    MAX_RECORD_BYTES,
+    MAX_RECORD_FIELDS_BYTES,
     UNPACK_LIMITS,
     RecordingError,
     unpack_keys,
@@ -164,7 +164,7 @@ class RecordingReader:
             return None
         magic, length, crc = CHUNK_HEAD.unpack_from(mm, pos)
         end = pos + CHUNK_HEAD.size + length
-        if magic != MAGIC or length > MAX_RECORD_BYTES or end > self.size:
+        if magic != MAGIC or not self._plausible(length) or end > self.size:
             return None
         payload = mm[pos + CHUNK_HEAD.size : end]
         return payload if zlib.crc32(payload) == crc else None
@@ -225,7 +225,11 @@ class RecordingReader:
         if len(tail) < CHUNK_HEAD.size:
             return MAGIC.startswith(tail[: len(MAGIC)])
         magic, length, _ = CHUNK_HEAD.unpack(tail)
-        return magic == MAGIC and length <= MAX_RECORD_BYTES and pos + CHUNK_HEAD.size + length > self.size
+        return magic == MAGIC and self._plausible(length) and pos + CHUNK_HEAD.size + length > self.size
+
+    def _plausible(self, length: int) -> bool:
+        """Could a record of this header have a payload of `length` bytes (its frame and its fields)?"""
+        return 0 < length <= self._shape[0] * self._shape[1] * 3 + MAX_RECORD_FIELDS_BYTES
 
     def close(self) -> None:
         if not self._file.closed:
