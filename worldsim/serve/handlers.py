@@ -59,7 +59,14 @@ class MessageHandlers:
         if s.owner != (identity, self._user):
             self.foreign_messages += 1
             s.stats.foreign += 1
-            log.warning("session %s: a %s message from another connection refused", s.label, msg["type"])
+            # The first one is news for the operator; a flood of them must not flood the log.
+            log.log(
+                logging.WARNING if s.stats.foreign == 1 else logging.DEBUG,
+                "session %s: a %s message from another connection refused (%d so far)",
+                s.label,
+                msg["type"],
+                s.stats.foreign,
+            )
             raise P.ProtocolError(
                 P.NOT_OWNER,
                 "that session belongs to another connection; open your own with hello (a client keeps "
