@@ -131,7 +131,7 @@ SCHEMAS: dict[str, dict[str, tuple[bool, Checker]]] = {
         "encoding": (False, _enum(*ENCODINGS)),
         "quality": (False, _int(1, 100)),
         "name": (False, _str(MAX_NAME)),
-        # A secret like the session id (a repeated hello with it gets that session): 16+ random chars.
+        # 16+ random chars: a repeated hello with it from the same connection gets that session again.
         "client_id": (False, _str(MAX_NAME, min_len=16)),
     },
     "input": {"session": (True, _SESSION), "seq": (True, _SEQ), "keys": (True, _keys), "t": (False, _TIME)},
