@@ -16,8 +16,8 @@ FORMAT_NAME = "wsrec"
 FORMAT_VERSION = 2  # 2: a crc32 after the header and on every record, framed for resync; 1: plain msgpack
 
 # Version 2 frames every record as MAGIC | payload length (u32 LE) | crc32 of the payload (u32 LE) |
-# payload (the record's msgpack map). 0xc1 is the one byte msgpack never uses, so a version-1 reader
-# stops at once instead of misreading; a reader resyncs on MAGIC after a damaged record.
+# payload (the record's msgpack map). 0xc1 is the one byte msgpack never uses, so a plain msgpack
+# reader stops at once instead of misreading; a reader resyncs on MAGIC after a damaged record.
 MAGIC = b"\xc1WSR"
 CHUNK_HEAD = struct.Struct("<4sII")  # magic, payload length, crc32
 HEADER_CRC = struct.Struct("<I")  # follows the header map: crc32 of the header's msgpack bytes
