@@ -89,8 +89,9 @@ def test_realtime_client_survives_a_server_crash_and_restart():
 
 def test_keys_are_private_to_their_owner(tmp_path):
     d = tmp_path / "k"
-    d.mkdir(mode=0o755)  # an existing folder others could read is tightened
-    d.chmod(0o755)
+    (d / "authorized").mkdir(parents=True)  # existing folders others could read are tightened
+    for p in (d, d / "authorized"):
+        p.chmod(0o755)
     assert main(["keys", str(d)]) == 0
     assert main(["keys", str(d), "--client", "bob"]) == 0
 

@@ -76,7 +76,7 @@ def make_keys(directory: str | Path, client: str = "client") -> dict[str, Path]:
     """
     d = Path(directory)
     private_dir(d)
-    (d / AUTHORIZED).mkdir(mode=0o700, exist_ok=True)
+    private_dir(d / AUTHORIZED)
     made = {}
     if not (d / "server.key_secret").exists():
         zmq.auth.create_certificates(d, "server")
