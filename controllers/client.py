@@ -109,6 +109,9 @@ class Client:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        # A session belongs to the connection that opened it: a fixed random routing id keeps it ours
+        # across TCP reconnects (hex: a routing id must not start with a zero byte).
+        sock.setsockopt(zmq.ROUTING_ID, secrets.token_hex(16).encode())
         if mode == "realtime":
             sock.setsockopt(zmq.RCVHWM, 4)  # old frames are worthless: let the server drop them
             sock.setsockopt(zmq.RCVBUF, 256 * 1024)
@@ -379,13 +382,14 @@ class Client:
         if msg.get("ref_type") == "hello" or (msg.get("code") == "server_full" and self.welcome is None):
             self._hello_error = msg
             return
-        if msg.get("code") == "unknown_session" and msg.get("session") == self.session and self.session:
+        lost = msg.get("code") in ("unknown_session", "not_owner")
+        if lost and msg.get("session") == self.session and self.session:
             self._session_lost()
         if (
             self._await_seq is not None
             and msg.get("seq") == self._await_seq
             or self._await_seq is not None
-            and msg.get("code") in ("unknown_session", "internal")
+            and (lost or msg.get("code") == "internal")
         ):
             self._awaited = msg
         else:

@@ -10,7 +10,7 @@ import pytest
 from worldsim.cli import main as cli_main
 from worldsim.errors import UserError
 from worldsim.record import RecordingError, RecordingReader, RecordingWriter, iter_records, read_recording
-from worldsim.record.format import FORMAT_VERSION
+from worldsim.record.format import FORMAT_VERSION, pack_header, pack_keys, pack_record
 from worldsim.record.summary import summarize
 
 KEYS = ["forward", "back", "strafe_left", "strafe_right", "turn_left", "turn_right", "jump", "use", "fire"]
@@ -124,11 +124,13 @@ def test_not_a_recording(tmp_path, content, match):
 
 
 def _header_and_record(tmp_path):
+    """The header and first record of a written file, as the msgpack maps they were packed from."""
     p = tmp_path / "ok.wsrec"
     _write(p, n=1)
-    u = msgpack.Unpacker(raw=False)
-    u.feed(p.read_bytes())
-    return next(u), next(u)
+    header = RecordingReader(p).header
+    r = read_recording(p).records[0]
+    record = {"frame_number": r.frame_number, "time": r.time, "keys": pack_keys(r.keys)}
+    return header, {**record, "frame": r.frame.tobytes(), "latency_ms": r.latency_ms}
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,7 @@ def test_bad_record_fields_are_named(tmp_path, field, value, match):
     header, record = _header_and_record(tmp_path)
     record[field] = value
     p = tmp_path / "bad.wsrec"
-    p.write_bytes(msgpack.packb(header) + msgpack.packb(record))
+    p.write_bytes(pack_header(header) + pack_record(record))  # sound checksums over a bad field
     with pytest.raises(RecordingError, match=match):
         read_recording(p)
 
@@ -155,7 +157,7 @@ def test_bad_header_fields_are_named(tmp_path):
     for field, value in [("height", 0), ("key_names", ["a", "a"]), ("seed", 1.5), ("extra", [])]:
         bad = {**header, field: value}
         p = tmp_path / "bad.wsrec"
-        p.write_bytes(msgpack.packb(bad) + msgpack.packb(record))
+        p.write_bytes(pack_header(bad) + pack_record(record))
         with pytest.raises(RecordingError, match=f"field '{field}'"):
             RecordingReader(p)
 

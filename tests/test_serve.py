@@ -12,6 +12,7 @@ from waiting import wait_for
 from controllers.client import Client, ServerError
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
+from worldsim.record import RecordingReader
 from worldsim.serve import Server, world_factory
 
 SIZE = 16
@@ -156,12 +157,14 @@ def test_errors_name_the_field_and_the_server_goes_on(server):
     with Client(server.address, mode="lockstep", seed=1) as c:
         c.connect()
         c.reset(seed=1)
-        raw = Raw(server.address)
+        raw = Raw(server.address)  # a session of its own (another's session is not its to use)
         try:
-            raw.send(type="step", session=c.session, seq=99, keys=[1, 0])  # wrong key count
+            raw.send(type="hello", mode="lockstep")
+            sid = raw.recv("welcome")["session"]
+            raw.send(type="step", session=sid, seq=99, keys=[1, 0])  # wrong key count
             err = raw.recv("error")
             assert (err["code"], err["field"]) == ("field", "keys") and "6 keys" in err["message"]
-            raw.send(type="input", session=c.session, seq=100, keys=[0] * 6)  # input on a lockstep session
+            raw.send(type="input", session=sid, seq=100, keys=[0] * 6)  # input on a lockstep session
             assert raw.recv("error")["code"] == "mode"
             raw.send(type="step", session="nope", seq=1, keys=[0] * 6)
             err = raw.recv("error")
@@ -312,3 +315,31 @@ def test_curve_allow_list_accepts_a_listed_key_and_rejects_another(tmp_path):
         assert server.sessions_opened == 1
     finally:
         server.stop()
+
+
+def test_server_recordings_are_private_name_no_session_id_and_verify(tmp_path, capsys):
+    """A non-default level on the server: the recording carries level and device, `verify` re-runs it."""
+    from worldsim.cli import main
+
+    rec_dir = tmp_path / "rec"
+    server = Server(
+        world_factory("game", size=SIZE, level=3), max_sessions=2, record_dir=rec_dir, stats_interval_s=0
+    ).start()
+    try:
+        with Client(server.address, mode="lockstep", seed=5) as c:
+            session = c.connect()["session"]
+            for i in range(40):
+                c.step([i % 3 == 0, 0, 0, 0, i % 5 == 0, i % 7 == 0])
+        wait_for(lambda: server.stats()["sessions"] == 0, what="the session to close")
+    finally:
+        server.stop()
+    (path,) = rec_dir.glob("*.wsrec")
+    assert oct(rec_dir.stat().st_mode & 0o777) == "0o700"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert session not in path.name and session.encode() not in path.read_bytes()
+    assert session[:8] not in path.name  # not even the prefix logs used to show
+    extra = RecordingReader(path).header["extra"]
+    assert extra["level"] == "procedural-3-24" and extra["device"] == "cpu"
+    capsys.readouterr()
+    assert main(["verify", str(path)]) == 0
+    assert "identical: 41 frames" in capsys.readouterr().out

@@ -85,3 +85,58 @@ def test_realtime_client_survives_a_server_crash_and_restart():
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(30)
+
+
+def test_keys_are_private_to_their_owner(tmp_path):
+    d = tmp_path / "k"
+    (d / "authorized").mkdir(parents=True)  # existing folders others could read are tightened
+    for p in (d, d / "authorized"):
+        p.chmod(0o755)
+    assert main(["keys", str(d)]) == 0
+    assert main(["keys", str(d), "--client", "bob"]) == 0
+
+    def mode(p):
+        return p.stat().st_mode & 0o777
+
+    assert mode(d) == 0o700 and mode(d / "authorized") == 0o700
+    secrets = sorted(p.name for p in d.glob("*.key_secret"))
+    assert secrets == ["bob.key_secret", "client.key_secret", "server.key_secret"]
+    assert all(mode(d / s) == 0o600 for s in secrets)
+
+
+@pytest.mark.parametrize(
+    "argv, hint",
+    [
+        (["serve", "--bind", "garbage"], "is not a ZeroMQ address: use tcp://HOST:PORT"),
+        (["serve", "--bind", "tcp://127.0.0.1"], "the port must be 0-65535 or *"),
+        (["serve", "--device", "bogus"], "--device 'bogus' is not a device"),
+        (["serve", "--level", "nope"], "--level 'nope': use 'default' or an int"),
+        (["serve", "--size", "100000"], "--size 100000: frames must be 8 to 1024"),
+        (
+            ["play", "--connect", "garbage", "--headless", "--frames", "3"],
+            "--connect 'garbage' is not a ZeroMQ",
+        ),
+        (["play", "--connect", "tcp://localhost", "--headless", "--frames", "3"], "port must be 1-65535"),
+        (
+            ["play", "--world", "game", "--headless", "--frames", "3", "--record", "no/such/dir/x.wsrec"],
+            "folder no/such/dir does not exist",
+        ),
+    ],
+)
+def test_serving_mistakes_are_one_line_errors_with_the_fix(argv, hint, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert hint in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "reachable from other machines" not in err  # a malformed bind is not a public one
+
+
+def test_serve_on_cuda_without_a_gpu_says_so(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        assert main(["serve", "--device", f"cuda:{torch.cuda.device_count()}"]) == 2
+        assert "GPU(s): use cuda:0.." in capsys.readouterr().err
+        return
+    assert main(["serve", "--world", "game", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "torch sees no GPU" in err and "--device cpu" in err and err.count("\n") == 1

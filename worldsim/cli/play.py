@@ -106,6 +106,15 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--bot {args.bot!r}: unknown bot; use 'random-sticky' or 'replay:FILE.wsrec'")
     if args.record and Path(args.record).is_dir():
         raise UserError(f"--record {args.record}: is a directory; pass a file name like play.wsrec")
+    if args.record and not Path(args.record).resolve().parent.is_dir():  # found now, not after playing
+        raise UserError(
+            f"--record {args.record}: folder {Path(args.record).parent} does not exist; create it or pass "
+            "a path in an existing folder"
+        )
+    if args.connect:
+        from worldsim.serve.security import check_endpoint  # zmq and torch: only once --connect is given
+
+        check_endpoint(args.connect, "--connect", bind=False)
 
 
 def _default_device(args: argparse.Namespace, world: str | None) -> str:

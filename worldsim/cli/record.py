@@ -81,6 +81,11 @@ def run_verify(args: argparse.Namespace) -> int:
     result = verify_recording(args.file, device=args.device)
     if result.identical:
         note = " (file truncated: checked every complete record)" if result.truncated else ""
+        if result.records_skipped:
+            note += (
+                f" ({result.records_skipped} damaged record(s) skipped; {result.frames_unchecked} frame(s) "
+                "after them, up to the next reset, could not be re-run)"
+            )
         print(f"identical: {result.frames_checked} frames match the game{note}")
         return 0
     print(

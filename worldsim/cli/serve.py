@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sessions per engine (each engine's batch size; the server takes engines x this)",
     )
     p.add_argument(
+        "--max-per-client",
+        type=int,
+        default=4,
+        help="sessions one connection (under --keys: one client key) may hold at once (default 4)",
+    )
+    p.add_argument(
         "--fps", type=float, default=30.0, help="real-time tick rate and the cap a client may ask for"
     )
     p.add_argument("--record-dir", default=None, metavar="DIR", help="record every session to DIR/*.wsrec")
@@ -90,6 +96,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if world == "game" and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop it or pass --world neural")
     level: str | int = int(args.level) if args.level.lstrip("-").isdigit() else args.level
+    if world == "game":
+        check_game_args(args.size, level)
     from worldsim.serve.engines import on_device
 
     factories = [
@@ -103,6 +111,7 @@ def run_serve(args: argparse.Namespace) -> int:
         factories,
         bind=args.bind,
         max_sessions=args.max_sessions,
+        max_per_client=args.max_per_client,
         fps=args.fps,
         record_dir=args.record_dir,
         keys_dir=args.keys,
@@ -131,6 +140,8 @@ def engine_devices(gpus: str | None, engines: int, device: str | None) -> list[s
     if engines < 1:
         raise UserError(f"--engines must be >= 1, got {engines}")
     if gpus is None:
+        if device is not None:
+            check_device(device)
         return [device] * engines
     if device is not None or engines != 1:
         raise UserError("--gpus picks the devices and the engine count; drop --device and --engines")
@@ -148,6 +159,49 @@ def engine_devices(gpus: str | None, engines: int, device: str | None) -> list[s
     if n > have:
         raise UserError(f"--gpus {gpus} but torch sees {have} GPU(s); use --gpus all or a count <= {have}")
     return [f"cuda:{i}" for i in range(n)]
+
+
+MAX_GAME_SIZE = 1024  # frame side in pixels: 16 sessions of 1024x1024 are ~50 MB of frames a tick
+
+
+def check_game_args(size: int, level: str | int) -> None:
+    """--size and --level of the real game, checked before anything is built or allocated."""
+    from worldsim.errors import UserError
+    from worldsim.game.world import resolve_level
+
+    if not 8 <= size <= MAX_GAME_SIZE:
+        raise UserError(
+            f"--size {size}: frames must be 8 to {MAX_GAME_SIZE} pixels a side; 64 or 128 are the usual"
+        )
+    try:
+        resolve_level(level)
+    except ValueError:
+        raise UserError(
+            f"--level {level!r}: use 'default' or an int procedural seed (e.g. --level 3)"
+        ) from None
+
+
+def check_device(device: str) -> None:
+    """A one-line UserError unless torch can place a world on `device` here (cpu, cuda, cuda:N)."""
+    import torch
+
+    from worldsim.errors import UserError
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise UserError(f"--device {device}: a server runs its worlds on cpu or cuda[:N]")
+    have = torch.cuda.device_count()
+    if have == 0:
+        raise UserError(
+            f"--device {device} but this torch sees no GPU (a CPU-only build, or no driver); use --device cpu"
+        )
+    if dev.index is not None and dev.index >= have:
+        raise UserError(f"--device {device} but torch sees {have} GPU(s): use cuda:0..cuda:{have - 1}")
 
 
 def run_keys(args: argparse.Namespace) -> int:

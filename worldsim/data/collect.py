@@ -111,7 +111,7 @@ def collect_recordings(
         clip_k: list[np.ndarray] = []
         made = 0
         for rec in reader:
-            if rec.reset_seed is not None:  # a new episode: never stitch across it
+            if rec.reset_seed is not None or rec.after_gap:  # a new episode or a damaged span: never stitch
                 clip_f, clip_k = [], []
             clip_f.append(rec.frame)
             clip_k.append(rec.keys)

@@ -10,6 +10,7 @@ spawn points) and `clearance` tells a scripted player how far the walls are.
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 
 import torch
@@ -29,7 +30,11 @@ PROBE_STEP = 0.125
 
 
 def resolve_level(level: str | int | Level) -> Level:
-    """ "default" -> the default level; an int -> `procedural_level(int)`; a Level passes through."""
+    """ "default" -> the default level; an int -> `procedural_level(int)`; a Level passes through.
+
+    A procedural level's name, "procedural-SEED-SIZE", rebuilds it too: the name a world describes
+    (and a recording stores) is enough to re-run the game.
+    """
     if isinstance(level, Level):
         return level
     if isinstance(level, bool):  # bool is an int; never a seed
@@ -41,6 +46,9 @@ def resolve_level(level: str | int | Level) -> Level:
             return default_level()
         if level.lstrip("-").isdigit():
             return procedural_level(int(level))
+        named = re.fullmatch(r"procedural-(-?\d+)-(\d+)", level)
+        if named:
+            return procedural_level(int(named[1]), int(named[2]))
     raise ValueError(f"level must be 'default', a Level or an int procedural seed, got {level!r}")
 
 

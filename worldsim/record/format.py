@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from worldsim.errors import UserError
 
 FORMAT_NAME = "wsrec"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a crc32 after the header and on every record, framed for resync; 1: plain msgpack
+
+# Version 2 frames every record as MAGIC | payload length (u32 LE) | crc32 of the payload (u32 LE) |
+# payload (the record's msgpack map). 0xc1 is the one byte msgpack never uses, so a plain msgpack
+# reader stops at once instead of misreading; a reader resyncs on MAGIC after a damaged record.
+MAGIC = b"\xc1WSR"
+CHUNK_HEAD = struct.Struct("<4sII")  # magic, payload length, crc32
+HEADER_CRC = struct.Struct("<I")  # follows the header map: crc32 of the header's msgpack bytes
 
 # Limits handed to msgpack's Unpacker so a hostile or corrupt file cannot make us allocate gigabytes.
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # one raw RGB frame: 4096 x 4096 x 3 fits
+# A version-2 record's payload holds its H*W*3 frame bytes and at most this much more (its other fields).
+# The reader refuses any other length before checksumming: a resync through noise stays cheap.
+MAX_RECORD_FIELDS_BYTES = 64 * 1024
 UNPACK_LIMITS = dict(
     max_buffer_size=MAX_FRAME_BYTES + (1 << 20),
     max_bin_len=MAX_FRAME_BYTES,
@@ -104,6 +117,23 @@ def validate_header(obj: Any, where: str) -> dict:
     _require(_is_number(obj["created"]), where, "created", obj["created"], "a unix time (float)")
     _require(isinstance(obj["extra"], dict), where, "extra", obj["extra"], "a map")
     return dict(obj)
+
+
+def pack_header(header: dict, packer: msgpack.Packer | None = None) -> bytes:
+    """A version-2 header: the msgpack map, then the crc32 of its bytes."""
+    data = (packer or msgpack.Packer(use_bin_type=True)).pack(header)
+    return data + HEADER_CRC.pack(zlib.crc32(data))
+
+
+def record_head(payload: bytes) -> bytes:
+    """The 12 bytes that frame a version-2 record's payload: MAGIC, its length, its crc32."""
+    return CHUNK_HEAD.pack(MAGIC, len(payload), zlib.crc32(payload))
+
+
+def pack_record(record: dict, packer: msgpack.Packer | None = None) -> bytes:
+    """A version-2 record: its head (MAGIC, length, crc32), then the record's msgpack map."""
+    payload = (packer or msgpack.Packer(use_bin_type=True)).pack(record)
+    return record_head(payload) + payload
 
 
 def pack_keys(keys: np.ndarray) -> bytes:

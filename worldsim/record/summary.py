@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from worldsim.record.format import RecordingError
 from worldsim.record.reader import RecordingReader
 
 
@@ -18,15 +19,19 @@ def summarize(path: str | Path) -> dict:
     n = 0
     first_t = last_t = 0.0
     resets = 0
-    for rec in reader:
-        if n == 0:
-            first_t = rec.time
-        last_t = rec.time
-        presses += rec.keys
-        n += 1
-        resets += n > 1 and rec.reset_seed is not None  # the first frame is always a reset
-        if rec.latency_ms is not None:
-            latencies.append(rec.latency_ms)
+    stopped = None  # a version-1 file has no checksums: damage ends the read; keep what came before
+    try:
+        for rec in reader:
+            if n == 0:
+                first_t = rec.time
+            last_t = rec.time
+            presses += rec.keys
+            n += 1
+            resets += n > 1 and rec.reset_seed is not None  # the first frame is always a reset
+            if rec.latency_ms is not None:
+                latencies.append(rec.latency_ms)
+    except RecordingError as e:
+        stopped = str(e)
     h = reader.header
     lat = np.asarray(latencies, np.float64)
     return {
@@ -45,6 +50,9 @@ def summarize(path: str | Path) -> dict:
         "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
         "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
         "truncated": reader.truncated,
+        "records_skipped": reader.records_skipped,
+        "damaged_at": list(reader.damaged_at),
+        "stopped": stopped,
         "extra": h["extra"],
     }
 
@@ -65,6 +73,16 @@ def format_summary(s: dict) -> str:
         lines.append("  latency    not recorded")
     else:
         lines.append(f"  latency    p50 {s['latency_ms_p50']:.2f} ms   p99 {s['latency_ms_p99']:.2f} ms")
+    if s["records_skipped"]:
+        where = ", ".join(f"byte {b}" for b in s["damaged_at"][:5]) + (
+            ", ..." if len(s["damaged_at"]) > 5 else ""
+        )
+        lines.append(
+            f"  damaged    {s['records_skipped']} record(s) skipped in {len(s['damaged_at'])} place(s) "
+            f"({where}); every sound record was read"
+        )
+    if s["stopped"]:
+        lines.append(f"  damaged    reading stopped at record {s['frames']}: {s['stopped']}")
     if s["truncated"]:
         lines.append(
             "  WARNING    truncated: the file ends inside a record (the writer stopped mid-write); "

@@ -21,6 +21,9 @@ GAME_WORLD_NAMES = frozenset({"gameworld", "game"})
 class VerifyResult:
     frames_checked: int
     truncated: bool
+    # frames after skipped damaged records, up to the next reset: the game state there is unknown
+    frames_unchecked: int = 0
+    records_skipped: int = 0
     mismatch_index: int | None = None  # record index of the first differing frame
     mismatch_frame_number: int | None = None
     differing_pixels: int = 0
@@ -82,17 +85,25 @@ def verify_recording(path: str | Path, *, device: str | None = None) -> VerifyRe
 
     device = _pick_device(device, header)
 
-    world = GameWorld(
-        batch_size=1, size=(header["height"], header["width"]), level=_game_level(header, path), device=device
-    )
+    level = _game_level(header, path)
+    try:
+        world = GameWorld(batch_size=1, size=(header["height"], header["width"]), level=level, device=device)
+    except ValueError as e:
+        reader.close()
+        raise UserError(f"{path}: cannot rebuild the recorded game (extra.level {level!r}): {e}") from None
     if list(world.key_names) != list(header["key_names"]):
         reader.close()
         raise UserError(
             f"{path}: recorded key_names {header['key_names']} differ from this game's {list(world.key_names)}"
         )
-    checked = 0
+    checked = unchecked = 0
+    lost = False  # past a damaged span and no reset since: nothing to compare against
     try:
         for i, rec in enumerate(reader):
+            lost = (lost or rec.after_gap) and rec.reset_seed is None
+            if lost:
+                unchecked += 1
+                continue
             if rec.reset_seed is not None:
                 frame = world.reset([rec.reset_seed])
             elif i == 0:  # the first record is the frame reset(seed) returned
@@ -114,4 +125,9 @@ def verify_recording(path: str | Path, *, device: str | None = None) -> VerifyRe
     finally:
         reader.close()
         world.close()
-    return VerifyResult(frames_checked=checked, truncated=reader.truncated)
+    return VerifyResult(
+        frames_checked=checked,
+        truncated=reader.truncated,
+        frames_unchecked=unchecked,
+        records_skipped=reader.records_skipped,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time as _time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,14 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from worldsim.record.format import FORMAT_NAME, FORMAT_VERSION, pack_keys, validate_header
+from worldsim.record.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    pack_header,
+    pack_keys,
+    record_head,
+    validate_header,
+)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -22,7 +30,7 @@ def _to_numpy(x: Any) -> np.ndarray:
 class RecordingWriter:
     """Write a header, then one record per frame; a crash leaves every complete record readable.
 
-    Records are flushed to the OS as written (a process crash loses nothing already written); there is
+    The file is created 0600. Records are flushed to the OS as written (a process crash loses nothing already written); there is
     no fsync per frame, so a power cut may lose the last few.
     """
 
@@ -56,8 +64,11 @@ class RecordingWriter:
         # The same checks the reader applies, so a bad header fails here rather than at replay time.
         self.header = validate_header(header, f"RecordingWriter({self.path})")
         self._packer = msgpack.Packer(use_bin_type=True)
-        packed_header = self._packer.pack(header)  # before opening: unpackable `extra` leaves no file
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        packed_header = pack_header(header, self._packer)  # before opening: unpackable `extra` leaves no file
+        # 0600: a recording shows what a player did; only its owner reads it unless they share it.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        self._file = os.fdopen(fd, "wb")
         self._file.write(packed_header)
         self._file.flush()
         self._t0 = _time.monotonic()
@@ -103,7 +114,9 @@ class RecordingWriter:
         }
         if reset_seed is not None:
             record["reset_seed"] = int(reset_seed)
-        self._file.write(self._packer.pack(record))
+        payload = self._packer.pack(record)
+        self._file.write(record_head(payload))  # two writes into the buffer: no copy of the frame
+        self._file.write(payload)
         self._file.flush()
         self.frames_written += 1
 

@@ -6,6 +6,7 @@ engines; the loop, ticks, frames and sockets stay in the server.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import random
@@ -19,7 +20,7 @@ import numpy as np
 from worldsim.serve import protocol as P
 from worldsim.serve.engines import EnginePool
 from worldsim.serve.recording import SessionRecorder
-from worldsim.serve.session import MAX_PENDING_STEPS, Session
+from worldsim.serve.session import MAX_PENDING_STEPS, Session, quota_key
 
 log = logging.getLogger("worldsim.serve.server")  # one logger for the server's lines
 
@@ -36,12 +37,18 @@ class MessageHandlers:
     record_dir: Path | None
     session_timeout_s: float
     sessions_opened: int
+    max_per_client: int
+    foreign_messages: int
     _sessions: dict[str, Session]
-    _by_client_id: dict[str, str]
+    _by_client_id: dict[tuple[bytes, str | None, str], str]  # (identity, user, client_id) -> session
+    _per_client: collections.Counter
+    _user: str | None  # the CURVE User-Id of the message being handled (None without CURVE)
     _t0: float
     _rng: random.Random
 
     def _session(self, identity: bytes, msg: dict[str, Any], now: float) -> Session:
+        """The session the message names, if it is the sender's: a session belongs to the connection
+        (and CURVE key) that opened it, never to whoever quotes its id (docs/protocol.md, Ownership)."""
         s = self._sessions.get(msg["session"])
         if s is None:
             raise P.ProtocolError(
@@ -49,7 +56,23 @@ class MessageHandlers:
                 "no live session with that id (it expired, was closed, or the server restarted); send hello",
                 "session",
             )
-        s.identity = identity  # a reconnected client keeps its session under its new routing id
+        if s.owner != (identity, self._user):
+            self.foreign_messages += 1
+            s.stats.foreign += 1
+            # The first one is news for the operator; a flood of them must not flood the log.
+            log.log(
+                logging.WARNING if s.stats.foreign == 1 else logging.DEBUG,
+                "session %s: a %s message from another connection refused (%d so far)",
+                s.label,
+                msg["type"],
+                s.stats.foreign,
+            )
+            raise P.ProtocolError(
+                P.NOT_OWNER,
+                "that session belongs to another connection; open your own with hello (a client keeps "
+                "its session across reconnects by setting a fixed ZMQ_ROUTING_ID)",
+                "session",
+            )
         s.last_seen = now
         return s
 
@@ -66,11 +89,19 @@ class MessageHandlers:
 
     def _on_hello(self, identity: bytes, msg: dict[str, Any], now: float) -> None:
         cid = msg.get("client_id")
-        if cid is not None and cid in self._by_client_id:  # a repeated hello: same session again
-            s = self._sessions[self._by_client_id[cid]]
-            s.identity, s.last_seen = identity, now
+        known = (identity, self._user, cid)
+        if cid is not None and known in self._by_client_id:  # a repeated hello: same session again
+            s = self._sessions[self._by_client_id[known]]
+            s.last_seen = now
             self._send(identity, self._welcome(s))
             return
+        quota = quota_key(identity, self._user)
+        if self._per_client[quota] >= self.max_per_client:
+            raise P.ProtocolError(
+                P.CLIENT_LIMIT,
+                f"this {'key' if self._user else 'connection'} already holds {self.max_per_client} "
+                "sessions (the server's --max-per-client); close one with bye",
+            )
         slot = self.pool.place()  # the least-loaded engine's first free game
         if slot is None:
             raise P.ProtocolError(
@@ -96,23 +127,25 @@ class MessageHandlers:
             keys=np.zeros(self.world.num_keys, dtype=bool),
             last_seen=now,
             next_tick=math.floor((now - self._t0) * fps) + 1,
+            user=self._user,
         )
         if self.record_dir is not None:
             s.recorder = SessionRecorder(
                 self.record_dir,
                 self.pool.locate(slot)[0].world,
-                session=s.id,
+                label=s.label,
                 mode=mode,
                 client=s.name,
                 fps=fps,
             )
         self._sessions[s.id] = s
+        self._per_client[quota] += 1
         if cid is not None:
-            self._by_client_id[cid] = s.id
+            self._by_client_id[known] = s.id
         self.sessions_opened += 1
         log.info(
             "session %s (%s, %s, %g fps, seed %d, slot %d, engine %d) opened",
-            s.id[:8],
+            s.label,
             s.name or "-",
             mode,
             fps,

@@ -28,6 +28,8 @@ VERSION = "version"  # missing or unsupported `v`
 BAD_TYPE = "type"  # missing or unknown `type`
 BAD_FIELD = "field"  # a field is missing, unknown, of the wrong type or out of range
 UNKNOWN_SESSION = "unknown_session"  # no live session has that id (expired, closed, server restarted)
+NOT_OWNER = "not_owner"  # the session belongs to another connection (or CURVE key)
+CLIENT_LIMIT = "client_limit"  # this connection (or key) already holds its cap of sessions
 WRONG_MODE = "mode"  # e.g. `input` on a lockstep session
 SERVER_FULL = "server_full"
 FLOOD = "flood"  # too many unanswered `step`s queued
@@ -129,7 +131,7 @@ SCHEMAS: dict[str, dict[str, tuple[bool, Checker]]] = {
         "encoding": (False, _enum(*ENCODINGS)),
         "quality": (False, _int(1, 100)),
         "name": (False, _str(MAX_NAME)),
-        # A secret like the session id (a repeated hello with it gets that session): 16+ random chars.
+        # 16+ random chars: a repeated hello with it from the same connection gets that session again.
         "client_id": (False, _str(MAX_NAME, min_len=16)),
     },
     "input": {"session": (True, _SESSION), "seq": (True, _SEQ), "keys": (True, _keys), "t": (False, _TIME)},

@@ -2,6 +2,9 @@
 
 A file is opened only once its game has stepped, so a client that resets right after hello leaves
 one recording, not a one-frame stub too. Recording failures end that recording, never the session.
+Files are 0600 in a folder made 0700, and name the session by its label (a hash prefix), never by
+its secret id. The header carries what `worldsim verify` needs to re-run the game: size and key
+names, and in `extra` the level and the device.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ class SessionRecorder:
     """Records one session into `directory` with the shared RecordingWriter format."""
 
     def __init__(
-        self, directory: Path, world: World, *, session: str, mode: str, client: str, fps: float
+        self, directory: Path, world: World, *, label: str, mode: str, client: str, fps: float
     ) -> None:
         from worldsim.record import RecordingWriter  # imported now, not mid-frame
 
         self._writer_cls = RecordingWriter
         self.directory = directory
         self.world = world
-        self.session, self.mode, self.client, self.fps = session, mode, client, fps
+        self.label, self.mode, self.client, self.fps = label, mode, client, fps
         self.games = 0
         self._writer: Any = None
         self._seed: int | None = None
@@ -56,10 +59,16 @@ class SessionRecorder:
 
     def _open(self) -> None:
         w = self.world
-        path = self.directory / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.session[:8]}-{self.games}.wsrec"
+        path = self.directory / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.label}-{self.games}.wsrec"
         self.games += 1
+        described = w.describe()
+        extra = {"session": self.label, "mode": self.mode, "client": self.client, "source": "server"}
+        extra["device"] = described["device"]
+        for name in ("level", "checkpoint"):  # the game's level; a neural world's checkpoint name
+            if described.get(name) is not None:
+                extra[name] = described[name]
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._writer = self._writer_cls(
                 path,
                 world=w.name,
@@ -69,10 +78,10 @@ class SessionRecorder:
                 fps=self.fps,
                 seed=self._seed,
                 checkpoint_hash=getattr(w, "checkpoint_hash", None),
-                extra={"session": self.session, "mode": self.mode, "client": self.client, "source": "server"},
+                extra=extra,
             )
         except OSError as e:
-            log.error("cannot record session %s to %s: %s", self.session[:8], path, e)
+            log.error("cannot record session %s to %s: %s", self.label, path, e)
 
     def _write(
         self, number: int, keys: np.ndarray, frame: np.ndarray, t: float, latency_ms: float | None
@@ -82,6 +91,6 @@ class SessionRecorder:
         try:
             self._writer.write(number, keys, frame, time=t, latency_ms=latency_ms)
         except OSError as e:
-            log.error("recording of session %s stopped: %s", self.session[:8], e)
+            log.error("recording of session %s stopped: %s", self.label, e)
             self._writer.close()
             self._writer = None

@@ -5,7 +5,8 @@ pending message without blocking (newest key state wins per session), then step 
 now - real-time ones on their fps grid and lockstep ones with a queued step - in one `World.step` per
 engine (worldsim.serve.engines: one World per GPU, sessions on the least-loaded one). The message
 handlers live in worldsim.serve.handlers.
-Sends never block: a client whose queue is full loses that frame (counted as dropped).
+Sends never block: a client whose queue is full loses that frame (counted as dropped); control
+messages wait for room instead (worldsim.serve.outbox).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from worldsim.errors import UserError
 from worldsim.serve import protocol as P
 from worldsim.serve.engines import EnginePool
 from worldsim.serve.handlers import SERVER_VERSION, MessageHandlers
+from worldsim.serve.outbox import Outbox
 from worldsim.serve.security import CurveServer, check_bind
 from worldsim.serve.session import Session
 from worldsim.serve.worlds import world_factory as named_world_factory
@@ -61,9 +63,12 @@ class Server(MessageHandlers):
         stats_interval_s: float = 10.0,
         max_drain: int = 1000,
         torch_threads: int | None = None,
+        max_per_client: int = 4,
     ) -> None:
         if max_sessions < 1:
             raise UserError(f"max_sessions must be >= 1, got {max_sessions}")
+        if max_per_client < 1:
+            raise UserError(f"max_per_client must be >= 1, got {max_per_client}")
         if not 1.0 <= fps <= P.MAX_FPS:
             raise UserError(f"fps must be in [1, {P.MAX_FPS:g}], got {fps}")
         if session_timeout_s <= 0:
@@ -90,10 +95,14 @@ class Server(MessageHandlers):
         self.stats_interval_s = stats_interval_s
         self.max_drain = max_drain
         self.torch_threads = torch_threads
+        self.max_per_client = max_per_client
 
         self._address: str | None = None
+        self._outbox: Outbox | None = None  # made when the socket is bound
         self._sessions: dict[str, Session] = {}
-        self._by_client_id: dict[str, str] = {}
+        self._by_client_id: dict[tuple[bytes, str | None, str], str] = {}
+        self._per_client: collections.Counter = collections.Counter()  # sessions per connection/key
+        self._user: str | None = None
         self._closed: collections.deque[dict[str, Any]] = collections.deque(maxlen=256)  # their last stats
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -106,6 +115,7 @@ class Server(MessageHandlers):
         self.bad_messages = 0
         self.errors_sent = 0
         self.sessions_opened = 0
+        self.foreign_messages = 0  # messages naming a session that is not the sender's (refused)
         self._step_ms: collections.deque[float] = collections.deque(maxlen=1024)  # batched World.step times
         self._batch: collections.deque[int] = collections.deque(maxlen=1024)  # sessions per step
 
@@ -196,6 +206,8 @@ class Server(MessageHandlers):
             self.pool.close()
             raise UserError(f"cannot bind {self.bind!r}: {e}; pick another --bind address or port") from None
         self._sock = sock
+        # A peer that reads nothing for three session timeouts is not coming back for its messages.
+        self._outbox = Outbox(sock, max_age_s=3 * self.session_timeout_s)
         self._address = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._t0 = time.monotonic()
         w = self.world
@@ -213,6 +225,7 @@ class Server(MessageHandlers):
     def _teardown(self) -> None:
         for s in list(self._sessions.values()):
             self._close_session(s, "shutdown")
+        self._outbox.flush()
         self._sock.close(linger=200)
         self._teardown_context()
         self.pool.close()
@@ -234,6 +247,7 @@ class Server(MessageHandlers):
             wait = min(self._next_due(now) - now, 0.1)
             if poller.poll(max(0, math.ceil(wait * 1000))):
                 self._drain()
+            self._outbox.flush()  # waiting control messages go before any new frame
             now = time.monotonic()
             self._tick(now)
             if now >= next_housekeeping:
@@ -254,7 +268,13 @@ class Server(MessageHandlers):
         """Handle every message already queued, without blocking (bounded so a flood cannot starve ticks)."""
         for _ in range(self.max_drain):
             try:
-                parts = self._sock.recv_multipart(zmq.NOBLOCK)
+                if self._curve is None:
+                    parts = self._sock.recv_multipart(zmq.NOBLOCK)
+                    self._user = None
+                else:  # zmq frames, for the sender's authenticated key (ZAP's User-Id)
+                    frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    self._user = frames[-1].get("User-Id")
+                    parts = [f.bytes for f in frames]
             except zmq.Again:
                 return
             self.messages += 1
@@ -286,22 +306,15 @@ class Server(MessageHandlers):
             if isinstance(sid, str):
                 extra["session"] = sid
                 s = self._sessions.get(sid)
-                if s is not None:
+                if s is not None and s.owner == (identity, self._user):
                     s.stats.errors += 1
         log.debug("bad message from %s: %s", identity.hex(), e)
         if self._send(identity, P.error(e.code, str(e), field=e.field, **extra)):
             self.errors_sent += 1
 
     def _send(self, identity: bytes, payload: bytes) -> bool:
-        try:
-            self._sock.send_multipart([identity, payload], zmq.NOBLOCK)
-            return True
-        except zmq.Again:  # the peer's queue is full: drop, never wait
-            return False
-        except zmq.ZMQError as e:
-            if e.errno == zmq.EHOSTUNREACH:  # the peer is gone (it may come back with a new identity)
-                return False
-            raise
+        """A control message: sent now, or as soon as the peer has room (before its next frame)."""
+        return self._outbox.control(identity, payload)
 
     # ------------------------------------------------------------------ frames
 
@@ -314,7 +327,7 @@ class Server(MessageHandlers):
         try:
             frame = engine.reset(seed, game)
         except Exception:  # noqa: BLE001 - a world failure ends this session, never the server
-            log.exception("world.reset failed for session %s", s.id[:8])
+            log.exception("world.reset failed for session %s", s.label)
             self._fail_session(s)
             return
         if s.recorder is not None:
@@ -373,7 +386,7 @@ class Server(MessageHandlers):
             "width": int(img.shape[1]),
             "data": P.encode_image(img, s.encoding, s.quality),
         }
-        s.stats.frame_sent(now, self._send(s.identity, P.encode(msg)))
+        s.stats.frame_sent(now, self._outbox.frame(s.identity, P.encode(msg)))
         if record and s.recorder is not None:
             s.recorder.frame(s.frame_number, s.keys, img, latency)
 
@@ -383,13 +396,16 @@ class Server(MessageHandlers):
         if self._sessions.pop(s.id, None) is None:
             return
         if s.client_id is not None:
-            self._by_client_id.pop(s.client_id, None)
+            self._by_client_id.pop((*s.owner, s.client_id), None)
+        self._per_client[s.quota_key] -= 1
+        if self._per_client[s.quota_key] <= 0:
+            del self._per_client[s.quota_key]
         self.pool.release(s.slot)
         if s.recorder is not None:
             s.recorder.close()
         self._send(s.identity, P.encode({"type": "bye", "session": s.id, "reason": reason}))
         self._closed.append({**s.describe(), "reason": reason})
-        log.info("session %s closed (%s): %s", s.id[:8], reason, self._stats_line(s))
+        log.info("session %s closed (%s): %s", s.label, reason, self._stats_line(s))
 
     def _fail_session(self, s: Session) -> None:
         self._send(s.identity, P.error(P.INTERNAL, "the world failed; this session is closed", session=s.id))
@@ -402,7 +418,7 @@ class Server(MessageHandlers):
         if self.stats_interval_s and now - getattr(self, "_last_log", 0.0) >= self.stats_interval_s:
             self._last_log = now
             for s in self._sessions.values():
-                log.info("session %s: %s", s.id[:8], self._stats_line(s))
+                log.info("session %s: %s", s.label, self._stats_line(s))
 
     def _describe(self, s: Session) -> dict[str, Any]:
         return {**s.describe(), "engine": s.slot // self.pool.per_engine}
@@ -423,6 +439,9 @@ class Server(MessageHandlers):
             "bad_messages": self.bad_messages,
             "errors_sent": self.errors_sent,
             "sessions_opened": self.sessions_opened,
+            "foreign_messages": self.foreign_messages,
+            "control_delayed": self._outbox.control_delayed if self._outbox else 0,
+            "control_dropped": self._outbox.control_dropped if self._outbox else 0,
             "engines": [e.describe() for e in self.pool.engines],
             "world_step_ms": {
                 "n": len(steps),

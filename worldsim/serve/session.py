@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,8 @@ class SessionStats:
         self.late_ticks = 0  # ticks skipped because the loop fell behind
         self.inputs = 0  # input/step messages accepted
         self.stale_inputs = 0  # inputs overtaken by a newer one before a tick
-        self.errors = 0  # bad messages about this session
+        self.errors = 0  # bad messages about this session from its owner
+        self.foreign = 0  # messages naming this session from another connection or key (refused)
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=window)
         self._frame_times: collections.deque[float] = collections.deque(maxlen=256)
 
@@ -60,6 +62,7 @@ class SessionStats:
             "inputs": self.inputs,
             "stale_inputs": self.stale_inputs,
             "errors": self.errors,
+            "foreign": self.foreign,
             "fps": round(self.fps(now), 2),
             "latency_ms": {
                 "n": int(lat.size),
@@ -70,12 +73,17 @@ class SessionStats:
         }
 
 
+def quota_key(identity: bytes, user: str | None) -> bytes | str:
+    """What the per-client session cap counts: the key under CURVE, else the connection."""
+    return identity if user is None else user
+
+
 @dataclass
 class Session:
     """Server-side state of one session. `slot` is its game index in the batched World."""
 
     id: str
-    identity: bytes  # the ROUTER routing id of its current connection
+    identity: bytes  # the ROUTER routing id of the connection that opened it: only it may use the session
     mode: str  # "realtime" | "lockstep"
     slot: int
     fps: float
@@ -93,10 +101,25 @@ class Session:
     pending_steps: collections.deque = field(default_factory=collections.deque)  # (seq, keys, t)
     stats: SessionStats = field(default_factory=SessionStats)
     recorder: Any = None  # a worldsim.serve.recording.SessionRecorder when the server records
+    user: str | None = None  # under CURVE, the client's public key (z85, zmq's User-Id): bound too
+    # A name for logs, file names and recordings: a hash prefix, so none of them leaks the secret id.
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.label = hashlib.sha256(self.id.encode()).hexdigest()[:12]
+
+    @property
+    def owner(self) -> tuple[bytes, str | None]:
+        return self.identity, self.user
+
+    @property
+    def quota_key(self) -> bytes | str:
+        return quota_key(self.identity, self.user)
 
     def describe(self) -> dict[str, Any]:
         return {
             "session": self.id,
+            "label": self.label,
             "name": self.name,
             "mode": self.mode,
             "slot": self.slot,
