@@ -178,10 +178,9 @@ def game_source(
     def render(n: int, length: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         calls[0] += 1
         chunk = min(RENDER_CHUNK, length)
-        clips = GameClips(
-            batch=n, frames=chunk, size=size, device=device, seed=seed * 1_000_003 + calls[0], level=level
-        )
-        clips.reset_every = 1 << 30  # one episode per trajectory: no respawn inside it
+        # one episode per trajectory (no respawn inside it), starting at poses uniform over the level
+        clips = GameClips(batch=n, frames=chunk, size=size, device=device, seed=seed * 1_000_003 + calls[0],
+                          level=level, episode_frames=length)  # fmt: skip
         for t0 in range(0, length, chunk):
             f, k = clips.next_clip()
             yield f[:, : length - t0], k[:, : length - t0]
