@@ -180,7 +180,7 @@ def game_source(
         chunk = min(RENDER_CHUNK, length)
         # one episode per trajectory (no respawn inside it), starting at poses uniform over the level
         clips = GameClips(batch=n, frames=chunk, size=size, device=device, seed=seed * 1_000_003 + calls[0],
-                          level=level, episode_frames=length)  # fmt: skip
+                          level=level, episode_frames=-(-length // chunk) * chunk)  # fmt: skip
         for t0 in range(0, length, chunk):
             f, k = clips.next_clip()
             yield f[:, : length - t0], k[:, : length - t0]
