@@ -21,7 +21,7 @@ import torch
 
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder, frames_to_model
-from worldsim.train import common
+from worldsim.train import common, resume
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ def export(
     from worldsim.checkpoint import save_checkpoint
     from worldsim.model.config import ModelConfig
 
-    from worldsim.train.resume import load_train_state
-
-    state = load_train_state(state_path)
+    state = resume.load_train_state(state_path)
     if state.get("kind") != "teacher":
         raise UserError(f"{state_path} is not a teacher train state (kind={state.get('kind')!r})")
     cfg = ModelConfig.from_dict(state["config"])
@@ -89,6 +87,24 @@ def export(
     write_card(out_path, cfg, state, metrics, seeds=seeds)
     log.info("exported %s (%.2f MiB) and its card", out_path, out_path.stat().st_size / 2**20)
     return out_path
+
+
+def _budget_lines(tm: dict) -> list[str]:
+    """The card's lines on what every run of this model cost together (resumed runs add up)."""
+    b = tm.get("budget")
+    if not b:
+        return []
+    minutes = ", ".join(f"{m} min on {dev}" for dev, m in b.get("device_minutes", {}).items())
+    data = tm.get("data", {})
+    src = data.get("source", "live")
+    if src == "store":
+        src = (f"a latent store of {data.get('trajectories')} trajectories x {data.get('length')} frames, "
+               f"{data.get('refresh_fraction')} of it re-rendered every {data.get('refresh_every')} steps")  # fmt: skip
+    return [
+        f"- Budget, all runs together: {b.get('steps')} steps, {b.get('clips')} clips, {minutes}, "
+        f"{b.get('runs')} run(s); data of the last run: {src}; context noise up to {tm.get('context_max')} on "
+        f"{tm.get('context_prob')} of the frames."
+    ]
 
 
 def _fmt(v) -> str:
@@ -131,6 +147,7 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int) -
         f"  (window {cfg.window}: the window slides in training), AdamW lr {_fmt(tm.get('lr'))} warmup + cosine,",
         f"  EMA {_fmt(tm.get('ema_decay'))}; {_fmt(tm.get('steps'))} steps, batch {_fmt(tm.get('batch'))},",
         f"  {_fmt(tm.get('steps_per_second'))} steps/s on {_fmt(tm.get('device'))}.",
+        *_budget_lines(tm),
         "",
         "## Measured",
         "",

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import torch
 
+from worldsim.checkpoint import load_checkpoint, quantize_stored, save_checkpoint
 from worldsim.errors import UserError
+from worldsim.train import common
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,6 @@ def save_compact(
 ) -> Path:
     """Write the compact state (module doc): `model` and `ema` state dicts of one module, `frozen` groups
     ({name: state dict}, stored bf16/fp32) and `meta` (JSON: step, schedule, history, budget, ...)."""
-    from worldsim.checkpoint import quantize_stored, save_checkpoint
-
     delta = {k: (v.float() - ema[k].float()) if v.is_floating_point() else v for k, v in model.items()}
     tensors = {
         "dit": quantize_stored(ema),  # int8 per row (loads back as floats)
@@ -72,8 +72,6 @@ def _bf16_matrices(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def load_compact(path: Path) -> dict:
     """The compact state as the full state's layout: config, model, ema, frozen groups, meta (opt: None)."""
-    from worldsim.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path)
     meta = ckpt.metrics.get("train_state")
     if not isinstance(meta, dict) or "delta" not in ckpt.tensors:
@@ -91,8 +89,6 @@ def load_compact(path: Path) -> dict:
 
 def load_train_state(path: str | os.PathLike, flag: str = "state") -> dict:
     """A full train state (`.pt`) or a compact one (`.state.safetensors`), in the full state's layout."""
-    from worldsim.train import common
-
     if str(path).endswith(COMPACT_SUFFIX):
         return load_compact(Path(path))
     return common.load_state(path, flag=flag)
@@ -101,8 +97,6 @@ def load_train_state(path: str | os.PathLike, flag: str = "state") -> dict:
 def open_resume(out: Path, stage: str, full_file: str, resume: bool) -> dict | None:
     """The state to resume from: the full `<out>/<full_file>` if present, else the compact state; None when
     not resuming. An existing state without --resume is refused (a run never silently overwrites one)."""
-    from worldsim.train import common
-
     full, compact = out / full_file, compact_path(out, stage)
     if not resume:
         for p in (full, compact):
