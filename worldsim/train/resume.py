@@ -179,3 +179,56 @@ def run_folder(out: Path) -> Iterator[Path]:
         if not existed and out.is_dir() and not any(out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def plot_metrics(paths: list[Path], out: Path, keys: tuple[str, ...] = ("loss", "ema_val_loss")) -> Path:
+    """One PNG of `keys` against step for every metrics.jsonl in `paths` (runs side by side)."""
+    import matplotlib  # heavy, and only needed here
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), dpi=100, squeeze=False)
+    for path in paths:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        label = Path(path).parent.name or Path(path).stem
+        for ax, key in zip(axes[0], keys):
+            pts = [(r["step"], r[key]) for r in rows if key in r and "step" in r]
+            if pts:
+                ax.plot(*zip(*pts), label=label, linewidth=1)
+    for ax, key in zip(axes[0], keys):
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m worldsim.train.resume RUN/metrics.jsonl [...] --out PNG`: plot runs' live metrics."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m worldsim.train.resume", description=main.__doc__)
+    p.add_argument("metrics", nargs="+", type=Path, help="metrics.jsonl files (or run folders)")
+    p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    p.add_argument(
+        "--keys", default="loss,ema_val_loss", help="comma-separated fields (default loss,ema_val_loss)"
+    )
+    a = p.parse_args(argv)
+    paths = [m / METRICS_FILE if m.is_dir() else m for m in a.metrics]
+    missing = [str(m) for m in paths if not m.is_file()]
+    if missing:
+        sys.stderr.write(f"error: no metrics file at {', '.join(missing)}\n")
+        return 2
+    print(plot_metrics(paths, a.out, tuple(a.keys.split(","))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
