@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from worldsim.checkpoint import save_checkpoint
-from worldsim.engine import GraphWorld, fastest_world
+from worldsim.engine.world import GraphWorld, fastest_world
 from worldsim.engine.latent import LatentEngine
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder

@@ -89,7 +89,7 @@ def make_neural(
     steps: int | None = None,
 ) -> WorldEnv:
     """A trained world model as an env: `gymnasium.make("worldsim/Neural-v0", checkpoint="tiny")`."""
-    from worldsim.engine import fastest_world  # heavy and optional: only when this env is made
+    from worldsim.engine.world import fastest_world  # heavy and optional: only when this env is made
 
     kwargs = {} if steps is None else {"steps": steps}
     world = fastest_world(checkpoint, device=device, batch_size=1, **kwargs)

@@ -40,7 +40,8 @@ def random_world(
 ):
     """A neural world of config `cfg` with random weights (seed 0: dense and sparse share them);
     `attention="triton"`: cached reads through the ring kernel, which skips the frames the mask hides."""
-    from worldsim.engine import GraphWorld
+    from worldsim.engine.attention import cached_attention
+    from worldsim.engine.world import GraphWorld
     from worldsim.model import DiT
     from worldsim.model.autoencoder import Autoencoder
     from worldsim.neural import NeuralWorld
@@ -48,8 +49,6 @@ def random_world(
     torch.manual_seed(0)
     with torch.device(device):
         dit, ae = DiT(cfg), Autoencoder(cfg.autoencoder)
-    if attention is not None:
-        dit.attention = attention
     start = torch.randn(4, 1, cfg.latent_channels, *cfg.latent_hw)
     world = NeuralWorld(
         dit,
@@ -60,6 +59,7 @@ def random_world(
         dtype=dtype,
         start_latents=start,
         checkpoint_name=label,
+        attend=cached_attention(attention or cfg.attention),
     )
     return GraphWorld(world, graph=graph, kernels=kernels) if graph or kernels else world
 

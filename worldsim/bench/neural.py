@@ -115,7 +115,7 @@ def build_world(
     `graph`: the engine's one-graph step; `kernels`: plus the fused Triton kernels (engine/fuse.py);
     `steps`: denoising steps (None = the config's); `fold=False`: a separate cache-write pass per frame.
     """
-    from worldsim.engine import GraphWorld
+    from worldsim.engine.world import GraphWorld
     from worldsim.neural import NeuralWorld
 
     if preset is None:

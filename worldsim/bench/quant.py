@@ -224,7 +224,7 @@ def run_batch(parts: dict, batch: int, args, device: str, dtype) -> dict:
         try:
             r["eager_ms"] = round(step_ms(world, args.frames), 3)
             if args.graph and cuda:
-                from worldsim.engine import GraphWorld
+                from worldsim.engine.world import GraphWorld
 
                 gw = GraphWorld(world, graph=True)
                 r["graph_ms"] = round(step_ms(gw, args.frames), 3)

@@ -103,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from worldsim.engine.quant import neural_world
     from worldsim.errors import UserError
     from worldsim.evaluation.runner import EvalConfig, evaluate
+    from worldsim.neural import NeuralWorld
     from worldsim.train.common import resolve_device, write_json
 
     if args.compare:
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(args.dtype)  # None: the world's default
-    neural = neural_world(
+    neural = NeuralWorld.from_checkpoint(
         args.checkpoint, weights=args.weights, device=device, batch_size=2 * cfg.sequences, steps=args.steps,
         dtype=dtype,
     )  # fmt: skip

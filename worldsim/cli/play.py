@@ -165,7 +165,7 @@ def world_factory(kind: str, checkpoint: str | None, size: int, device: str):
 
             return GameWorld(batch_size=batch_size, size=size, level="default", device=device)
         try:
-            from worldsim.engine import fastest_world  # one CUDA graph per frame on GPU, eager on CPU
+            from worldsim.engine.world import fastest_world  # one CUDA graph per frame on GPU, eager on CPU
         except ImportError as e:
             raise UserError(
                 f"--world neural: the neural world is not available in this install ({e})"

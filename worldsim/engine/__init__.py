@@ -1,7 +1,3 @@
-"""The per-frame engine: the whole block step (denoising, cache write, decode) as one CUDA graph."""
-
-from worldsim.engine.graph import StepGraph
-from worldsim.engine.step import block_step
-from worldsim.engine.world import GraphWorld, fastest_world
-
-__all__ = ["GraphWorld", "StepGraph", "block_step", "fastest_world"]
+"""The per-frame engine, applied from outside the model: the frame function captured as one CUDA graph
+(graph.py, world.py, latent.py), 8-bit weights (quant.py, fp8.py), fused kernels (fuse.py) and the
+cached attention backends (attention.py)."""

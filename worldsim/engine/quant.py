@@ -5,7 +5,7 @@ weights `[out, in]` with one fp scale per output channel (symmetric, absmax / 12
 them back. The quantized DiT's `state_dict()` holds the int8 weights and scales under the layers' own names
 (`blocks.0.attn.qkv.weight` int8, `blocks.0.attn.qkv.scale`), so it goes through `save_checkpoint` as the
 "dit" group unchanged; `load_dit` reads either kind of checkpoint into either kind of DiT, and
-`neural_world` / `export_int8` are the entry points for a world and an 8-bit checkpoint.
+`export_int8` writes an 8-bit checkpoint.
 """
 
 from __future__ import annotations
@@ -245,23 +245,6 @@ def choose_w8_kernel(dit: DiT, rows: list[int], *, repeats: int = 50) -> dict[tu
 def _all_quantized(state: Mapping[str, torch.Tensor], dit: DiT) -> bool:
     # the file was written with everything=True when a layer outside the blocks holds int8 weights
     return any(t.dtype == torch.int8 and not k.startswith("blocks.") for k, t in state.items())
-
-
-def neural_world(
-    name_or_path: str | os.PathLike | None = None,
-    *,
-    weights: str = "fp",
-    device: torch.device | str | None = None,
-    batch_size: int = 1,
-    steps: int | None = None,
-    **kwargs,
-):
-    """`NeuralWorld.from_checkpoint` with a choice of weights ("fp", "int8" or "fp8"); reads int8 files too."""
-    from worldsim.neural import NeuralWorld
-
-    return NeuralWorld.from_checkpoint(
-        name_or_path, weights=weights, device=device, batch_size=batch_size, steps=steps, **kwargs
-    )
 
 
 def export_int8(

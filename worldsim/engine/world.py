@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import torch
 
+from worldsim.engine.attention import cached_attention
 from worldsim.engine.graph import StepGraph
-from worldsim.engine.step import Pending, block_step
-from worldsim.model.autoencoder import model_to_frames
+from worldsim.frame import next_frame
 from worldsim.neural import NeuralWorld, default_device
 from worldsim.world import World, keys_tensor
 
@@ -56,10 +56,8 @@ class GraphWorld(World):
         self._keys = torch.zeros(B, 1, world.num_keys, device=dev, dtype=torch.bool)  # [B,1,K]
         self._active = torch.zeros(B, device=dev, dtype=torch.long)  # [B]
         self._all = torch.ones(B, device=dev, dtype=torch.long)
+        self._null = torch.ones(B, 1, device=dev, dtype=torch.bool)  # [B,1] the guidance branch's keys
         self._masks: dict[tuple[int, ...], torch.Tensor] = {}
-        self._pending = (
-            Pending(world._pend_z, world._pend_t, world._pend_keys, world._pend_drop) if world.fold else None
-        )
         enabled = world.device.type == "cuda" if graph is None else graph
         self.graph = StepGraph(self._step_all, enabled=enabled)
 
@@ -77,23 +75,17 @@ class GraphWorld(World):
     ) -> GraphWorld:
         """`NeuralWorld.from_checkpoint(...)` wrapped in the engine (kwargs go to NeuralWorld);
         `weights="int8"` runs the DiT's blocks on 8-bit weights (quant.py; int8 files load either way)."""
-        if weights == "fp":
-            world = NeuralWorld.from_checkpoint(name_or_path, device=device, **kwargs)
-        else:
-            from worldsim.engine.quant import neural_world
-
-            world = neural_world(name_or_path, weights=weights, device=device, **kwargs)
+        world = NeuralWorld.from_checkpoint(name_or_path, device=device, weights=weights, **kwargs)
         return cls(world, graph=graph, kernels=kernels)
 
     # the captured function ------------------------------------------------------------------------
     def _step_all(self) -> torch.Tensor:
         w = self.world
-        x0 = block_step(
-            w.dit, w.cache, w.sampler, w.schedule, self._noise, self._keys,
-            active=self._active, guidance=w.guidance, drop=w._drop,
-            context_noise=w.cfg.context_noise, write_noise=self._write_noise, pending=self._pending,
-        )  # fmt: skip
-        return model_to_frames(w.autoencoder.decode(x0[:, 0]))  # [B,H,W,3] uint8
+        return next_frame(
+            w.dit, w.cache, w.sampler, w.schedule, self._keys, self._noise, active=self._active,
+            pending=w.pending, guidance=w.guidance, drop=self._null, level=w.cfg.context_noise,
+            write_noise=self._write_noise, passes=w.passes, attend=w.attend, decode=w.decode,
+        )  # [B,H,W,3] uint8  # fmt: skip
 
     def _mask(self, rows: torch.Tensor | None, key: tuple[int, ...] | None) -> torch.Tensor:
         if rows is None:
@@ -232,7 +224,7 @@ def fastest_world(
     the cache write folded into the next frame's first pass everywhere. Eager on CPU, in bf16 where that
     CPU's bf16 matmuls win (`cpu_prefers_bf16`). `kernels=` / `attention=` / `dtype=` in kwargs override
     the choice."""
-    from kernels.common import triton_importable
+    from kernels.common import triton_importable  # the kernels package imports triton (heavy, optional)
 
     device = torch.device(device) if device is not None else default_device()
     fast = device.type == "cuda" and triton_importable()
@@ -246,5 +238,5 @@ def fastest_world(
     if attention is None and fast and world.world.cfg.sparse:
         attention = "triton"
     if attention is not None:
-        world.world.dit.attention = attention
+        world.world.attend = cached_attention(attention)
     return world

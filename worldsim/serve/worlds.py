@@ -30,7 +30,7 @@ def world_factory(
     if name == "neural":
 
         def make_neural(batch: int) -> World:
-            from worldsim.engine import fastest_world  # one CUDA graph per frame on GPU, eager on CPU
+            from worldsim.engine.world import fastest_world  # one CUDA graph per frame on GPU, eager on CPU
 
             return fastest_world(checkpoint, device=device, batch_size=batch)
 
