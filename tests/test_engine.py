@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from worldsim.checkpoint import save_checkpoint
-from worldsim.engine.world import GraphWorld, fastest_world
 from worldsim.engine.latent import LatentEngine
+from worldsim.engine.world import GraphWorld, fastest_world
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.presets_anchor import anchor_preset

@@ -44,7 +44,7 @@ def test_next_frame_is_euler_on_the_full_forward(fold, changes):
         t_hist = torch.full(hist.shape[:2], level)
         all_keys = torch.cat([hist_keys, keys], 1)
 
-        def full(x, t, n):
+        def full(x, t, n, hist=hist, t_hist=t_hist, all_keys=all_keys):
             v = dit(torch.cat([hist, x], 1), torch.cat([t_hist, t], 1), all_keys)  # the whole clip
             return v[:, -Fb:]
 
@@ -73,8 +73,8 @@ def test_active_rows_move_and_the_others_keep_their_state():
         prime(dit, cache, ctx, ctx_keys, pending=pending)
         before = pending.z.clone()
         rows = torch.tensor([0, 2]) if active is None else None
-        pick = (lambda a: a[rows]) if rows is not None else (lambda a: a)
-        x0 = next_frame(dit, cache, sample_euler, schedule, pick(keys), pick(noise), rows=rows,
+        k, n = (keys, noise) if rows is None else (keys[rows], noise[rows])
+        x0 = next_frame(dit, cache, sample_euler, schedule, k, n, rows=rows,
                         active=active, pending=pending)  # fmt: skip
         runs.append((x0 if rows is not None else x0[[0, 2]], cache.length.clone(), pending.z.clone(), before))
     (a, len_a, pz_a, before), (b, len_b, pz_b, _) = runs

@@ -12,7 +12,6 @@ from worldsim.checkpoint import (
     quantize_stored,
     save_checkpoint,
 )
-from worldsim.engine.world import fastest_world
 from worldsim.engine.quant import (
     Int8Linear,
     dequantize,
@@ -22,6 +21,7 @@ from worldsim.engine.quant import (
     quantize_int8,
     quantize_weight,
 )
+from worldsim.engine.world import fastest_world
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
 from worldsim.model import DiT, get_preset

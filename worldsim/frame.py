@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from worldsim.model.dit import DiT, CachedAttend
+from worldsim.model.dit import CachedAttend, DiT
 from worldsim.model.kvcache import KVCache
 from worldsim.sampling import add_noise, sample_euler
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from worldsim.engine.graph import StepGraph
+from worldsim.frame import next_frame
 from worldsim.model.config import ModelConfig
 from worldsim.model.dit import DiT
-from worldsim.frame import next_frame
 from worldsim.model.kvcache import KVCache
 from worldsim.sampling import SAMPLERS, schedule_for
 
