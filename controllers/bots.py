@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from worldsim.errors import UserError
+from worldsim.record import RecordingReader
 
 # Pairs a person never holds together; the random bot presses at most one key of each.
 OPPOSITES = (("forward", "back"), ("strafe_left", "strafe_right"), ("turn_left", "turn_right"))
@@ -64,7 +65,6 @@ class ReplayBot:
     """Plays back the keys of a recording, frame by frame, mapped onto `key_names` by name."""
 
     def __init__(self, path: str | Path, key_names: Sequence[str]) -> None:
-        from worldsim.record import RecordingReader
 
         self.path = Path(path)
         if not self.path.is_file():

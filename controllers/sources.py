@@ -188,7 +188,7 @@ class ClientSource:
         self.frames_polled = 0
 
     def _connect(self, mode: str, seed: int | None) -> None:
-        from controllers.client import Client
+        from controllers.client import Client  # zmq (heavy, optional): only for a remote world
 
         self.client = Client(self.addr, mode=mode, fps=self.fps, seed=seed, name=self.name)
         welcome = self.client.connect()

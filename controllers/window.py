@@ -75,7 +75,7 @@ class Window:
         self.hud = Hud()
 
     def run(self) -> PlaySummary:
-        import pygame
+        import pygame  # heavy, optional: only a window needs it (its input modules import it too)
 
         from controllers.gamepad import Gamepads
         from controllers.keyboard import Keyboard

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from worldsim.engine.world import fastest_world
+from worldsim.game import GameWorld
 from worldsim.world import World
 
 MAZE_ID = "worldsim/Maze-v0"
@@ -77,7 +79,6 @@ def make_maze(
     device: str = "cpu",
 ) -> WorldEnv:
     """The real game as an env: `gymnasium.make("worldsim/Maze-v0", size=64, level="default")`."""
-    from worldsim.game import GameWorld
 
     return WorldEnv(GameWorld(batch_size=1, size=size, level=level, device=device), render_mode=render_mode)
 
@@ -89,7 +90,6 @@ def make_neural(
     steps: int | None = None,
 ) -> WorldEnv:
     """A trained world model as an env: `gymnasium.make("worldsim/Neural-v0", checkpoint="tiny")`."""
-    from worldsim.engine.world import fastest_world  # heavy and optional: only when this env is made
 
     kwargs = {} if steps is None else {"steps": steps}
     world = fastest_world(checkpoint, device=device, batch_size=1, **kwargs)

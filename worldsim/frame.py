@@ -3,7 +3,7 @@
 `next_frame` runs every denoising pass of the sampler, the cache write of the finished block and the
 cache advance; `prime` fills a cache with context. Everything that generates calls them: `NeuralWorld`
 eagerly (a subset of cache rows), the engine inside one CUDA graph (all rows, an `active` mask), the
-self-forcing rollout with gradient through one exit pass. See docs/design.md, "The frame function".
+self-forcing rollout with gradient through one exit pass. See docs/design.md §5.
 
 Per block: noise -> `sampler(model, noise, schedule)`, where `model(x, t, n)` is pass `n` of the block
 -> the finished latent enters the cache at the context noise level. Two ways to write it:

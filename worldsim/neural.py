@@ -1,4 +1,4 @@
-"""`NeuralWorld`: the model as a `World` (docs/design.md, "One interface: World"): keys in, generated
+"""`NeuralWorld`: the model as a `World` (docs/design.md §2): keys in, generated
 frames out, batched, forever.
 
 It holds the state (models, KV cache, pending frames, noise generator) and calls the frame function

@@ -11,6 +11,7 @@ import time
 import torch
 
 from worldsim.errors import UserError
+from worldsim.game import GameWorld
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ def measure(
     size: int, batch: int, device: str | torch.device, seconds: float, level: str = "default"
 ) -> dict:
     """Step `batch` games of `size` x `size` under a changing key stream for ~`seconds`; return figures."""
-    from worldsim.game import GameWorld
 
     device = torch.device(device)
     world = GameWorld(batch_size=batch, size=size, level=level, device=device)

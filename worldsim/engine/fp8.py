@@ -1,7 +1,7 @@
 """fp8 (e4m3) W8A8 for the DiT's block linears, applied from outside the model like int8 (quant.py).
 
 Weights: per-output-channel fp8 (absmax / 448). Activations: one per-tensor scale PER PASS of the frame,
-because activation statistics change across the denoising steps (docs/design.md, "Quantization"). The
+because activation statistics change across the denoising steps (docs/design.md §7.4). The
 frame function says which pass runs through its `passes` hook (worldsim/frame.py): the DiT's `PassIndex`
 is that hook, called with the pass number 0, 1, ... and `WRITE_PASS` (-1: the last scale) for the
 cache-write pass at the context noise level. The index is a Python int, so each pass captured in a CUDA

@@ -42,7 +42,7 @@ class GraphWorld(World):
         self.world = world
         self.kernels = kernels
         if kernels:
-            from worldsim.engine.fuse import fuse_adaln
+            from worldsim.engine.fuse import fuse_adaln  # the fused kernel imports triton (heavy, optional)
 
             fuse_adaln(world.dit)
         self.key_names, self.height, self.width = world.key_names, world.height, world.width

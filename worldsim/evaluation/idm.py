@@ -19,6 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldsim.checkpoint import repo_root
+from worldsim.data import Explorer
+from worldsim.game import GameWorld
+from worldsim.train.common import resolve_device, write_json
+from worldsim.world import KEY_NAMES
+
 log = logging.getLogger(__name__)
 
 OPPOSITES = (("forward", "back"), ("strafe_left", "strafe_right"), ("turn_left", "turn_right"))
@@ -133,10 +139,6 @@ def train_idm(
     """Train an IDM on `steps` batches of real-game frame pairs; returns it and its held-out accuracy."""
     from tqdm import tqdm
 
-    from worldsim.data import Explorer
-    from worldsim.game import GameWorld
-    from worldsim.world import KEY_NAMES
-
     torch.manual_seed(seed)
     device = torch.device(device)
     names = tuple(key_names or KEY_NAMES)
@@ -175,9 +177,6 @@ def evaluate_idm(
     key_names: Sequence[str] | None = None,
 ) -> dict:
     """Accuracy on held-out real frame pairs (other spawn seeds and explorer keys than training)."""
-    from worldsim.data import Explorer
-    from worldsim.game import GameWorld
-    from worldsim.world import KEY_NAMES
 
     names = tuple(key_names or KEY_NAMES)
     game = GameWorld(batch_size=batch, size=size, level="default", device=device, key_names=names)
@@ -197,7 +196,6 @@ def evaluate_idm(
 
 
 def default_idm_path(size: tuple[int, int]) -> Path:
-    from worldsim.checkpoint import repo_root
 
     return repo_root() / "runs" / "idm" / f"idm-{size[0]}x{size[1]}-v{IDM_VERSION}.safetensors"
 
@@ -284,8 +282,6 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from worldsim.train.common import resolve_device, write_json
-    from worldsim.world import KEY_NAMES
 
     size = tuple(args.size)
     device = resolve_device(args.device)

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import torch
 
+from worldsim.checkpoint import save_checkpoint
 from worldsim.errors import UserError
+from worldsim.game import GameWorld
 from worldsim.model.autoencoder import Autoencoder, frames_to_model
+from worldsim.model.config import ModelConfig
 from worldsim.train import common
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,6 @@ def _storage(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, to
 @torch.no_grad()
 def start_latents(ae: Autoencoder, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Spawn frames of the default level for `seeds` `[S,H,W,3]` uint8 and their latents `[S,C,h,w]`."""
-    from worldsim.game import GameWorld
 
     game = GameWorld(batch_size=len(seeds), size=ae.cfg.hw, level="default", device="cpu")
     frames = game.reset(seeds)
@@ -57,8 +59,6 @@ def export(
     seeds: int = START_SEEDS,
 ) -> Path:
     """Write `out_path` (.safetensors) and its card (`.md` beside it) from a teacher train state."""
-    from worldsim.checkpoint import save_checkpoint
-    from worldsim.model.config import ModelConfig
 
     state = common.load_state(state_path)
     if state.get("kind") != "teacher":
@@ -198,8 +198,6 @@ def main(argv: list[str] | None = None) -> int:
             extra["autoencoder"] = json.loads(Path(args.autoencoder_metrics).read_text())
         ev = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
         if args.card_only:
-            from worldsim.model.config import ModelConfig
-
             state = common.load_state(args.state)
             metrics = {
                 "teacher": state.get("metrics", {}),

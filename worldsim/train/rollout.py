@@ -1,4 +1,4 @@
-"""The student's autoregressive rollout for self-forcing (docs/design.md, "Training stages"): the frame
+"""The student's autoregressive rollout for self-forcing (docs/design.md §7.3): the frame
 function of inference (worldsim/frame.py), frame after frame, with gradient where training needs it.
 
 Per frame: noise -> Euler steps of the deployed schedule against the ring-buffer `KVCache` -> the cache
