@@ -1,4 +1,4 @@
-"""The folded cache write (issue 6, DESIGN §5): the previous frame's write pass joins the next frame's first
+"""The folded cache write (docs/design.md §5): the previous frame's write pass joins the next frame's first
 denoising pass. Same computation as write-then-step, so folded frames equal unfolded ones (fp32)."""
 
 import copy

@@ -1,4 +1,4 @@
-"""worldsim: a real-time neural game engine (DESIGN.md in the shared docs is the map)."""
+"""worldsim: a real-time neural game engine (docs/design.md is the map)."""
 
 import os
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 FORMAT = "worldsim"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
-MAX_FILE_BYTES = 16 * 2**20  # DESIGN §4: what comes back from the GPU machine
+MAX_FILE_BYTES = 16 * 2**20  # docs/design.md §4: what comes back from the GPU machine
 Q8_SCALE = ".q8scale"  # suffix of the scales of an int8-stored float tensor
 # Preference order of shipped checkpoints per device kind (the first that exists wins), by measured
 # quality where the device plays every candidate well above 30 frames/s. The shipped `tiny-student`

@@ -1,4 +1,4 @@
-"""The one interface under everything that makes frames: a batched `World` (DESIGN §2)."""
+"""The one interface under everything that makes frames: a batched `World` (docs/design.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Dense vs sparse attention rows of the neural benchmark (issue 6.3): the same shapes and the same random
+"""Dense vs sparse attention rows of the neural benchmark (docs/design.md §8): the same shapes and the same random
 weights, only the attention mask differs; `worldsim bench --world neural --compare` ends with them and
 `python -m worldsim.bench.sparse` runs them alone."""
 

@@ -1,4 +1,4 @@
-"""An inverse-dynamics model (IDM) for action following (DESIGN §10): two consecutive frames -> the keys.
+"""An inverse-dynamics model (IDM) for action following (docs/design.md §11): two consecutive frames -> the keys.
 
 Trained on the real game (explorer keys, rendered on the fly), it reads a generated pair of frames the
 way it reads a real one: its accuracy on generated frames, next to its accuracy on real frames (the

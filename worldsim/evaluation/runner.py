@@ -1,4 +1,4 @@
-"""NeuralWorld vs GameWorld on the same seeded explorer keys, from the same real start frames (DESIGN §10).
+"""NeuralWorld vs GameWorld on the same seeded explorer keys, from the same real start frames (docs/design.md §11).
 
 Writes a JSON of PSNR/SSIM at fixed horizons (with a copy-last-frame baseline so the numbers mean
 something), an idle run (no keys: no collapse), action following (an inverse-dynamics model trained on

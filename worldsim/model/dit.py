@@ -1,4 +1,4 @@
-"""The block-causal video DiT (DESIGN §4): latents of many frames in, flow velocity out.
+"""The block-causal video DiT (docs/design.md §4): latents of many frames in, flow velocity out.
 
 Pre-norm transformer blocks; adaLN-Zero modulation computed PER FRAME from
 `embed(noise level t of frame f) + embed(keys at frame f)` (adaLN-single: one shared projection plus a

@@ -1,4 +1,4 @@
-"""The ZeroMQ server: one ROUTER socket, one loop, one batched World.step per engine per tick (DESIGN §8).
+"""The ZeroMQ server: one ROUTER socket, one loop, one batched World.step per engine per tick (docs/design.md §9).
 
 Each loop pass: wait until the next real-time tick is due (or a message arrives), drain every
 pending message without blocking (newest key state wins per session), then step all sessions due

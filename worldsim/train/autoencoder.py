@@ -1,4 +1,4 @@
-"""Train the frame autoencoder on game frames rendered on the fly (DESIGN §6.1)."""
+"""Train the frame autoencoder on game frames rendered on the fly (docs/design.md §7.1)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 
 The checkpoint holds the EMA DiT, the autoencoder, start latents (encoded real spawn frames of the
 default level), the config and the training metrics; weights are stored in bf16 by default (the
-budget of DESIGN §4), 1-D tensors (norms, biases, latent statistics) stay fp32.
+budget of docs/design.md §4), 1-D tensors (norms, biases, latent statistics) stay fp32.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int) -
         f"# worldsim checkpoint `{out_path.stem}`",
         "",
         f"A block-causal video diffusion transformer (DiT) that generates the next {h}x{w} frame of the worldsim",
-        "raycaster's default level from the frames so far and the keys pressed (DESIGN.md §4).",
+        "raycaster's default level from the frames so far and the keys pressed (docs/design.md §4).",
         "",
         "| | |",
         "|---|---|",

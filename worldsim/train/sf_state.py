@@ -107,7 +107,7 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
     card = write_card(out_path, cfg, card_state, metrics, seeds=START_SEEDS)
     sf = state.get("metrics", {})
     lines = [
-        "## Student (self-forcing distillation, DESIGN §6.3)",
+        "## Student (self-forcing distillation, docs/design.md §7.3)",
         "",
         f"Distilled from `{info.get('source')}` with {sf.get('context')} context "
         f"({'self-forcing: its own KV-cached rollouts' if sf.get('context') == 'self' else 'baseline: true history'}),",
