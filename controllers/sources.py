@@ -30,15 +30,16 @@ class WorldSource:
         if world.batch_size != 1:
             raise ValueError(f"play drives one game; the world has batch_size={world.batch_size}, make it 1")
         self.world = world
+        described = world.describe()  # the world names itself
         self.info = SourceInfo(
-            world=_label(world.name),
+            world=_label(described["world"]),
             height=int(world.height),
             width=int(world.width),
             key_names=tuple(world.key_names),
             fps=float(fps),
-            steps=getattr(world, "steps", None),
-            checkpoint=checkpoint or getattr(world, "checkpoint_name", None),
-            checkpoint_hash=getattr(world, "checkpoint_hash", None),
+            steps=described.get("steps"),
+            checkpoint=checkpoint or described.get("checkpoint"),
+            checkpoint_hash=described.get("checkpoint_hash"),
         )
         self.queue = FrameQueue(2, keep=lambda item: item[0].reset_seed is not None)  # (frame, input time)
         self._lock = threading.Lock()
@@ -204,10 +205,10 @@ class ClientSource:
         )
         world = self.local_world() if self.local_world is not None else None
         if world is not None:
-            info = self.info
-            info.steps = info.steps if info.steps is not None else getattr(world, "steps", None)
-            info.checkpoint = info.checkpoint or getattr(world, "checkpoint_name", None)
-            info.checkpoint_hash = info.checkpoint_hash or getattr(world, "checkpoint_hash", None)
+            info, described = self.info, world.describe()
+            info.steps = info.steps if info.steps is not None else described.get("steps")
+            info.checkpoint = info.checkpoint or described.get("checkpoint")
+            info.checkpoint_hash = info.checkpoint_hash or described.get("checkpoint_hash")
 
     def _reset_frame(self, seed: int | None) -> ShownFrame:
         t0 = time.monotonic()

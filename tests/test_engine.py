@@ -5,11 +5,12 @@ import torch
 
 from worldsim.checkpoint import save_checkpoint
 from worldsim.engine.latent import LatentEngine
-from worldsim.engine.world import GraphWorld, fastest_world
+from worldsim.engine.world import GraphWorld
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.presets_anchor import anchor_preset
 from worldsim.neural import NeuralWorld
+from worldsim.worlds import fastest_world
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
@@ -61,7 +62,7 @@ def _session_script(a, b, num_keys: int, atol: int, partial: bool = True) -> Non
 def test_engine_step_equals_neural_world_eager(tmp_path, changes):
     path = _checkpoint(tmp_path, **changes)
     eager = NeuralWorld.from_checkpoint(path, device="cpu", batch_size=3)
-    engine = GraphWorld.from_checkpoint(path, device="cpu", batch_size=3)
+    engine = GraphWorld.from_checkpoint(path, device="cpu", batch_size=3, graph=False)
     assert not engine.graph.enabled  # off CUDA the engine runs its step function eagerly
     # slot steps run sub-batches in eager, the full batch in the engine: one level of rounding slack
     _session_script(eager, engine, eager.num_keys, atol=1)
@@ -76,10 +77,13 @@ def test_engine_with_guidance_and_describe(tmp_path):
     assert torch.equal(eager.step(k), engine.step(k))
     d = engine.describe()
     assert d["world"] == "NeuralWorld" and d["engine"] == "eager" and d["checkpoint"] == "t"
+    assert isinstance(engine, NeuralWorld)  # on a CPU the factory gives the eager world itself, no graph
+    with pytest.raises(ValueError, match="GraphWorld needs a CUDA world"):
+        GraphWorld(eager)
 
 
 def test_inactive_rows_do_not_advance(tmp_path):
-    engine = GraphWorld.from_checkpoint(_checkpoint(tmp_path), device="cpu", batch_size=3)
+    engine = GraphWorld.from_checkpoint(_checkpoint(tmp_path), device="cpu", batch_size=3, graph=False)
     engine.reset([0, 1, 2])
     before = engine.world.cache.length.clone()
     engine.step(torch.zeros(1, engine.num_keys, dtype=torch.bool), slots=[2])
@@ -140,11 +144,11 @@ def test_the_cpu_engine_runs_bf16_only_where_it_was_timed_faster(tmp_path, monke
         monkeypatch.setenv(engine_world.CPU_DTYPE_ENV, forced)
         engine_world.cpu_prefers_bf16.cache_clear()
         w = fastest_world(path, device="cpu")
-        assert w.world.dtype == want and w.world.cache.k[0].dtype == want
+        assert w.dtype == want and w.cache.k[0].dtype == want
         w.reset([0])
         frame = w.step(torch.zeros(1, w.num_keys, dtype=torch.bool))
-        assert frame.dtype == torch.uint8 and frame.shape == (1, *w.world.cfg.image_hw, 3)
-    assert fastest_world(path, device="cpu", dtype=torch.bfloat16).world.dtype == torch.bfloat16
+        assert frame.dtype == torch.uint8 and frame.shape == (1, *w.cfg.image_hw, 3)
+    assert fastest_world(path, device="cpu", dtype=torch.bfloat16).dtype == torch.bfloat16
     monkeypatch.setenv(engine_world.CPU_DTYPE_ENV, "fp16")
     engine_world.cpu_prefers_bf16.cache_clear()
     with pytest.raises(ValueError, match="WORLDSIM_CPU_DTYPE='fp16': use fp32 or bf16"):

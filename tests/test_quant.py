@@ -21,12 +21,12 @@ from worldsim.engine.quant import (
     quantize_int8,
     quantize_weight,
 )
-from worldsim.engine.world import fastest_world
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.neural import NeuralWorld
+from worldsim.worlds import fastest_world
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

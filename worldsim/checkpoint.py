@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worldsim.device import default_device
 from worldsim.errors import UserError
 from worldsim.model.config import ModelConfig
 
@@ -114,8 +115,7 @@ def _shards(flat: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[s
 
 def default_checkpoint(device: torch.device | str | None = None) -> Path | None:
     """The best shipped checkpoint for `device` (None: cuda if available, else cpu), or None."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device() if device is None else device
     kind = "cuda" if torch.device(device).type == "cuda" else "cpu"
     for name in PREFERENCE[kind]:
         p = checkpoints_dir() / f"{name}{SUFFIX}"

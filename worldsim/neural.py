@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from worldsim.checkpoint import checkpoints_dir, default_checkpoint, load_checkpoint, load_module
+from worldsim.device import default_device
 from worldsim.engine.attention import cached_attention
 from worldsim.engine.fp8 import fp8_world
 from worldsim.engine.quant import WEIGHTS, load_dit
@@ -27,10 +28,6 @@ from worldsim.model.dit import CachedAttend, DiT
 from worldsim.model.kvcache import KVCache
 from worldsim.sampling import SAMPLERS, schedule_for
 from worldsim.world import World, keys_tensor, normalize_seeds
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class NeuralWorld(World):
@@ -158,7 +155,8 @@ class NeuralWorld(World):
         return world
 
     # World API ----------------------------------------------------------------------------------------
-    def _rows(self, slots: Sequence[int] | None) -> tuple[torch.Tensor | None, int]:
+    def slot_rows(self, slots: Sequence[int] | None) -> tuple[torch.Tensor | None, int]:
+        """The cache rows of `slots` (long `[R]` on the device; None = all) and R, checked once per list."""
         if slots is None:
             return None, self.batch_size
         key = tuple(int(s) for s in slots)
@@ -182,7 +180,7 @@ class NeuralWorld(World):
             raise UserError(
                 "this checkpoint has no start latents; start the neural world with reset_from_frames(frames)"
             )
-        rows, R = self._rows(slots)
+        rows, R = self.slot_rows(slots)
         seeds = normalize_seeds(seeds, R)
         if slots is None:  # a full reset makes the whole run reproducible from the seeds
             self.generator.manual_seed(seeds[0])
@@ -205,7 +203,7 @@ class NeuralWorld(World):
         `keys [R, T, K]`: the key state that produced each frame (all-false for a frame from reset);
         None = unknown, the model's null key state. Returns the last given frame of each game.
         """
-        rows, R = self._rows(slots)
+        rows, R = self.slot_rows(slots)
         frames = torch.as_tensor(frames, device=self.device)
         if frames.ndim == 4:
             frames = frames[:, None]
@@ -233,7 +231,7 @@ class NeuralWorld(World):
 
     @torch.inference_mode()
     def step(self, keys: torch.Tensor, *, slots: Sequence[int] | None = None) -> torch.Tensor:
-        rows, R = self._rows(slots)
+        rows, R = self.slot_rows(slots)
         k = keys_tensor(keys, R, self.num_keys, self.device)[:, None]  # [R,1,K]
         noise = self._noise(R)  # drawn in this order: the frame's noise, then its cache write's
         write_noise = self._noise(R) if self.cfg.context_noise > 0 else None
@@ -263,7 +261,12 @@ class NeuralWorld(World):
 
     def describe(self) -> dict:
         d = super().describe()
-        d.update(checkpoint=self.checkpoint_name, checkpoint_hash=self.checkpoint_hash, steps=self.steps)
+        d.update(
+            checkpoint=self.checkpoint_name,
+            checkpoint_hash=self.checkpoint_hash,
+            steps=self.steps,
+            engine="eager",
+        )
         return d
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from worldsim.device import resolve_device
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
 
@@ -66,7 +67,7 @@ def measure(
 
 
 def run(args: argparse.Namespace) -> int:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))
     if args.size < 8 or args.batch < 1 or args.seconds <= 0:
         raise UserError(
             f"need --size >= 8, --batch >= 1, --seconds > 0; got {args.size}, {args.batch}, {args.seconds}"

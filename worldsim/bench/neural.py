@@ -18,6 +18,7 @@ import torch
 
 from worldsim.bench.dense_sparse import sparse_rows
 from worldsim.bench.timing import DTYPES, measure_world, memory_mib, reset_memory, time_steps
+from worldsim.device import resolve_device
 from worldsim.engine.latent import LatentEngine
 from worldsim.engine.world import GraphWorld, engine_dtype
 from worldsim.errors import UserError
@@ -159,7 +160,7 @@ def compare(
                         )  # fmt: skip
                         r = measure_world(world, seconds)
                         if preset is None:  # the checkpoint's own name (resolves the default)
-                            label = world.checkpoint_name or label
+                            label = world.describe().get("checkpoint") or label
                         world.close()
                         del world
                     except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # one row, not the table
@@ -248,7 +249,7 @@ def one_row(args: argparse.Namespace, device: torch.device, quick: bool, dtype, 
     inner = getattr(world, "world", world)
     world.close()
     return {
-        "model": world.checkpoint_name or "?",
+        "model": world.describe().get("checkpoint") or "?",
         "dtype": {v: k for k, v in DTYPES.items()}.get(inner.dtype, str(inner.dtype)),
         "mode": ("graph" if graph else "eager") + ("+k" if fused else "") + ("" if world.fold else "+nofold"),
         "steps": world.steps,
@@ -272,9 +273,7 @@ def dtype_ab(args: argparse.Namespace, device: torch.device, quick: bool) -> lis
 
 
 def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: CUDA is not available here; pass --device cpu")
+    device = resolve_device(args.device)
     if args.sessions < 1 or args.seconds <= 0:
         raise UserError(f"need --sessions >= 1 and --seconds > 0; got {args.sessions}, {args.seconds}")
     if getattr(args, "steps", None) is not None and args.steps < 1:

@@ -27,6 +27,7 @@ import torch
 
 from worldsim.checkpoint import load_checkpoint, load_module, resolve_checkpoint, save_checkpoint
 from worldsim.data import Explorer
+from worldsim.device import resolve_device
 from worldsim.engine import quant
 from worldsim.engine.fp8 import calibrate
 from worldsim.engine.quant import Int8Linear, apply_weights, export_int8, load_dit
@@ -36,7 +37,6 @@ from worldsim.game import GameWorld
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.neural import NeuralWorld
-from worldsim.train.common import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-import torch
-
 from kernels.common import triton_importable
 from worldsim.bench.dense_sparse import sparse_rows
 from worldsim.bench.neural import _env, _write_json, format_table
+from worldsim.device import resolve_device
 from worldsim.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -19,9 +18,7 @@ log = logging.getLogger(__name__)
 
 def run(args: argparse.Namespace) -> dict:
     """Measure the rows; returns `{"rows": [...], ...env}` (written to `args.json` after every row)."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: CUDA is not available here; pass --device cpu")
+    device = resolve_device(args.device)
     if args.seconds <= 0:
         raise UserError(f"--seconds must be > 0, got {args.seconds}")
     cuda = device.type == "cuda"

@@ -7,7 +7,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from worldsim.device import default_device
 from worldsim.errors import UserError
+from worldsim.worlds import world_factory
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +115,7 @@ def _default_device(args: argparse.Namespace, world: str | None) -> str:
         return args.device
     if world == "game":
         return "cpu"  # one game renders faster on the CPU than a GPU launch costs
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(default_device())
 
 
 def torch_threads(args: argparse.Namespace, device: str) -> int | None:
@@ -154,25 +154,6 @@ def choose_world(args: argparse.Namespace) -> tuple[str, str | None]:
         return "game", None
     log.info("playing the neural world: checkpoint %s on %s", found, device)
     return "neural", str(found)
-
-
-def world_factory(kind: str, checkpoint: str | None, size: int, device: str):
-    """`batch_size -> World` for the chosen world (what both the worker and the embedded server call)."""
-
-    def make(batch_size: int = 1):
-        if kind == "game":
-            from worldsim.game import GameWorld
-
-            return GameWorld(batch_size=batch_size, size=size, level="default", device=device)
-        try:
-            from worldsim.engine.world import fastest_world  # one CUDA graph per frame on GPU, eager on CPU
-        except ImportError as e:
-            raise UserError(
-                f"--world neural: the neural world is not available in this install ({e})"
-            ) from None
-        return fastest_world(checkpoint, device=device, batch_size=batch_size)
-
-    return make
 
 
 class LazyRecorder:
@@ -227,7 +208,7 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
         return ClientSource(args.connect, args.fps), None
     device = _default_device(args, kind)
     threads = torch_threads(args, device)
-    make = world_factory(kind, checkpoint, args.size, device)
+    make = world_factory(kind, checkpoint=checkpoint, size=args.size, device=device)
     if not args.no_server:
         try:
             from controllers.client import Client  # noqa: F401 - the embedded server needs a client too

@@ -1,9 +1,10 @@
-"""`GraphWorld`: a `NeuralWorld` whose per-frame step (all denoising passes, the cache write, the
-decoder and the uint8 conversion) replays as ONE CUDA graph for all its session slots.
+"""`GraphWorld`: a `NeuralWorld` whose per-frame step, the frame function (worldsim/frame.py: all
+denoising passes, the cache write, the decoder and the uint8 conversion), replays as ONE CUDA graph for
+all its session slots.
 
 Sessions join and leave without recapture: `reset(..., slots=...)` primes the slots' cache rows
 eagerly (outside the graph, same tensors), and `step(keys, slots=...)` fills the static inputs of the
-chosen slots and marks only them active (the other rows compute but do not advance: see step.py).
+chosen slots and marks only them active (the other rows compute but do not advance: see frame.py).
 Noise comes from the world's generator in the same order as the eager path, so replay equals eager.
 A folded world (`NeuralWorld(fold=True)`, the default) keeps its pending frames in static tensors the
 graph reads and updates: `steps` passes per frame, and resets only refill them (no recapture).
@@ -19,10 +20,9 @@ from collections.abc import Sequence
 
 import torch
 
-from worldsim.engine.attention import cached_attention
 from worldsim.engine.graph import StepGraph
 from worldsim.frame import next_frame
-from worldsim.neural import NeuralWorld, default_device
+from worldsim.neural import NeuralWorld
 from worldsim.world import World, keys_tensor
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,22 @@ CPU_DTYPE_ENV = "WORLDSIM_CPU_DTYPE"  # "fp32" or "bf16": overrides the timed ch
 
 
 class GraphWorld(World):
-    """Wrap `world` (a `NeuralWorld`); `graph=None` = a CUDA graph on CUDA, the eager step elsewhere.
+    """Wrap `world` (a `NeuralWorld`, reachable as `.world` for everything that is not the World API).
+
+    `graph=None` or True: one CUDA graph (CUDA only). `graph=False` calls the captured function eagerly
+    (all rows, the active mask): the reference the tests hold the graph to on a CPU; the world factory
+    never returns that (on a CPU it returns the `NeuralWorld` itself).
 
     `kernels=True` swaps the DiT's blocks to the fused adaLN + LayerNorm Triton kernel (in place, see
     fuse.py); off by default until the benchmark shows where it wins.
     """
 
     def __init__(self, world: NeuralWorld, *, graph: bool | None = None, kernels: bool = False):
-        if graph and world.device.type != "cuda":
-            raise ValueError(f"GraphWorld(graph=True) needs a CUDA world, got device {world.device}")
+        if graph is not False and world.device.type != "cuda":
+            raise ValueError(
+                f"GraphWorld needs a CUDA world for its graph, got device {world.device} "
+                "(step the NeuralWorld itself, or graph=False for the eager reference)"
+            )
         self.world = world
         self.kernels = kernels
         if kernels:
@@ -58,8 +65,7 @@ class GraphWorld(World):
         self._all = torch.ones(B, device=dev, dtype=torch.long)
         self._null = torch.ones(B, 1, device=dev, dtype=torch.bool)  # [B,1] the guidance branch's keys
         self._masks: dict[tuple[int, ...], torch.Tensor] = {}
-        enabled = world.device.type == "cuda" if graph is None else graph
-        self.graph = StepGraph(self._step_all, enabled=enabled)
+        self.graph = StepGraph(self._step_all, enabled=graph is not False)
 
     # construction ---------------------------------------------------------------------------------
     @classmethod
@@ -104,12 +110,6 @@ class GraphWorld(World):
             self._active.zero_()  # warm-up passes must not move any frame counter
             self.graph.capture()
 
-    def __getattr__(self, name: str):
-        # anything else a NeuralWorld user reads (cfg, dtype, start_latents, ...) comes from the world
-        if name == "world":
-            raise AttributeError(name)
-        return getattr(self.world, name)
-
     # World API --------------------------------------------------------------------------------------
     def reset(self, seeds=None, *, slots: Sequence[int] | None = None) -> torch.Tensor:
         return self.world.reset(seeds, slots=slots)
@@ -120,7 +120,7 @@ class GraphWorld(World):
     @torch.inference_mode()
     def step(self, keys: torch.Tensor, *, slots: Sequence[int] | None = None) -> torch.Tensor:
         w = self.world
-        rows, R = w._rows(slots)
+        rows, R = w.slot_rows(slots)
         k = keys_tensor(keys, R, self.num_keys, self.device)  # [R,K]
         cfg = w.cfg
         C, (h, w_) = cfg.latent_channels, cfg.latent_hw
@@ -147,26 +147,17 @@ class GraphWorld(World):
         return frames.clone() if rows is None else frames.index_select(0, rows)
 
     def describe(self) -> dict:
-        d = self.world.describe()
         engine = "cuda-graph" if self.graph.enabled else "eager"
-        d.update(world=self.world.name, engine=engine + ("+kernels" if self.kernels else ""))
-        return d
+        return {**self.world.describe(), "engine": engine + ("+kernels" if self.kernels else "")}
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # the world it runs; describe()["engine"] says how
         return self.world.name
 
     @property
-    def checkpoint_name(self) -> str | None:
-        return self.world.checkpoint_name
-
-    @property
-    def checkpoint_hash(self) -> str | None:
-        return self.world.checkpoint_hash
-
-    @property
-    def steps(self) -> int:
-        return self.world.steps
+    def cache(self):
+        """The KV cache the graph reads and writes (the long-run probe checks it for NaN)."""
+        return self.world.cache
 
     def close(self) -> None:
         self.graph.reset()
@@ -208,35 +199,3 @@ def engine_dtype(device: torch.device | str) -> torch.dtype | None:
     """The activation dtype the fastest engine uses on `device`: None (the world's default: bf16 on CUDA,
     fp32 on CPU), or bf16 on a CPU where `cpu_prefers_bf16()`."""
     return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_prefers_bf16() else None
-
-
-def fastest_world(
-    checkpoint: str | os.PathLike | None = None,
-    *,
-    device: torch.device | str | None = None,
-    batch_size: int = 1,
-    **kwargs,
-) -> World:
-    """The fastest neural world this engine knows for `device`, as measured on the H100
-    (docs/bench/): on CUDA one CUDA graph per frame with the fused adaLN + LayerNorm kernel (faster at
-    every preset and session count we timed) and, for sparse checkpoints, the Triton ring attention (the
-    only path where the sparse mask skips work); fp weights (8-bit was slower in the graph at our sizes);
-    the cache write folded into the next frame's first pass everywhere. Eager on CPU, in bf16 where that
-    CPU's bf16 matmuls win (`cpu_prefers_bf16`). `kernels=` / `attention=` / `dtype=` in kwargs override
-    the choice."""
-    from kernels.common import triton_importable  # the kernels package imports triton (heavy, optional)
-
-    device = torch.device(device) if device is not None else default_device()
-    fast = device.type == "cuda" and triton_importable()
-    kernels = kwargs.pop("kernels", fast)
-    if kwargs.get("dtype") is None:
-        kwargs["dtype"] = engine_dtype(device)
-    attention = kwargs.pop("attention", None)
-    world = GraphWorld.from_checkpoint(
-        checkpoint, device=device, batch_size=batch_size, kernels=kernels, **kwargs
-    )
-    if attention is None and fast and world.world.cfg.sparse:
-        attention = "triton"
-    if attention is not None:
-        world.world.attend = cached_attention(attention)
-    return world

@@ -21,8 +21,9 @@ from torch import nn
 
 from worldsim.checkpoint import repo_root
 from worldsim.data import Explorer
+from worldsim.device import resolve_device
 from worldsim.game import GameWorld
-from worldsim.train.common import resolve_device, write_json
+from worldsim.train.common import write_json
 from worldsim.world import KEY_NAMES
 
 log = logging.getLogger(__name__)

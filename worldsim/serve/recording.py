@@ -60,15 +60,16 @@ class SessionRecorder:
         self.games += 1
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            described = w.describe()
             self._writer = self._writer_cls(
                 path,
-                world=w.name,
+                world=described["world"],
                 height=w.height,
                 width=w.width,
                 key_names=list(w.key_names),
                 fps=self.fps,
                 seed=self._seed,
-                checkpoint_hash=getattr(w, "checkpoint_hash", None),
+                checkpoint_hash=described.get("checkpoint_hash"),
                 extra={"session": self.session, "mode": self.mode, "client": self.client, "source": "server"},
             )
         except OSError as e:

@@ -30,8 +30,8 @@ from worldsim.serve.engines import EnginePool
 from worldsim.serve.handlers import SERVER_VERSION, MessageHandlers
 from worldsim.serve.security import CurveServer, check_bind
 from worldsim.serve.session import Session
-from worldsim.serve.worlds import world_factory as named_world_factory
 from worldsim.world import World
+from worldsim.worlds import world_factory as named_world_factory
 
 log = logging.getLogger(__name__)
 

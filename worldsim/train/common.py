@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worldsim.device import resolve_device  # noqa: F401 - the trainers read it from here
 from worldsim.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -22,19 +23,6 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------------
 # Devices and arguments
 # ---------------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """None -> cuda when present, else cpu. A named CUDA device that is not there is a UserError."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"--device {name!r} is not a device: use cpu, cuda or cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu")
-    return dev
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float) -> None:
