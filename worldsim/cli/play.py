@@ -7,6 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from worldsim.bench.timing import measure_world
 from worldsim.device import default_device
 from worldsim.errors import UserError
 from worldsim.worlds import world_factory
@@ -20,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="play a world in a window (or headless), with the keyboard, a gamepad or a bot",
         description=(
             "Play in a pygame window: W/S or up/down move, A/D strafe, Q/E or left/right turn, R resets, "
-            "Esc quits; a gamepad works too. The world runs off the UI thread, through an embedded "
-            "server (or a remote one with --connect). --headless runs lockstep without a display."
+            "Esc quits; a gamepad works too. The world runs in its own thread and hands its newest frame "
+            "to the window (a remote server's world with --connect). --headless runs lockstep without "
+            "a display."
         ),
     )
     p.add_argument(
@@ -60,9 +62,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bot", default=None, metavar="random-sticky|replay:FILE", help="let a bot press the keys"
     )
     p.add_argument(
-        "--no-server",
+        "--server",
         action="store_true",
-        help="step the world in a worker thread of this process instead of an embedded server",
+        help="step the world in an embedded server and play it as its client (the networked path, in "
+        "one process; the default steps it in a thread of this process)",
+    )
+    p.add_argument(
+        "--no-server", action="store_true", help="the default: no embedded server (kept for scripts)"
+    )
+    p.add_argument(
+        "--vs-bench",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="headless: after play, time the same world stepping flat out for SECONDS and print play's "
+        "frames/s as a ratio of it",
     )
     p.add_argument(
         "--threads",
@@ -98,8 +112,18 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--size {args.size}: frames must be at least 8 pixels; 64 or 128 are the usual")
     if args.world == "game" and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop one of them")
-    if args.connect and (args.world or args.checkpoint or args.no_server or args.threads is not None):
-        raise UserError("--connect plays the server's world; drop --world/--checkpoint/--no-server/--threads")
+    if args.connect and (
+        args.world or args.checkpoint or args.no_server or args.server or args.threads is not None
+    ):
+        raise UserError(
+            "--connect plays the server's world; drop --world/--checkpoint/--server/--no-server/--threads"
+        )
+    if args.server and args.no_server:
+        raise UserError("--server and --no-server contradict each other; drop one")
+    if args.vs_bench < 0 or (args.vs_bench and not args.headless):
+        raise UserError(f"--vs-bench {args.vs_bench:g}: seconds > 0 of a bench after --headless play")
+    if args.vs_bench and (args.connect or args.server):
+        raise UserError("--vs-bench times the world this process steps; drop --connect/--server")
     if (
         args.bot
         and args.bot != "random-sticky"
@@ -209,32 +233,32 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
     device = _default_device(args, kind)
     threads = torch_threads(args, device)
     make = world_factory(kind, checkpoint=checkpoint, size=args.size, device=device)
-    if not args.no_server:
-        try:
-            from controllers.client import Client  # noqa: F401 - the embedded server needs a client too
-            from worldsim.serve import Server
-        except ImportError as e:
-            log.debug("no embedded server (%s): stepping the world in a worker thread", e)
-        else:
-            made = []
+    if args.server:
+        from worldsim.serve import Server  # zmq (heavy, optional): only for the networked path
 
-            def make_and_keep(batch_size: int):
-                made.append(make(batch_size))
-                return made[-1]
+        made = []
 
-            # One player; a second slot lets a reconnect in before the old session expires. The world
-            # is built with batch = max_sessions, so more slots would cost a neural world memory.
-            server = Server(
-                make_and_keep,
-                bind="tcp://127.0.0.1:0",
-                fps=args.fps,
-                max_sessions=2,
-                torch_threads=threads,
-            )
-            server.start()
-            source = ClientSource(server.address, args.fps, local_world=lambda: made[-1] if made else None)
-            return source, server
+        def make_and_keep(batch_size: int):
+            made.append(make(batch_size))
+            return made[-1]
+
+        # One player; a second slot lets a reconnect in before the old session expires. The world
+        # is built with batch = max_sessions, so more slots would cost a neural world memory.
+        server = Server(
+            make_and_keep, bind="tcp://127.0.0.1:0", fps=args.fps, max_sessions=2, torch_threads=threads
+        )
+        server.start()
+        source = ClientSource(server.address, args.fps, local_world=lambda: made[-1] if made else None)
+        return source, server
     return WorldSource(make(1), args.fps, checkpoint=checkpoint), None
+
+
+def vs_bench_line(summary, world, seconds: float) -> str:
+    """Time `world` stepping flat out (the benchmark's own loop) right after play, in the same process
+    and thread setting, and say play's frames/s as a ratio of it."""
+    bench = measure_world(world, seconds)
+    ratio = summary.fps / bench["fps"] if bench["fps"] > 0 else float("nan")
+    return f"bench of the same world: {bench['fps']:.1f} frames/s; play / bench = {ratio:.2f}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -273,8 +297,11 @@ def run(args: argparse.Namespace) -> int:
             def bot(key_names):
                 return make_bot(args.bot, key_names, seed=seed)
 
+        bench_line = None
         if args.headless:
             summary = run_headless(source, frames=args.frames, seed=seed, bot=bot, recorder=recorder)
+            if args.vs_bench:
+                bench_line = vs_bench_line(summary, source.world, args.vs_bench)
         else:
             window = Window(
                 source,
@@ -298,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
 
             torch.set_num_threads(threads_before)
     print(summary.line())
+    if bench_line is not None:
+        print(bench_line)
     if args.record:
         print(f"recorded {summary.frames} frames to {args.record}")
     if args.screenshot:
