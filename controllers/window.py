@@ -11,25 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from controllers.frames import FrameQueue, FrameSource, ShownFrame, SourceInfo
-from controllers.headless import PlaySummary, Recorder, bind_bot, record_frame, run_headless
+from controllers.frames import FrameSource, ShownFrame
+from controllers.headless import PlaySummary, Recorder, bind_bot, record_frame
 from controllers.hud import Hud
-from controllers.sources import ClientSource, WorldSource
 from worldsim.errors import UserError
-
-# Re-exported: callers imported these from here before the split.
-__all__ = [
-    "ClientSource",
-    "FrameQueue",
-    "FrameSource",
-    "PlaySummary",
-    "ShownFrame",
-    "SourceInfo",
-    "Window",
-    "WorldSource",
-    "auto_scale",
-    "run_headless",
-]
 
 
 def auto_scale(height: int, width: int, screen: tuple[int, int] | None) -> int:

@@ -13,10 +13,8 @@ __all__ = ["KEY_NAMES", "World", "__version__"]
 
 
 def _register_envs() -> None:
-    try:
-        from worldsim.envs import register_envs
-    except ImportError:  # gymnasium missing or envs not built yet: the library still works
-        return
+    from worldsim.envs import register_envs  # gymnasium (heavy) and every world come with it
+
     register_envs()
 
 

@@ -17,6 +17,12 @@ KEY_NAMES: tuple[str, ...] = (
     "turn_left",
     "turn_right",
 )
+# Pairs of the built-in keys that cancel out (a person never holds both; the game moves by neither).
+OPPOSITE_KEYS: tuple[tuple[str, str], ...] = (
+    ("forward", "back"),
+    ("strafe_left", "strafe_right"),
+    ("turn_left", "turn_right"),
+)
 
 
 def keys_tensor(

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from worldsim.bench.timing import measure_world
+from worldsim.checkpoint import default_checkpoint
 from worldsim.device import default_device
 from worldsim.errors import UserError
 from worldsim.worlds import world_factory
@@ -162,13 +163,6 @@ def choose_world(args: argparse.Namespace) -> tuple[str, str | None]:
     if args.world == "neural" or args.checkpoint:
         return "neural", args.checkpoint
     device = _default_device(args, None)
-    try:
-        from worldsim.checkpoint import default_checkpoint
-    except ImportError:
-        log.info(
-            "playing the real game: the neural world is not part of this install (no worldsim.checkpoint)"
-        )
-        return "game", None
     found = default_checkpoint(device)
     if found is None:
         log.info(

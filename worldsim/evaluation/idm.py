@@ -24,11 +24,10 @@ from worldsim.data import Explorer
 from worldsim.device import resolve_device
 from worldsim.game import GameWorld
 from worldsim.train.common import write_json
-from worldsim.world import KEY_NAMES
+from worldsim.world import KEY_NAMES, OPPOSITE_KEYS
 
 log = logging.getLogger(__name__)
 
-OPPOSITES = (("forward", "back"), ("strafe_left", "strafe_right"), ("turn_left", "turn_right"))
 IDM_VERSION = 2
 SHIFTS = tuple(range(-8, 9))  # horizontal shifts (pixels at 64 wide) tried against the previous frame
 SCALES = (0.92, 0.96, 1.0, 1.04, 1.08)  # zooms of the previous frame (walking forward / back)
@@ -38,7 +37,7 @@ def effective_keys(keys: torch.Tensor, key_names: Sequence[str]) -> torch.Tensor
     """`[..., K]` bool keys with both keys of every opposite pair released where both are held."""
     keys = keys.bool().clone()
     index = {n: i for i, n in enumerate(key_names)}
-    for a, b in OPPOSITES:
+    for a, b in OPPOSITE_KEYS:
         if a in index and b in index:
             both = keys[..., index[a]] & keys[..., index[b]]
             keys[..., index[a]] &= ~both

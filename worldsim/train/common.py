@@ -233,9 +233,3 @@ def progress(total: int, initial: int, disable: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, disable=disable, desc=desc, dynamic_ncols=True, mininterval=1.0)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 2.0) -> torch.Tensor:
-    """Per-item PSNR in dB of `[B, ...]` images in a range of width `peak` (2 for [-1, 1], 255 for uint8)."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(peak**2 / mse)
