@@ -10,14 +10,20 @@ sees). Numbers are measured, never derived.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 
 import torch
 
 from worldsim.bench.dense_sparse import sparse_rows
-from worldsim.bench.timing import DTYPES, measure_world, memory_mib, reset_memory, time_steps
+from worldsim.bench.timing import (
+    DTYPES,
+    environment,
+    measure_world,
+    memory_mib,
+    reset_memory,
+    time_steps,
+    write_json_logged,
+)
 from worldsim.device import resolve_device
 from worldsim.engine.latent import LatentEngine
 from worldsim.engine.world import GraphWorld, engine_dtype
@@ -88,24 +94,6 @@ def measure_anchor(
     return r
 
 
-def _env(device: torch.device) -> dict:
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-    }
-
-
-def _write_json(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
-    log.info("wrote %s", path)
-
-
 # ---------------------------------------------------------------------------------------------------
 # The comparison (one process, one table)
 # ---------------------------------------------------------------------------------------------------
@@ -143,9 +131,9 @@ def compare(
                 e for e in rows if e["mode"] == "eager" and "fps" in e and all(e[k] == r[k] for k in same)
             ]
             r["vs_eager"] = r["fps"] / eager[0]["fps"] if eager and "fps" in r else None
-        out = {"rows": rows, "quick": quick, "seconds_per_row": seconds, **_env(device)}
+        out = {"rows": rows, "quick": quick, "seconds_per_row": seconds, **environment(device)}
         if json_path:
-            _write_json(json_path, out)
+            write_json_logged(json_path, out)
         return out
 
     for label, ckpt, preset, dts in models:
@@ -290,14 +278,14 @@ def run(args: argparse.Namespace) -> int:
         ratio = rows[1]["fps"] / rows[0]["fps"]
         print(f"bf16 / fp32: {ratio:.2f}x (medians of {DTYPE_ROUNDS} alternating runs each, one process)")
         if args.json:
-            _write_json(args.json, {"rows": rows, "bf16_over_fp32": ratio, **_env(device)})
+            write_json_logged(args.json, {"rows": rows, "bf16_over_fp32": ratio, **environment(device)})
     else:
         choice = getattr(args, "dtype", "auto")
         dtype = DTYPES.get(choice) or engine_dtype(device)
         row = one_row(args, device, quick, dtype, args.seconds)
         print(format_table([row]))
         if args.json:
-            _write_json(args.json, {**row, **_env(device)})
+            write_json_logged(args.json, {**row, **environment(device)})
     return 0
 
 

@@ -5,11 +5,17 @@ Numbers are measured, never derived."""
 from __future__ import annotations
 
 import gc
+import logging
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+from worldsim.train.common import write_json
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -83,3 +89,20 @@ def measure_world(world, seconds: float) -> dict:
     r.update(fps=r["steps_per_s"] * B, fps_per_session=r["steps_per_s"], sessions=B)
     r["gpu_mib"] = memory_mib(device)
     return r
+
+
+def environment(device: torch.device) -> dict:
+    """Where a row was measured: device, its name, threads, CPU count, torch version."""
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
+def write_json_logged(path: str, obj: dict) -> None:
+    """`obj` to `path` atomically (a reader never sees half a file), and say so."""
+    write_json(obj, path)
+    log.info("wrote %s", path)
