@@ -5,7 +5,7 @@ import torch
 
 from worldsim.checkpoint import save_checkpoint
 from worldsim.engine.latent import LatentEngine
-from worldsim.engine.world import GraphWorld
+from worldsim.graph_world import GraphWorld
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.presets_anchor import anchor_preset
@@ -137,7 +137,7 @@ def test_cuda_latent_engine_graph_equals_eager():
 def test_the_cpu_engine_runs_bf16_only_where_it_was_timed_faster(tmp_path, monkeypatch):
     """fastest_world on a CPU takes bf16 when this CPU's bf16 matmuls win (timed once per process), and
     WORLDSIM_CPU_DTYPE overrides the timing; an explicit dtype always wins."""
-    from worldsim.engine import world as engine_world
+    from worldsim.engine import dtype as engine_world
 
     path = _checkpoint(tmp_path)
     for forced, want in (("bf16", torch.bfloat16), ("fp32", torch.float32)):

@@ -14,7 +14,7 @@ from models import perturbed_dit as _dit  # noqa: E402
 from models import random_inputs as _inputs
 
 from worldsim.engine.attention import cached_attention  # noqa: E402
-from worldsim.engine.world import GraphWorld  # noqa: E402
+from worldsim.graph_world import GraphWorld  # noqa: E402
 from worldsim.model import KVCache  # noqa: E402
 from worldsim.model.autoencoder import Autoencoder  # noqa: E402
 from worldsim.neural import NeuralWorld  # noqa: E402

@@ -155,7 +155,7 @@ def test_folded_cuda_graph_world_equals_unfolded_eager_world(context_noise):
     the unfolded eager NeuralWorld (fp32)."""
     import copy
 
-    from worldsim.engine.world import GraphWorld
+    from worldsim.graph_world import GraphWorld
     from worldsim.model.autoencoder import Autoencoder
     from worldsim.neural import NeuralWorld
 

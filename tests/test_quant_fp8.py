@@ -159,7 +159,7 @@ def test_wrong_weights_values_are_clear(tiny_pair):
 
 
 def test_engine_step_runs_fp8_with_the_same_pass_scales():
-    from worldsim.engine.world import GraphWorld
+    from worldsim.graph_world import GraphWorld
 
     # both calibrated here, under the same thread count (the module fixture's ran before the one-thread
     # fixture: its scales may round differently)

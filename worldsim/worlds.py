@@ -15,9 +15,10 @@ import torch
 
 from worldsim.device import default_device
 from worldsim.engine.attention import cached_attention
-from worldsim.engine.world import GraphWorld, engine_dtype
+from worldsim.engine.dtype import engine_dtype
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
+from worldsim.graph_world import GraphWorld
 from worldsim.neural import NeuralWorld
 from worldsim.world import World
 

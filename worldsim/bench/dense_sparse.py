@@ -10,8 +10,8 @@ import torch
 
 from worldsim.bench.timing import DTYPES, measure_world, reset_memory
 from worldsim.engine.attention import cached_attention
-from worldsim.engine.world import GraphWorld
 from worldsim.errors import UserError
+from worldsim.graph_world import GraphWorld
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.neural import NeuralWorld

@@ -25,9 +25,10 @@ from worldsim.bench.timing import (
     write_json_logged,
 )
 from worldsim.device import resolve_device
+from worldsim.engine.dtype import engine_dtype
 from worldsim.engine.latent import LatentEngine
-from worldsim.engine.world import GraphWorld, engine_dtype
 from worldsim.errors import UserError
+from worldsim.graph_world import GraphWorld
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.presets_anchor import ANCHOR_NAMES, VIDEO_FRAMES_PER_LATENT, anchor_preset, reported_fps

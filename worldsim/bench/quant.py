@@ -31,9 +31,9 @@ from worldsim.device import resolve_device
 from worldsim.engine import quant
 from worldsim.engine.fp8 import calibrate
 from worldsim.engine.quant import Int8Linear, apply_weights, export_int8, load_dit
-from worldsim.engine.world import GraphWorld
-from worldsim.evaluation.metrics import psnr
 from worldsim.game import GameWorld
+from worldsim.graph_world import GraphWorld
+from worldsim.metrics import psnr
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.neural import NeuralWorld

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from worldsim.evaluation.metrics import psnr, ssim
+from worldsim.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 

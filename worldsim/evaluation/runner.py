@@ -19,9 +19,9 @@ import torch
 from worldsim.data import Explorer
 from worldsim.evaluation import plots
 from worldsim.evaluation.idm import accuracy, effective_keys, get_idm
-from worldsim.evaluation.metrics import psnr, ssim
 from worldsim.evaluation.probes import FPS, long_run, loop_test
 from worldsim.game import GameWorld
+from worldsim.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from worldsim.errors import UserError
-from worldsim.evaluation.metrics import psnr
+from worldsim.metrics import psnr
 from worldsim.model.autoencoder import AE_PRESETS, Autoencoder, AutoencoderConfig, frames_to_model
 from worldsim.model.config import PRESETS
 from worldsim.train import common, distributed

@@ -1,4 +1,5 @@
-"""Image fidelity metrics on uint8 frames: PSNR and SSIM (gaussian window), both per item, in torch."""
+"""Image fidelity metrics in torch, per item: PSNR (any range) and SSIM (uint8 frames, gaussian window),
+shared by training (the autoencoder's held-out PSNR) and evaluation."""
 
 from __future__ import annotations
 
