@@ -61,7 +61,7 @@ ATTN_SHAPES = [
 # (the MLP is 4x wide: worldsim/model/dit.py)
 W8_SHAPES = [
     (f"{preset} S={s} {layer}", s * 64, K, N)
-    for preset, D in (("tiny", 256), ("base", 384), ("w512", 512))  # base preset 384 wide; 512 as first planned
+    for preset, D in (("tiny", 256), ("base", 384), ("w512", 512))  # base is 384 wide; 512 was first planned
     for s in (1, 16, 64)
     for layer, K, N in (("qkv", D, 3 * D), ("proj", D, D), ("mlp-up", D, 4 * D), ("mlp-down", 4 * D, D))
 ]
