@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from controllers.bindings import KEY_LABELS
-from controllers.frames import ShownFrame, SourceInfo
+from worldsim.controllers.bindings import KEY_LABELS
+from worldsim.controllers.frames import ShownFrame, SourceInfo
 
 
 class Hud:

@@ -13,8 +13,7 @@ import numpy as np
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # no banner in the middle of our output
 import pygame  # noqa: E402
-
-from controllers.bindings import KEY_BINDINGS  # noqa: E402
+from worldsim.controllers.bindings import KEY_BINDINGS  # noqa: E402
 
 # Which physical keys press which game key (controllers/bindings.py). A world whose key names are not
 # listed there simply has no keyboard binding for them (a gamepad or a bot can still press them).

@@ -1,6 +1,6 @@
 """Frame sources for play: a batch-1 World stepped in a worker thread (in-process play), or a session of
-a worldsim server through `controllers.client.Client` (an embedded or a remote server). Both implement
-`controllers.frames.FrameSource`, so the window and headless play drive them the same way."""
+a worldsim server through `worldsim.controllers.client.Client` (an embedded or a remote server). Both implement
+`worldsim.controllers.frames.FrameSource`, so the window and headless play drive them the same way."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
-from controllers.frames import FrameQueue, ShownFrame, SourceInfo
+from worldsim.controllers.frames import FrameQueue, ShownFrame, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +162,7 @@ def _label(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# A server session through controllers.client.Client (remote or embedded server)
+# A server session through worldsim.controllers.client.Client (remote or embedded server)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -189,7 +188,7 @@ class ClientSource:
         self.frames_polled = 0
 
     def _connect(self, mode: str, seed: int | None) -> None:
-        from controllers.client import Client  # zmq (heavy, optional): only for a remote world
+        from worldsim.controllers.client import Client  # zmq (heavy, optional): only for a remote world
 
         self.client = Client(self.addr, mode=mode, fps=self.fps, seed=seed, name=self.name)
         welcome = self.client.connect()

@@ -2,7 +2,7 @@
 frame of a `FrameSource` scaled up crisply, and draws the HUD.
 
 Playing a World in-process, through an embedded server, or against a remote server is the same loop:
-the sources live in `controllers.sources`, headless lockstep play in `controllers.headless`.
+the sources live in `worldsim.controllers.sources`, headless lockstep play in `worldsim.controllers.headless`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from worldsim.controllers.frames import FrameSource, ShownFrame
+from worldsim.controllers.headless import PlaySummary, Recorder, bind_bot, record_frame
+from worldsim.controllers.hud import Hud
 
-from controllers.frames import FrameSource, ShownFrame
-from controllers.headless import PlaySummary, Recorder, bind_bot, record_frame
-from controllers.hud import Hud
 from worldsim.errors import UserError
 
 
@@ -61,9 +61,8 @@ class Window:
 
     def run(self) -> PlaySummary:
         import pygame  # heavy, optional: only a window needs it (its input modules import it too)
-
-        from controllers.gamepad import Gamepads
-        from controllers.keyboard import Keyboard
+        from worldsim.controllers.gamepad import Gamepads
+        from worldsim.controllers.keyboard import Keyboard
 
         try:
             pygame.display.init()

@@ -1,4 +1,5 @@
-"""The package's import graph (worldsim, controllers, kernels) has no cycle, and the model is pure.
+"""The package's import graph (worldsim, with worldsim.controllers and worldsim.kernels from the
+repository's controllers/ and kernels/) has no cycle, and the model is pure.
 
 Read with `ast`, not by importing: every module-level import statement (inside module-level `if`/
 `try`/`with` blocks and class bodies too, not inside functions, not under `if TYPE_CHECKING:`), relative
@@ -13,18 +14,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("worldsim", "controllers", "kernels")
+# folder in the repository -> the package it installs as (pyproject.toml: package-dir)
+PACKAGES = {"worldsim": "worldsim", "controllers": "worldsim.controllers", "kernels": "worldsim.kernels"}
 
 
 def modules() -> dict[str, Path]:
     """Module name -> file, for every .py file of the packages."""
     out = {}
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
-            out[".".join(parts)] = path
+            out[".".join([package, *parts])] = path
     return out
 
 
@@ -100,10 +102,19 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_reader_sees_the_packages_and_would_name_a_cycle():
     graph = import_graph()
-    assert {"worldsim.neural", "worldsim.frame", "controllers.window", "kernels.common"} <= set(graph)
+    assert {
+        "worldsim.neural",
+        "worldsim.frame",
+        "worldsim.controllers.window",
+        "worldsim.kernels.common",
+    } <= set(graph)
     assert "worldsim.frame" in graph["worldsim.neural"]
-    assert "kernels.ring_attention" not in graph["worldsim.engine.attention"]  # imported in a function
-    assert "kernels.ring_attention" in import_graph(inside_functions=True)["worldsim.engine.attention"]
+    assert (
+        "worldsim.kernels.ring_attention" not in graph["worldsim.engine.attention"]
+    )  # imported in a function
+    assert (
+        "worldsim.kernels.ring_attention" in import_graph(inside_functions=True)["worldsim.engine.attention"]
+    )
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -114,10 +125,28 @@ def test_no_import_cycle(inside_functions):
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def test_nothing_imports_the_folders_by_their_bare_names():
+    """`kernels` and `controllers` are installed as worldsim.kernels / worldsim.controllers: a bare
+    `import kernels` would find another distribution's package (PyPI has one) or nothing."""
+    for name, path in modules().items():
+        for node in _every_import(ast.parse(path.read_text(), str(path)).body):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            bare = [
+                n
+                for n in names
+                if not node_is_relative(node) and n.split(".")[0] in ("kernels", "controllers")
+            ]
+            assert not bare, f"{name} imports {bare}: import worldsim.{bare[0]}"
+
+
+def node_is_relative(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and node.level > 0
+
+
 def test_the_model_is_pure():
     """worldsim/model/ imports nothing of the engine, the kernels or the worlds built on it (anywhere)."""
     graph = import_graph(inside_functions=True)
-    banned = ("kernels", "worldsim.engine", "worldsim.neural", "worldsim.frame")
+    banned = ("worldsim.kernels", "worldsim.engine", "worldsim.neural", "worldsim.frame")
     for name, edges in graph.items():
         if name.startswith("worldsim.model"):
             bad = [e for e in edges if e.startswith(banned)]

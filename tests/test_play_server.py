@@ -5,9 +5,9 @@ import numpy as np
 import pygame
 import pytest
 import torch
+from worldsim.controllers.sources import ClientSource
+from worldsim.controllers.window import Window
 
-from controllers.sources import ClientSource
-from controllers.window import Window
 from worldsim.cli import main
 from worldsim.game import GameWorld
 from worldsim.record import read_recording

@@ -3,8 +3,8 @@ embedded server (--server) gets it, and in-process play (the default) sets it on
 
 import pytest
 import torch
+from worldsim.controllers.sources import ClientSource, WorldSource
 
-from controllers.sources import ClientSource, WorldSource
 from worldsim.cli import build_parser, main
 from worldsim.cli.play import build_source, torch_threads
 

@@ -40,7 +40,9 @@ def fastest_world(
     folded into the next frame's first pass everywhere. On a CPU the eager `NeuralWorld`, in bf16 where
     that CPU's bf16 matmuls win (`cpu_prefers_bf16`). `kernels=` (CUDA) / `attention=` / `dtype=` in
     kwargs override the choice; the rest go to `NeuralWorld.from_checkpoint`."""
-    from kernels.common import triton_importable  # the kernels package imports triton (heavy, optional)
+    from worldsim.kernels.common import (
+        triton_importable,  # the kernels package imports triton (heavy, optional)
+    )
 
     device = torch.device(device) if device is not None else default_device()
     if kwargs.get("dtype") is None:

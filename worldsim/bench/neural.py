@@ -110,7 +110,9 @@ def compare(
     bf16 only on CUDA (CPU bf16 matmuls are no deployment target). `json_path` is rewritten after
     every row, so a run stopped by a time limit still leaves what it measured.
     """
-    from kernels.common import triton_importable  # the kernels package imports triton (heavy, optional)
+    from worldsim.kernels.common import (
+        triton_importable,  # the kernels package imports triton (heavy, optional)
+    )
 
     cuda = device.type == "cuda"
     modes = ("eager", "graph") if cuda else ("eager",)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                 [
                     sys.executable,
                     "-m",
-                    "controllers.load_client",
+                    "worldsim.controllers.load_client",
                     server.address,
                     "--seconds",
                     str(args.seconds),

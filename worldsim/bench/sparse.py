@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from kernels.common import triton_importable
 from worldsim.bench.dense_sparse import sparse_rows
 from worldsim.bench.neural import format_table
 from worldsim.bench.timing import environment, write_json_logged
 from worldsim.device import resolve_device
 from worldsim.errors import UserError
+from worldsim.kernels.common import triton_importable
 
 log = logging.getLogger(__name__)
 

@@ -220,7 +220,7 @@ def _replay_seed(spec: str | None) -> int | None:
 
 def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | None):
     """The frame source and what must be stopped after it (an embedded server, if any)."""
-    from controllers.sources import ClientSource, WorldSource
+    from worldsim.controllers.sources import ClientSource, WorldSource
 
     if args.connect:
         return ClientSource(args.connect, args.fps), None
@@ -257,9 +257,9 @@ def vs_bench_line(summary, world, seconds: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    from controllers.bots import make_bot
-    from controllers.headless import run_headless
-    from controllers.window import Window
+    from worldsim.controllers.bots import make_bot
+    from worldsim.controllers.headless import run_headless
+    from worldsim.controllers.window import Window
 
     seed = args.seed if args.seed is not None else _replay_seed(args.bot)
     seed = 0 if seed is None else int(seed)

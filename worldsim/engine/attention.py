@@ -3,7 +3,7 @@ knows SDPA (`worldsim.model.dit.sdpa_cached`); flash-attn and the Triton ring ke
 
 Each backend falls back to SDPA where it cannot express the pass: flash-attn takes only a valid-prefix
 mask (not a staged pass, not a model with local layers); the ring kernel runs without gradient, on
-CUDA (or TRITON_INTERPRET=1) and on the shapes `kernels.ring_attention.supported` takes.
+CUDA (or TRITON_INTERPRET=1) and on the shapes `worldsim.kernels.ring_attention.supported` takes.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def triton_cached(
 ) -> torch.Tensor:
     """The Triton ring kernel (kernels/ring_attention.py): it skips whole masked frames (sparse layers)."""
     # triton (heavy, optional) comes with the kernel module: imported when this backend first runs
-    from kernels.common import available
-    from kernels.ring_attention import ring_attention, supported
+    from worldsim.kernels.common import available
+    from worldsim.kernels.ring_attention import ring_attention, supported
 
     fmask = view.local_frame_mask if local else view.frame_mask  # [R, Fq, S+W(+Fb)] bool
     if not torch.is_grad_enabled() and available(q) and supported(q, fmask):

@@ -86,7 +86,7 @@ class Int8Linear(nn.Module):
         return _cast_matmul(x, self.weight, self.scale, self.bias)
 
     def _kernel(self, x: torch.Tensor) -> torch.Tensor | None:
-        from kernels.w8_matmul import supported, w8_matmul  # triton (heavy, optional) comes with it
+        from worldsim.kernels.w8_matmul import supported, w8_matmul  # triton (heavy, optional) comes with it
 
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         shape = (x2.shape[0], self.in_features, self.out_features)
@@ -217,8 +217,8 @@ def choose_w8_kernel(dit: DiT, rows: list[int], *, repeats: int = 50) -> dict[tu
     M in `rows` (tokens per pass, e.g. sessions * 64) and add the shapes where the kernel won to
     `W8_KERNEL_SHAPES`. CUDA only (returns {} elsewhere: the PyTorch path stays). Host syncs: timing.
     """
-    from kernels.bench import time_call  # the kernels bring triton (heavy, optional): CUDA only
-    from kernels.w8_matmul import supported, w8_matmul
+    from worldsim.kernels.bench import time_call  # the kernels bring triton (heavy, optional): CUDA only
+    from worldsim.kernels.w8_matmul import supported, w8_matmul
 
     layers = {(m.in_features, m.out_features): m for m in dit.modules() if isinstance(m, Int8Linear)}
     if not layers or not next(iter(layers.values())).weight.is_cuda:
