@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from worldsim.errors import UserError
-
-# Pairs a person never holds together; the random bot presses at most one key of each.
-OPPOSITES = (("forward", "back"), ("strafe_left", "strafe_right"), ("turn_left", "turn_right"))
+from worldsim.record import RecordingReader
+from worldsim.world import OPPOSITE_KEYS
 
 
 class RandomStickyBot:
@@ -32,7 +31,9 @@ class RandomStickyBot:
         self._keys = np.zeros(len(self.key_names), dtype=bool)
         self._left = 0
         index = {n: i for i, n in enumerate(self.key_names)}
-        self._groups = [[index[n] for n in pair if n in index] for pair in OPPOSITES]
+        self._groups = [
+            [index[n] for n in pair if n in index] for pair in OPPOSITE_KEYS
+        ]  # at most one key of each
         grouped = {i for g in self._groups for i in g}
         self._groups = [g for g in self._groups if g] + [
             [i] for i in range(len(self.key_names)) if i not in grouped
@@ -64,7 +65,6 @@ class ReplayBot:
     """Plays back the keys of a recording, frame by frame, mapped onto `key_names` by name."""
 
     def __init__(self, path: str | Path, key_names: Sequence[str]) -> None:
-        from worldsim.record import RecordingReader
 
         self.path = Path(path)
         if not self.path.is_file():

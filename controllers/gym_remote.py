@@ -15,8 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-
-from controllers.client import Client, Frame, ServerError
+from worldsim.controllers.client import Client, Frame, ServerError
 
 
 class RemoteWorldEnv(gym.Env):

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-
-from controllers.frames import FrameSource, ShownFrame
+from worldsim.controllers.frames import FrameSource, ShownFrame
 
 
 @dataclass

@@ -5,17 +5,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from controllers.frames import ShownFrame, SourceInfo
-
-# How the HUD names held keys: the keyboard key that presses them.
-KEY_LABELS = {
-    "forward": "W",
-    "back": "S",
-    "strafe_left": "A",
-    "strafe_right": "D",
-    "turn_left": "Q",
-    "turn_right": "E",
-}
+from worldsim.controllers.bindings import KEY_LABELS
+from worldsim.controllers.frames import ShownFrame, SourceInfo
 
 
 class Hud:

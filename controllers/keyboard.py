@@ -13,16 +13,12 @@ import numpy as np
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # no banner in the middle of our output
 import pygame  # noqa: E402
+from worldsim.controllers.bindings import KEY_BINDINGS  # noqa: E402
 
-# Which physical keys press which game key. A world whose key names are not listed here simply has
-# no keyboard binding for them (a gamepad or a bot can still press them).
+# Which physical keys press which game key (controllers/bindings.py). A world whose key names are not
+# listed there simply has no keyboard binding for them (a gamepad or a bot can still press them).
 DEFAULT_BINDINGS: Mapping[str, tuple[int, ...]] = {
-    "forward": (pygame.K_w, pygame.K_UP),
-    "back": (pygame.K_s, pygame.K_DOWN),
-    "strafe_left": (pygame.K_a,),
-    "strafe_right": (pygame.K_d,),
-    "turn_left": (pygame.K_q, pygame.K_LEFT),
-    "turn_right": (pygame.K_e, pygame.K_RIGHT),
+    key: tuple(getattr(pygame, f"K_{name}") for name in names) for key, names in KEY_BINDINGS.items()
 }
 
 

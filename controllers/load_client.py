@@ -1,4 +1,4 @@
-"""Load client: `python -m controllers.load_client ADDR --seconds S` plays like a person and prints JSON.
+"""Load client: `python -m worldsim.controllers.load_client ADDR --seconds S` plays like a person and prints JSON.
 
 Used by `worldsim bench --serve` and scripts/serve_scaling.py; light on purpose, one process per
 simulated player.
@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from controllers.client import Client
+from worldsim.controllers.client import Client
 
 
 def run_load(
@@ -71,7 +70,9 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    p = argparse.ArgumentParser(prog="python -m controllers.load_client", description=run_load.__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m worldsim.controllers.load_client", description=run_load.__doc__
+    )
     p.add_argument("addr")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--fps", type=float, default=30.0)

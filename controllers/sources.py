@@ -1,6 +1,6 @@
 """Frame sources for play: a batch-1 World stepped in a worker thread (in-process play), or a session of
-a worldsim server through `controllers.client.Client` (an embedded or a remote server). Both implement
-`controllers.frames.FrameSource`, so the window and headless play drive them the same way."""
+a worldsim server through `worldsim.controllers.client.Client` (an embedded or a remote server). Both implement
+`worldsim.controllers.frames.FrameSource`, so the window and headless play drive them the same way."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
-from controllers.frames import FrameQueue, ShownFrame, SourceInfo
+from worldsim.controllers.frames import FrameQueue, ShownFrame, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +29,16 @@ class WorldSource:
         if world.batch_size != 1:
             raise ValueError(f"play drives one game; the world has batch_size={world.batch_size}, make it 1")
         self.world = world
+        described = world.describe()  # the world names itself
         self.info = SourceInfo(
-            world=_label(world.name),
+            world=_label(described["world"]),
             height=int(world.height),
             width=int(world.width),
             key_names=tuple(world.key_names),
             fps=float(fps),
-            steps=getattr(world, "steps", None),
-            checkpoint=checkpoint or getattr(world, "checkpoint_name", None),
-            checkpoint_hash=getattr(world, "checkpoint_hash", None),
+            steps=described.get("steps"),
+            checkpoint=checkpoint or described.get("checkpoint"),
+            checkpoint_hash=described.get("checkpoint_hash"),
         )
         self.queue = FrameQueue(2, keep=lambda item: item[0].reset_seed is not None)  # (frame, input time)
         self._lock = threading.Lock()
@@ -162,7 +162,7 @@ def _label(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# A server session through controllers.client.Client (remote or embedded server)
+# A server session through worldsim.controllers.client.Client (remote or embedded server)
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -188,7 +188,7 @@ class ClientSource:
         self.frames_polled = 0
 
     def _connect(self, mode: str, seed: int | None) -> None:
-        from controllers.client import Client
+        from worldsim.controllers.client import Client  # zmq (heavy, optional): only for a remote world
 
         self.client = Client(self.addr, mode=mode, fps=self.fps, seed=seed, name=self.name)
         welcome = self.client.connect()
@@ -204,10 +204,10 @@ class ClientSource:
         )
         world = self.local_world() if self.local_world is not None else None
         if world is not None:
-            info = self.info
-            info.steps = info.steps if info.steps is not None else getattr(world, "steps", None)
-            info.checkpoint = info.checkpoint or getattr(world, "checkpoint_name", None)
-            info.checkpoint_hash = info.checkpoint_hash or getattr(world, "checkpoint_hash", None)
+            info, described = self.info, world.describe()
+            info.steps = info.steps if info.steps is not None else described.get("steps")
+            info.checkpoint = info.checkpoint or described.get("checkpoint")
+            info.checkpoint_hash = info.checkpoint_hash or described.get("checkpoint_hash")
 
     def _reset_frame(self, seed: int | None) -> ShownFrame:
         t0 = time.monotonic()

@@ -2,7 +2,7 @@
 frame of a `FrameSource` scaled up crisply, and draws the HUD.
 
 Playing a World in-process, through an embedded server, or against a remote server is the same loop:
-the sources live in `controllers.sources`, headless lockstep play in `controllers.headless`.
+the sources live in `worldsim.controllers.sources`, headless lockstep play in `worldsim.controllers.headless`.
 """
 
 from __future__ import annotations
@@ -10,26 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from worldsim.controllers.frames import FrameSource, ShownFrame
+from worldsim.controllers.headless import PlaySummary, Recorder, bind_bot, record_frame
+from worldsim.controllers.hud import Hud
 
-from controllers.frames import FrameQueue, FrameSource, ShownFrame, SourceInfo
-from controllers.headless import PlaySummary, Recorder, bind_bot, record_frame, run_headless
-from controllers.hud import Hud
-from controllers.sources import ClientSource, WorldSource
 from worldsim.errors import UserError
-
-# Re-exported: callers imported these from here before the split.
-__all__ = [
-    "ClientSource",
-    "FrameQueue",
-    "FrameSource",
-    "PlaySummary",
-    "ShownFrame",
-    "SourceInfo",
-    "Window",
-    "WorldSource",
-    "auto_scale",
-    "run_headless",
-]
 
 
 def auto_scale(height: int, width: int, screen: tuple[int, int] | None) -> int:
@@ -75,10 +60,9 @@ class Window:
         self.hud = Hud()
 
     def run(self) -> PlaySummary:
-        import pygame
-
-        from controllers.gamepad import Gamepads
-        from controllers.keyboard import Keyboard
+        import pygame  # heavy, optional: only a window needs it (its input modules import it too)
+        from worldsim.controllers.gamepad import Gamepads
+        from worldsim.controllers.keyboard import Keyboard
 
         try:
             pygame.display.init()

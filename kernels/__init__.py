@@ -4,9 +4,9 @@
 TRITON_INTERPRET=1 for the CPU tests); callers fall back to the reference otherwise.
 """
 
-from kernels.adaln_norm import adaln_layernorm, adaln_layernorm_reference
-from kernels.common import available
-from kernels.ring_attention import ring_attention, ring_attention_reference
+from worldsim.kernels.adaln_norm import adaln_layernorm, adaln_layernorm_reference
+from worldsim.kernels.common import available
+from worldsim.kernels.ring_attention import ring_attention, ring_attention_reference
 
 __all__ = [
     "adaln_layernorm",

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from kernels.common import available
+from worldsim.kernels.common import available
 
 try:
     import triton
@@ -62,7 +61,7 @@ def adaln_layernorm(
 ) -> torch.Tensor:
     """Fused `LN(x) * (1 + scale) + shift`; x `[B,F,N,D]`, shift/scale `[B,F,1,D]` (per frame).
 
-    Runs the Triton kernel where `kernels.available(x)`, the reference otherwise (same function).
+    Runs the Triton kernel where `worldsim.kernels.available(x)`, the reference otherwise (same function).
     """
     if x.ndim != 4:
         raise ValueError(f"adaln_layernorm: x must be [B, F, N, D], got {tuple(x.shape)}")

@@ -1,4 +1,4 @@
-"""`python -m kernels.bench`: each Triton kernel against its PyTorch reference at the shapes we run.
+"""`python -m worldsim.kernels.bench`: each Triton kernel against its PyTorch reference at the shapes we run.
 
 CUDA only (timings under the interpreter mean nothing). Times one call with CUDA events after a
 warm-up (median of repeats); prints a table and writes JSON with `--json FILE`.
@@ -15,11 +15,10 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
-
-from kernels.adaln_norm import adaln_layernorm, adaln_layernorm_reference
-from kernels.ring_attention import ring_attention, ring_attention_reference, supported
-from kernels.w8_matmul import supported as w8_supported
-from kernels.w8_matmul import w8_matmul
+from worldsim.kernels.adaln_norm import adaln_layernorm, adaln_layernorm_reference
+from worldsim.kernels.ring_attention import ring_attention, ring_attention_reference, supported
+from worldsim.kernels.w8_matmul import supported as w8_supported
+from worldsim.kernels.w8_matmul import w8_matmul
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ ATTN_SHAPES = [
 # (the MLP is 4x wide: worldsim/model/dit.py)
 W8_SHAPES = [
     (f"{preset} S={s} {layer}", s * 64, K, N)
-    for preset, D in (("tiny", 256), ("base", 384), ("w512", 512))  # base preset 384 wide; 512 per DESIGN
+    for preset, D in (("tiny", 256), ("base", 384), ("w512", 512))  # base is 384 wide; 512 was first planned
     for s in (1, 16, 64)
     for layer, K, N in (("qkv", D, 3 * D), ("proj", D, D), ("mlp-up", D, 4 * D), ("mlp-down", 4 * D, D))
 ]
@@ -152,12 +151,12 @@ def run(dtype: torch.dtype) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m worldsim.kernels.bench", description=__doc__)
     p.add_argument("--json", default=None, metavar="FILE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not torch.cuda.is_available():
-        p.exit(2, "error: kernels.bench times CUDA kernels; run it on a GPU machine\n")
+        p.exit(2, "error: worldsim.kernels.bench times CUDA kernels; run it on a GPU machine\n")
     rows = run(torch.bfloat16) + run(torch.float32)
     w8 = run_w8(torch.bfloat16) + run_w8(torch.float32)
     print(f"{'kernel':<16} {'shape':<26} {'dtype':<9} {'torch ms':>9} {'triton ms':>10} {'speed-up':>8}")

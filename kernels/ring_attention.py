@@ -14,8 +14,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-from kernels.common import available, interpreting
+from worldsim.kernels.common import available, interpreting
 
 try:
     import triton

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from kernels.common import available, interpreting
+from worldsim.kernels.common import available, interpreting
 
 try:
     import triton

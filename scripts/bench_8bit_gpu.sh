@@ -2,7 +2,7 @@
 # 8-bit weights on one GPU in one command (issue 6, deliverables 2c and 4), everything under $OUT:
 #   0. fp8 fast-path check: Fp8Linear through torch._scaled_mm == its emulation   -> fp8check.txt
 #   1. the GPU tests of the int8 kernel and the 8-bit engine (real Triton kernel on CUDA) -> tests.txt
-#   2. kernels.bench: the Triton int8 matmul vs the cast-matmul vs the fp linear vs fp8 _scaled_mm at
+#   2. worldsim.kernels.bench: the Triton int8 matmul vs the cast-matmul vs the fp linear vs fp8 _scaled_mm at
 #      tiny / base (384) / 512-wide shapes, 1/16/64 sessions (plus the other kernels) -> kernels.json/.txt
 #   3. worldsim.bench.quant on the shipped tiny checkpoint: fp / int8 / int8-triton / fp8, eager and
 #      CUDA graph, sessions 1/16/64, PSNR vs fp and vs the real game                   -> quant-tiny.json/.txt
@@ -46,7 +46,7 @@ timeout 120 python -m pytest -q -p no:cacheprovider tests/test_kernels_w8.py tes
     tests/test_quant.py 2>&1 | tee "$OUT/tests.txt" || status=1
 
 echo "== 2. kernels vs PyTorch (incl. the int8 weight matmul) =="
-timeout 150 python -m kernels.bench --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt" || status=1
+timeout 150 python -m worldsim.kernels.bench --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt" || status=1
 
 echo "== 3. 8-bit comparison, tiny checkpoint =="
 timeout 170 python -m worldsim.bench.quant --checkpoint tiny --batches 1,16,64 --graph --frames "$FRAMES" \

@@ -30,7 +30,7 @@ timeout 270 python -m worldsim.bench.neural --compare --seconds "$SECONDS_PER_RO
     --json "$OUT/compare.json" 2>&1 | tee "$OUT/compare.txt" || status=1
 
 echo "== 3. kernels vs PyTorch references =="
-timeout 90 python -m kernels.bench --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt" || status=1
+timeout 90 python -m worldsim.kernels.bench --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt" || status=1
 
 echo "== 4. default engine (graph, bf16) at 1 and 64 sessions =="
 for s in 1 64; do

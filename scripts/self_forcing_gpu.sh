@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Self-forcing on one GPU (DESIGN §6.3, issue 5): the student, the baseline, their evals and the
+# Self-forcing on one GPU (docs/design.md §7.3): the student, the baseline, their evals and the
 # comparison plot, everything under $OUT. Fits ~10 minutes on one H100 with the defaults.
 #
 #   OUT=/some/dir scripts/self_forcing_gpu.sh                     # all stages below, tiny teacher

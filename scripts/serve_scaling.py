@@ -1,7 +1,7 @@
 """Sessions served at >= 27 fps (30 fps target) with 1 engine vs N engines (one per GPU), on loopback.
 
 For each engine count E and each per-engine session count S: one server (E engines x S sessions, the
-real `Server`), E*S real-time load clients (one process each, `python -m controllers.load_client`), measured
+real `Server`), E*S real-time load clients (one process each, `python -m worldsim.controllers.load_client`), measured
 together for --seconds. A run passes when every client shows >= 27 fps with p99 input-to-frame latency
 <= 50 ms (the `worldsim bench serve` targets). Prints a table and writes JSON; the figure that matters
 is the most sessions that pass with E engines divided by the most that pass with 1.
@@ -38,7 +38,14 @@ def measure(engines: int, per_engine: int, a: argparse.Namespace) -> dict:
     n = engines * per_engine
     try:
         start_at = time.time() + 3.0 + 0.1 * n  # every client connected before measuring
-        cmd = [sys.executable, "-m", "controllers.load_client", server.address, "--seconds", str(a.seconds)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "worldsim.controllers.load_client",
+            server.address,
+            "--seconds",
+            str(a.seconds),
+        ]
         procs = [
             subprocess.Popen(
                 [*cmd, "--fps", str(FPS), "--seed", str(i), "--start-at", str(start_at)],

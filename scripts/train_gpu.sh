@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole training pipeline for one preset in one GPU command (DESIGN §6, issue 3 deliverable 6):
+# The whole training pipeline for one preset in one GPU command (docs/design.md §7):
 #   autoencoder -> teacher -> export (safetensors + card) -> quick eval, everything under $OUT.
 #
 #   OUT=/some/dir scripts/train_gpu.sh                 # tiny, ~14 min on one H100

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from worldsim.controllers.bots import RandomStickyBot, ReplayBot, make_bot
 
-from controllers.bots import RandomStickyBot, ReplayBot, make_bot
 from worldsim.errors import UserError
 from worldsim.record import RecordingWriter
 from worldsim.world import KEY_NAMES

@@ -156,7 +156,7 @@ def test_parts_are_not_listed_as_checkpoints(shipped):
 
 
 def test_the_shipped_checkpoints_load_have_cards_and_keep_the_budget():
-    """DESIGN §4: checkpoints/ holds <= 40 MiB of safetensors, no file over 16 MiB, a card per model;
+    """docs/design.md §4: checkpoints/ holds <= 40 MiB of safetensors, no file over 16 MiB, a card per model;
     every model loads whole (its parts' hashes checked) and the 8-bit base student stays <= 30 MiB."""
     d = ck.checkpoints_dir()
     files = sorted(d.glob("*.safetensors"))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from worldsim.controllers.gym_remote import RemoteWorldEnv
 
-from controllers.gym_remote import RemoteWorldEnv
 from worldsim.serve import Server, world_factory
 
 

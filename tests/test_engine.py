@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from worldsim.checkpoint import save_checkpoint
-from worldsim.engine import GraphWorld, fastest_world
 from worldsim.engine.latent import LatentEngine
+from worldsim.graph_world import GraphWorld
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.presets_anchor import anchor_preset
 from worldsim.neural import NeuralWorld
+from worldsim.worlds import fastest_world
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 
@@ -61,7 +62,7 @@ def _session_script(a, b, num_keys: int, atol: int, partial: bool = True) -> Non
 def test_engine_step_equals_neural_world_eager(tmp_path, changes):
     path = _checkpoint(tmp_path, **changes)
     eager = NeuralWorld.from_checkpoint(path, device="cpu", batch_size=3)
-    engine = GraphWorld.from_checkpoint(path, device="cpu", batch_size=3)
+    engine = GraphWorld.from_checkpoint(path, device="cpu", batch_size=3, graph=False)
     assert not engine.graph.enabled  # off CUDA the engine runs its step function eagerly
     # slot steps run sub-batches in eager, the full batch in the engine: one level of rounding slack
     _session_script(eager, engine, eager.num_keys, atol=1)
@@ -76,10 +77,13 @@ def test_engine_with_guidance_and_describe(tmp_path):
     assert torch.equal(eager.step(k), engine.step(k))
     d = engine.describe()
     assert d["world"] == "NeuralWorld" and d["engine"] == "eager" and d["checkpoint"] == "t"
+    assert isinstance(engine, NeuralWorld)  # on a CPU the factory gives the eager world itself, no graph
+    with pytest.raises(ValueError, match="GraphWorld needs a CUDA world"):
+        GraphWorld(eager)
 
 
 def test_inactive_rows_do_not_advance(tmp_path):
-    engine = GraphWorld.from_checkpoint(_checkpoint(tmp_path), device="cpu", batch_size=3)
+    engine = GraphWorld.from_checkpoint(_checkpoint(tmp_path), device="cpu", batch_size=3, graph=False)
     engine.reset([0, 1, 2])
     before = engine.world.cache.length.clone()
     engine.step(torch.zeros(1, engine.num_keys, dtype=torch.bool), slots=[2])
@@ -133,18 +137,18 @@ def test_cuda_latent_engine_graph_equals_eager():
 def test_the_cpu_engine_runs_bf16_only_where_it_was_timed_faster(tmp_path, monkeypatch):
     """fastest_world on a CPU takes bf16 when this CPU's bf16 matmuls win (timed once per process), and
     WORLDSIM_CPU_DTYPE overrides the timing; an explicit dtype always wins."""
-    from worldsim.engine import world as engine_world
+    from worldsim.engine import dtype as engine_world
 
     path = _checkpoint(tmp_path)
     for forced, want in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
         monkeypatch.setenv(engine_world.CPU_DTYPE_ENV, forced)
         engine_world.cpu_prefers_bf16.cache_clear()
         w = fastest_world(path, device="cpu")
-        assert w.world.dtype == want and w.world.cache.k[0].dtype == want
+        assert w.dtype == want and w.cache.k[0].dtype == want
         w.reset([0])
         frame = w.step(torch.zeros(1, w.num_keys, dtype=torch.bool))
-        assert frame.dtype == torch.uint8 and frame.shape == (1, *w.world.cfg.image_hw, 3)
-    assert fastest_world(path, device="cpu", dtype=torch.bfloat16).world.dtype == torch.bfloat16
+        assert frame.dtype == torch.uint8 and frame.shape == (1, *w.cfg.image_hw, 3)
+    assert fastest_world(path, device="cpu", dtype=torch.bfloat16).dtype == torch.bfloat16
     monkeypatch.setenv(engine_world.CPU_DTYPE_ENV, "fp16")
     engine_world.cpu_prefers_bf16.cache_clear()
     with pytest.raises(ValueError, match="WORLDSIM_CPU_DTYPE='fp16': use fp32 or bf16"):

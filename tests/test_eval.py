@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldsim.evaluation.metrics import psnr, ssim
+from worldsim.metrics import psnr, ssim
 
 
 def _ssim_reference(a: np.ndarray, b: np.ndarray, size: int = 11, sigma: float = 1.5) -> float:

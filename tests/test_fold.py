@@ -1,4 +1,4 @@
-"""The folded cache write (issue 6, DESIGN §5): the previous frame's write pass joins the next frame's first
+"""The folded cache write (docs/design.md §5): the previous frame's write pass joins the next frame's first
 denoising pass. Same computation as write-then-step, so folded frames equal unfolded ones (fp32)."""
 
 import copy
@@ -13,13 +13,14 @@ if not torch.cuda.is_available():
 from models import perturbed_dit as _dit  # noqa: E402
 from models import random_inputs as _inputs
 
-from worldsim.engine import GraphWorld  # noqa: E402
+from worldsim.engine.attention import cached_attention  # noqa: E402
+from worldsim.graph_world import GraphWorld  # noqa: E402
 from worldsim.model import KVCache  # noqa: E402
 from worldsim.model.autoencoder import Autoencoder  # noqa: E402
 from worldsim.neural import NeuralWorld  # noqa: E402
 
 
-def _both_protocols(m, x, t, keys, junk):
+def _both_protocols(m, x, t, keys, junk, attend=None):
     """Per block: one denoising pass (`junk` inputs), then the finished block `x` enters the cache;
     unfolded as a write pass, folded inside the next block's denoising pass. Returns both outputs."""
     cfg, B = m.cfg, x.shape[0]
@@ -29,15 +30,15 @@ def _both_protocols(m, x, t, keys, junk):
     for f in range(0, x.shape[1], Fb):
         sl, prev = slice(f, f + Fb), slice(f - Fb, f)
         xn, tn = junk[0][:, sl], junk[1][:, sl]
-        outs_u.append(m.forward_cached(xn, tn, keys[:, sl], unfolded))
-        m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], unfolded)
+        outs_u.append(m.forward_cached(xn, tn, keys[:, sl], unfolded, attend=attend))
+        m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], unfolded, attend=attend)
         unfolded.advance()
         if f == 0:  # nothing pending yet
-            outs_f.append(m.forward_cached(xn, tn, keys[:, sl], folded, staged=True))
+            outs_f.append(m.forward_cached(xn, tn, keys[:, sl], folded, staged=True, attend=attend))
         else:
             xf, tf = torch.cat([x[:, prev], xn], 1), torch.cat([t[:, prev], tn], 1)  # [B,2Fb,...]
             kf = torch.cat([keys[:, prev], keys[:, sl]], 1)
-            outs_f.append(m.forward_cached(xf, tf, kf, folded, pending=True))
+            outs_f.append(m.forward_cached(xf, tf, kf, folded, pending=True, attend=attend))
         folded.advance()
     return torch.cat(outs_u, 1), torch.cat(outs_f, 1)
 
@@ -122,7 +123,7 @@ def test_folded_world_equals_unfolded(sinks, context_noise, guidance):
 
 @torch.no_grad()
 def test_triton_backend_equals_sdpa_through_forward_cached():
-    """`dit.attention = "triton"` (the ring kernel; interpreted on CPU) gives SDPA's velocities, folded
+    """The "triton" cached backend (the ring kernel; interpreted on CPU) gives SDPA's velocities, folded
     and unfolded, filling and wrapped. N = 16 tokens, head dim 32: shapes the kernel takes."""
     pytest.importorskip("triton")
     m = _dit(width=64, heads=2, sinks=1)
@@ -130,7 +131,6 @@ def test_triton_backend_equals_sdpa_through_forward_cached():
     x, t, keys = _inputs(m.cfg, 2, m.cfg.window + 2)
     junk = _inputs(m.cfg, 2, x.shape[1], seed=2)[:2]
     want = _both_protocols(m, x, t, keys, junk)
-    m.attention = "triton"
-    got = _both_protocols(m, x, t, keys, junk)
+    got = _both_protocols(m, x, t, keys, junk, attend=cached_attention("triton"))
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)

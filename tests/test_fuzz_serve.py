@@ -10,8 +10,8 @@ import time
 
 import msgpack
 import zmq
+from worldsim.controllers.client import Client
 
-from controllers.client import Client
 from worldsim.serve import Server, protocol, world_factory
 
 N_MESSAGES = 10_000

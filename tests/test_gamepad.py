@@ -3,8 +3,15 @@
 import numpy as np
 import pygame
 import pytest
+from worldsim.controllers.gamepad import (
+    PLAYSTATION,
+    XBOX,
+    GamepadLayout,
+    Gamepads,
+    keys_from_gamepad,
+    layout_for,
+)
 
-from controllers.gamepad import PLAYSTATION, XBOX, GamepadLayout, Gamepads, keys_from_gamepad, layout_for
 from worldsim.world import KEY_NAMES
 
 

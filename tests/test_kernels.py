@@ -10,8 +10,8 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 
-import kernels  # noqa: E402
-from kernels import (  # noqa: E402
+import worldsim.kernels  # noqa: E402
+from worldsim.kernels import (  # noqa: E402
     adaln_layernorm,
     adaln_layernorm_reference,
     ring_attention,
@@ -31,7 +31,7 @@ def test_adaln_layernorm_matches_reference(shape, dtype):
     x = (torch.randn(B, F, N, D, generator=g) * 3 + 1).to(DEVICE, dtype)
     mod = torch.randn(B, F, 1, 6, D, generator=g).to(DEVICE, dtype)  # as dit.Block slices it
     shift, scale = mod.unbind(3)[0], mod.unbind(3)[1]  # [B,F,1,D] strided views
-    assert kernels.available(x)
+    assert worldsim.kernels.available(x)
     got = adaln_layernorm(x, shift, scale)
     want = adaln_layernorm_reference(x.float(), shift.float(), scale.float())  # fp32 truth
     tol = 1e-4 if dtype == torch.float32 else 3e-2

@@ -11,7 +11,8 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 
-from kernels.w8_matmul import supported, w8_matmul, w8_matmul_reference  # noqa: E402
+from worldsim.kernels.w8_matmul import supported, w8_matmul, w8_matmul_reference  # noqa: E402
+
 from worldsim.engine import quant  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -68,7 +69,7 @@ def test_int8_linear_uses_the_kernel_at_listed_shapes(monkeypatch):
     x = torch.randn(2, 16, 64, device=DEVICE)  # M = 32 tokens
     ref = q(x)  # the cast-matmul (no shape listed)
     calls = []
-    import kernels.w8_matmul as km
+    import worldsim.kernels.w8_matmul as km
 
     real = km.w8_matmul
     monkeypatch.setattr(km, "w8_matmul", lambda *a: calls.append(a[0].shape) or real(*a))

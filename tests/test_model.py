@@ -38,7 +38,7 @@ def test_presets_sizes():
         dit_params = DiT(base).num_params()
         ae_params = sum(p.numel() for p in Autoencoder(base.autoencoder).parameters())
     assert 15e6 < dit_params < 40e6
-    # base ships with 8-bit DiT weights and a bf16 autoencoder in <= 30 MiB (DESIGN §4, issue 5)
+    # base ships with 8-bit DiT weights and a bf16 autoencoder in <= 30 MiB (docs/design.md §4)
     assert dit_params * 1 + ae_params * 2 < 29.5 * 2**20
 
 

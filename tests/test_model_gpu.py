@@ -4,6 +4,7 @@ one CUDA graph that serves both the filling phase and steady state. Run: pytest 
 import pytest
 import torch
 
+from worldsim.engine.attention import cached_attention
 from worldsim.model import DiT, KVCache, get_preset
 from worldsim.model.attention import flash_available
 
@@ -55,11 +56,12 @@ def test_flash_cached_matches_sdpa_cached():
     x = x.bfloat16()
     res = {}
     for backend in ("sdpa", "flash"):
-        m.attention = backend
+        att = cached_attention(backend)
         cache = KVCache(m.cfg, 2, device="cuda", dtype=torch.bfloat16)
         outs = []
         for f in range(x.shape[1]):
-            outs.append(m.forward_cached(x[:, f : f + 1], t[:, f : f + 1], keys[:, f : f + 1], cache))
+            sl = slice(f, f + 1)
+            outs.append(m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache, attend=att))
             cache.advance()
         res[backend] = torch.cat(outs, 1).float()
     torch.testing.assert_close(res["flash"], res["sdpa"], atol=3e-2, rtol=3e-2)
@@ -100,7 +102,7 @@ def test_one_cuda_graph_serves_filling_and_steady_state():
     torch.testing.assert_close(torch.stack(got), torch.stack(eager), atol=1e-4, rtol=1e-3)
 
 
-def _cached_run(m, x, t, keys, *, fold: bool):
+def _cached_run(m, x, t, keys, *, fold: bool, attend=None):
     """One denoising pass per frame (the frame itself), then its cache write: a write pass (unfolded) or
     folded into the next frame's first pass."""
     cache = KVCache(m.cfg, x.shape[0], device="cuda", dtype=x.dtype)
@@ -108,13 +110,13 @@ def _cached_run(m, x, t, keys, *, fold: bool):
     for f in range(x.shape[1]):
         sl = slice(f, f + 1)
         if not fold:
-            outs.append(m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache))
-            m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache)
+            outs.append(m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache, attend=attend))
+            m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache, attend=attend)
         elif f == 0:
-            outs.append(m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache, staged=True))
+            outs.append(m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], cache, staged=True, attend=attend))
         else:
             pf = slice(f - 1, f + 1)
-            outs.append(m.forward_cached(x[:, pf], t[:, pf], keys[:, pf], cache, pending=True))
+            outs.append(m.forward_cached(x[:, pf], t[:, pf], keys[:, pf], cache, pending=True, attend=attend))
         cache.advance()
     return torch.cat(outs, 1)
 
@@ -123,7 +125,7 @@ def _cached_run(m, x, t, keys, *, fold: bool):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("fold", [False, True])
 def test_triton_ring_attention_backend_matches_sdpa(fold, dtype):
-    """`dit.attention = "triton"` (kernels/ring_attention.py) gives SDPA's velocities through the cache,
+    """The "triton" cached backend (kernels/ring_attention.py) gives SDPA's velocities through the cache,
     filling and wrapped, folded or not (N = 16 tokens, Dh = 32: shapes the kernel takes). In fp32 the two
     agree to 1e-4; in bf16 both round differently (on the H100 ~1% of elements differed by up to 0.125),
     so each is compared with the fp32 result and the kernel must be no further from it than SDPA is."""
@@ -133,15 +135,14 @@ def test_triton_ring_attention_backend_matches_sdpa(fold, dtype):
     assert m.cfg.tokens_per_frame % 16 == 0
     x, t, keys = _inputs(m.cfg, 2, 2 * m.cfg.window + 3)
     ref = _cached_run(m, x, t, keys, fold=fold).float()  # SDPA, fp32
+    ring = cached_attention("triton")
     if dtype == torch.float32:
-        m.attention = "triton"
-        got = _cached_run(m, x, t, keys, fold=fold).float()
+        got = _cached_run(m, x, t, keys, fold=fold, attend=ring).float()
         torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
         return
     low = copy.deepcopy(m).to(dtype)
     sdpa = _cached_run(low, x.to(dtype), t, keys, fold=fold).float()
-    low.attention = "triton"
-    got = _cached_run(low, x.to(dtype), t, keys, fold=fold).float()
+    got = _cached_run(low, x.to(dtype), t, keys, fold=fold, attend=ring).float()
     err_sdpa, err_got = (sdpa - ref).abs(), (got - ref).abs()
     assert err_got.mean() <= 1.5 * err_sdpa.mean() + 1e-3, (err_got.mean(), err_sdpa.mean())
     assert err_got.max() <= 2.0 * err_sdpa.max() + 1e-2, (err_got.max(), err_sdpa.max())
@@ -154,7 +155,7 @@ def test_folded_cuda_graph_world_equals_unfolded_eager_world(context_noise):
     the unfolded eager NeuralWorld (fp32)."""
     import copy
 
-    from worldsim.engine import GraphWorld
+    from worldsim.graph_world import GraphWorld
     from worldsim.model.autoencoder import Autoencoder
     from worldsim.neural import NeuralWorld
 

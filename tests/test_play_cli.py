@@ -66,9 +66,22 @@ def test_window_through_the_cli_records_and_saves_a_screenshot(tmp_path):
         (["--connect", "tcp://127.0.0.1:1", "--world", "game"], "--connect"),
         (["--headless", "--frames", "3", "--bot", "fly"], "random-sticky"),
         (["--scale", "0"], "--scale"),
+        (["--vs-bench", "1"], "--vs-bench"),  # the bench follows headless play
+        (["--headless", "--frames", "3", "--vs-bench", "1", "--server"], "--vs-bench"),
+        (["--server", "--no-server"], "--server"),
     ],
 )
 def test_bad_flags_are_one_line_errors(argv, message, capsys):
     assert main(["play", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_headless_play_prints_its_ratio_to_a_bench_of_the_same_world(capsys):
+    argv = ["play", "--world", "game", "--size", "16", "--headless", "--frames", "20", "--vs-bench", "0.3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("game: 20 frames") and "fps" in out[0]
+    assert out[1].startswith("bench of the same world: ") and "play / bench = " in out[1]
+    ratio = float(out[1].rsplit("= ", 1)[1])
+    assert ratio > 0  # the value is a measurement (benchmarks, not tests, judge it)

@@ -4,9 +4,9 @@
 import pygame
 import pytest
 import torch
+from worldsim.controllers.sources import WorldSource
+from worldsim.controllers.window import Window
 
-from controllers.sources import WorldSource
-from controllers.window import Window
 from worldsim.cli import main
 from worldsim.record import read_recording
 

@@ -5,9 +5,9 @@ import numpy as np
 import pygame
 import pytest
 import torch
+from worldsim.controllers.sources import ClientSource
+from worldsim.controllers.window import Window
 
-from controllers.sources import ClientSource
-from controllers.window import Window
 from worldsim.cli import main
 from worldsim.game import GameWorld
 from worldsim.record import read_recording
@@ -77,11 +77,11 @@ def test_connect_headless_records(server, tmp_path):
     assert [x.frame_number for x in r.records] == list(range(25))
 
 
-@pytest.mark.parametrize("no_server", [False, True])
-def test_embedded_server_and_in_process_play_agree(tmp_path, no_server):
-    rec = tmp_path / f"{no_server}.wsrec"
+@pytest.mark.parametrize("server", [False, True])
+def test_embedded_server_and_in_process_play_agree(tmp_path, server):
+    rec = tmp_path / f"{server}.wsrec"
     argv = ["play", "--world", "game", "--size", "32", "--seed", "6", "--headless", "--frames", "20"]
-    argv += ["--bot", "random-sticky", "--record", str(rec)] + (["--no-server"] if no_server else [])
+    argv += ["--bot", "random-sticky", "--record", str(rec)] + (["--server"] if server else [])
     assert main(argv) == 0
     ref = GameWorld(batch_size=1, size=32)
     records = read_recording(rec).records

@@ -6,9 +6,9 @@ import threading
 import numpy as np
 import pygame
 import torch
+from worldsim.controllers.sources import WorldSource
+from worldsim.controllers.window import Window
 
-from controllers.sources import WorldSource
-from controllers.window import Window
 from worldsim.game import GameWorld
 from worldsim.world import KEY_NAMES
 

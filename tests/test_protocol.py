@@ -90,6 +90,6 @@ def test_image_encodings():
 
 
 def test_client_speaks_the_same_version():
-    from controllers import client
+    from worldsim.controllers import client
 
     assert client.PROTOCOL_VERSION == P.PROTOCOL_VERSION

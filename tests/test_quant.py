@@ -12,14 +12,12 @@ from worldsim.checkpoint import (
     quantize_stored,
     save_checkpoint,
 )
-from worldsim.engine import fastest_world
 from worldsim.engine.quant import (
     Int8Linear,
     dequantize,
     export_int8,
     int8_tensors,
     load_dit,
-    neural_world,
     quantize_int8,
     quantize_weight,
 )
@@ -27,6 +25,8 @@ from worldsim.errors import UserError
 from worldsim.game import GameWorld
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
+from worldsim.neural import NeuralWorld
+from worldsim.worlds import fastest_world
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -120,7 +120,7 @@ def test_safetensors_round_trip_is_bit_exact_for_int8(tmp_path):
 @torch.no_grad()
 def test_shipped_tiny_steps_on_int8_close_to_fp32(tmp_path):
     """8 frames of the shipped 64x64 model from the same start and keys: int8 frames stay close."""
-    fp = neural_world("tiny", device="cpu", batch_size=2)
+    fp = NeuralWorld.from_checkpoint("tiny", device="cpu", batch_size=2)
     q = fastest_world("tiny", device="cpu", batch_size=2, weights="int8", dtype=torch.float32)
     assert isinstance(q.dit.blocks[0].mlp[0], Int8Linear)
     a, b = fp.reset([0, 1]), q.reset([0, 1])
@@ -143,7 +143,8 @@ def test_shipped_tiny_steps_on_int8_close_to_fp32(tmp_path):
     fp_file = save_checkpoint(tmp_path / "tiny_bf16.safetensors", config=shipped.config, tensors=bf16)
     path = export_int8(fp_file, tmp_path / "tiny_int8.safetensors")
     assert path.stat().st_size < 0.6 * fp_file.stat().st_size
-    w8, w32 = neural_world(path, device="cpu", weights="int8"), neural_world(fp_file, device="cpu")
+    w8 = NeuralWorld.from_checkpoint(path, device="cpu", weights="int8")
+    w32 = NeuralWorld.from_checkpoint(fp_file, device="cpu")
     w8.reset(0), w32.reset(0)
     still = torch.zeros(1, 6, dtype=torch.bool)
     assert (w8.step(still).float() - w32.step(still).float()).abs().mean() < 4.0

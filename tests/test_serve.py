@@ -8,8 +8,8 @@ import pytest
 import torch
 import zmq
 from waiting import wait_for
+from worldsim.controllers.client import Client, ServerError
 
-from controllers.client import Client, ServerError
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
 from worldsim.record import RecordingReader

@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
+from worldsim.controllers.client import Client
 
-from controllers.client import Client
 from worldsim.cli import main
 
 

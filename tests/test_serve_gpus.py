@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from waiting import wait_for
+from worldsim.controllers.client import Client, ServerError
 
-from controllers.client import Client, ServerError
 from worldsim.cli.serve import engine_devices
 from worldsim.errors import UserError
 from worldsim.game import GameWorld

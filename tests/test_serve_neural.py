@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from worldsim.controllers.client import Client
 
-from controllers.client import Client
 from worldsim.checkpoint import save_checkpoint
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder

@@ -6,7 +6,7 @@ import msgpack
 import pytest
 import zmq
 
-from controllers.client import Client, ServerError
+from worldsim.controllers.client import Client, ServerError
 from worldsim.cli import main
 from worldsim.serve import Server, world_factory
 

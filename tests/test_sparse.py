@@ -13,6 +13,7 @@ from models import perturbed_dit as _model  # noqa: E402
 from models import random_inputs as _inputs
 from models import train_args
 
+from worldsim.engine.attention import cached_attention  # noqa: E402
 from worldsim.model import DiT, KVCache, get_preset  # noqa: E402
 from worldsim.model.attention import frame_masks, layer_frame_mask, mask_windows  # noqa: E402
 from worldsim.model.config import ModelConfig  # noqa: E402
@@ -236,21 +237,21 @@ def test_folded_cache_write_keeps_the_sparse_mask(backend):
     junk = _inputs(cfg, 2, x.shape[1], seed=2)[:2]
     runs = {}
     for name in ("unfolded", backend):
-        m.attention = "sdpa" if name == "unfolded" else backend
+        att = cached_attention("sdpa" if name == "unfolded" else backend)
         unfolded, folded = KVCache(cfg, 2), KVCache(cfg, 2)
         outs_u, outs_f = [], []
         for f in range(x.shape[1]):
             sl, prev = slice(f, f + 1), slice(f - 1, f)
             xn, tn = junk[0][:, sl], junk[1][:, sl]
-            outs_u.append(m.forward_cached(xn, tn, keys[:, sl], unfolded))
-            m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], unfolded)  # the write pass
+            outs_u.append(m.forward_cached(xn, tn, keys[:, sl], unfolded, attend=att))
+            m.forward_cached(x[:, sl], t[:, sl], keys[:, sl], unfolded, attend=att)  # the write pass
             unfolded.advance()
             if f == 0:  # nothing pending yet
-                outs_f.append(m.forward_cached(xn, tn, keys[:, sl], folded, staged=True))
+                outs_f.append(m.forward_cached(xn, tn, keys[:, sl], folded, staged=True, attend=att))
             else:
                 xf, tf = torch.cat([x[:, prev], xn], 1), torch.cat([t[:, prev], tn], 1)  # [B,2,...]
                 kf = torch.cat([keys[:, prev], keys[:, sl]], 1)
-                outs_f.append(m.forward_cached(xf, tf, kf, folded, pending=True, staged=True))
+                outs_f.append(m.forward_cached(xf, tf, kf, folded, pending=True, staged=True, attend=att))
             folded.advance()
         runs[name] = (torch.cat(outs_u, 1), torch.cat(outs_f, 1))
     ref = runs["unfolded"][0]

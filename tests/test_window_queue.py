@@ -6,10 +6,10 @@ import time
 import numpy as np
 import pygame
 import pytest
+from worldsim.controllers.frames import FrameQueue
+from worldsim.controllers.keyboard import Keyboard
+from worldsim.controllers.window import auto_scale
 
-from controllers.frames import FrameQueue
-from controllers.keyboard import Keyboard
-from controllers.window import auto_scale
 from worldsim.world import KEY_NAMES
 
 

@@ -1,10 +1,34 @@
-"""worldsim: a real-time neural game engine (DESIGN.md in the shared docs is the map)."""
+"""worldsim: a real-time neural game engine (docs/design.md is the map)."""
 
 import os
 
 # OpenMP's default busy-wait makes batched torch work 10-80x slower on a small, shared CPU (measured on
 # 2 cores with a server and clients beside it). It only takes effect if set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import importlib.abc  # noqa: E402
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# The repository keeps kernels/ and controllers/ beside this package; an install puts them inside it, as
+# worldsim.kernels and worldsim.controllers (pyproject.toml: package-dir), so no generic top-level name
+# is taken. Run from a source tree, this finder gives those two names the same folders.
+_BESIDE = {f"worldsim.{n}": Path(__file__).resolve().parent.parent / n for n in ("kernels", "controllers")}
+
+
+class _BesideFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        folder = _BESIDE.get(name)
+        if folder is None or not (folder / "__init__.py").is_file():
+            return None
+        return importlib.util.spec_from_file_location(
+            name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+
+
+if not (Path(__file__).resolve().parent / "kernels").is_dir():  # a source tree, not an install
+    sys.meta_path.append(_BesideFinder())
 
 from worldsim.world import KEY_NAMES, World  # noqa: E402
 
@@ -13,10 +37,8 @@ __all__ = ["KEY_NAMES", "World", "__version__"]
 
 
 def _register_envs() -> None:
-    try:
-        from worldsim.envs import register_envs
-    except ImportError:  # gymnasium missing or envs not built yet: the library still works
-        return
+    from worldsim.envs import register_envs  # gymnasium (heavy) and every world come with it
+
     register_envs()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worldsim.device import default_device
 from worldsim.errors import UserError
 from worldsim.model.config import ModelConfig
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 FORMAT = "worldsim"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
-MAX_FILE_BYTES = 16 * 2**20  # DESIGN §4: what comes back from the GPU machine
+MAX_FILE_BYTES = 16 * 2**20  # docs/design.md §4: what comes back from the GPU machine
 Q8_SCALE = ".q8scale"  # suffix of the scales of an int8-stored float tensor
 # Preference order of shipped checkpoints per device kind (the first that exists wins), by measured
 # quality where the device plays every candidate well above 30 frames/s. The shipped `tiny-student`
@@ -114,8 +115,7 @@ def _shards(flat: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[s
 
 def default_checkpoint(device: torch.device | str | None = None) -> Path | None:
     """The best shipped checkpoint for `device` (None: cuda if available, else cpu), or None."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device() if device is None else device
     kind = "cuda" if torch.device(device).type == "cuda" else "cpu"
     for name in PREFERENCE[kind]:
         p = checkpoints_dir() / f"{name}{SUFFIX}"

@@ -1,7 +1,7 @@
 """Gymnasium environments: any batch-1 `World` as a `gymnasium.Env`, registered as worldsim/*-v0.
 
 `import worldsim` registers `worldsim/Maze-v0` (the real game) and `worldsim/Neural-v0` (a trained
-model; its class is imported only when the env is made). Observations are the frames, `[H, W, 3]`
+model). Observations are the frames, `[H, W, 3]`
 uint8; actions are the multi-hot keys, `MultiBinary(K)`; reward is 0 (these are world models, not
 tasks: wrap them to add one); episodes end only by truncation (`max_episode_steps`).
 """
@@ -16,6 +16,7 @@ import torch
 from gymnasium import spaces
 
 from worldsim.world import World
+from worldsim.worlds import make_world
 
 MAZE_ID = "worldsim/Maze-v0"
 NEURAL_ID = "worldsim/Neural-v0"
@@ -77,9 +78,8 @@ def make_maze(
     device: str = "cpu",
 ) -> WorldEnv:
     """The real game as an env: `gymnasium.make("worldsim/Maze-v0", size=64, level="default")`."""
-    from worldsim.game import GameWorld
 
-    return WorldEnv(GameWorld(batch_size=1, size=size, level=level, device=device), render_mode=render_mode)
+    return WorldEnv(make_world("game", size=size, level=level, device=device), render_mode=render_mode)
 
 
 def make_neural(
@@ -89,10 +89,9 @@ def make_neural(
     steps: int | None = None,
 ) -> WorldEnv:
     """A trained world model as an env: `gymnasium.make("worldsim/Neural-v0", checkpoint="tiny")`."""
-    from worldsim.engine import fastest_world  # heavy and optional: only when this env is made
 
     kwargs = {} if steps is None else {"steps": steps}
-    world = fastest_world(checkpoint, device=device, batch_size=1, **kwargs)
+    world = make_world("neural", checkpoint=checkpoint, device=device, **kwargs)
     return WorldEnv(world, render_mode=render_mode)
 
 

@@ -1,11 +1,11 @@
-"""`NeuralWorld`: the model as a `World` (DESIGN §2): keys in, generated frames out, batched, forever.
+"""`NeuralWorld`: the model as a `World` (docs/design.md §2): keys in, generated
+frames out, batched, forever.
 
-Per frame: noise -> few-step flow sampling with the KV cache (`steps` cached passes) -> one write pass of
-the finished latent at the context noise level -> `cache.advance()` -> decode -> uint8. Folded (the
-default): the finished latent stays PENDING and its write pass joins the next frame's first denoising
-pass (one forward over [pending, new], `DiT.forward_cached(pending=True)`): `steps` passes per frame,
-the same values. Nothing on that path reads a tensor on the host. Games start from start latents stored in the checkpoint (chosen by
-seed) or from real frames (`reset_from_frames`, for evaluation).
+It holds the state (models, KV cache, pending frames, noise generator) and calls the frame function
+(worldsim/frame.py) eagerly, on the cache rows of the games it steps: per frame `steps` passes with the
+previous frame's cache write folded into the first (the default), or `steps` passes plus a write pass
+(`fold=False`, the reference). Nothing on that path reads a tensor on the host. Games start from start
+latents stored in the checkpoint (chosen by seed) or from real frames (`reset_from_frames`, for evaluation).
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ from collections.abc import Sequence
 
 import torch
 
+from worldsim.checkpoint import checkpoints_dir, default_checkpoint, load_checkpoint, load_module
+from worldsim.device import default_device
+from worldsim.engine.attention import cached_attention
+from worldsim.engine.fp8 import fp8_world
+from worldsim.engine.quant import WEIGHTS, load_dit
 from worldsim.errors import UserError
+from worldsim.frame import PassHook, Pending, next_frame, prime
 from worldsim.model.autoencoder import Autoencoder, frames_to_model, model_to_frames
 from worldsim.model.config import ModelConfig
-from worldsim.model.dit import DiT
+from worldsim.model.dit import CachedAttend, DiT
 from worldsim.model.kvcache import KVCache
-from worldsim.sampling import SAMPLERS, add_noise, schedule_for
+from worldsim.sampling import SAMPLERS, schedule_for
 from worldsim.world import World, keys_tensor, normalize_seeds
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class NeuralWorld(World):
@@ -36,6 +38,8 @@ class NeuralWorld(World):
     `guidance` > 1 applies key guidance, v = v_null + g (v_keys - v_null) (two passes per step; both
     share the cache because every pass rewrites the current frame's slot before reading it).
     `fold=False` runs the separate write pass per frame (the reference the folded path must equal).
+    `attend`: the cached attention backend (None = SDPA; engine/attention.py has the others); `passes`:
+    the per-pass hook (fp8 scales, engine/fp8.py). Both go to the frame function as they are.
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class NeuralWorld(World):
         checkpoint_name: str | None = None,
         checkpoint_hash: str | None = None,
         fold: bool = True,
+        attend: CachedAttend | None = None,
+        passes: PassHook | None = None,
     ):
         if config.block_frames != 1:
             raise ValueError(
@@ -85,14 +91,9 @@ class NeuralWorld(World):
         self.generator = torch.Generator(self.device).manual_seed(0)
         self.start_latents = self._check_start(start_latents, start_keys)
         self.fold = bool(fold)
-        # the pending frame of each game (folded path): its latent, already noised to the context level,
-        # and its keys / null-key flag; written into the cache by the next step's first pass
-        C, (h, w) = config.latent_channels, config.latent_hw
-        self._pend_z = torch.zeros(batch_size, 1, C, h, w, device=self.device, dtype=self.dtype)
-        self._pend_keys = torch.zeros(batch_size, 1, self.num_keys, dtype=torch.bool, device=self.device)
-        self._pend_drop = torch.zeros(batch_size, 1, dtype=torch.bool, device=self.device)
-        self._pend_t = torch.full((batch_size, 1), config.context_noise, device=self.device, dtype=self.dtype)
-        self._no_drop = torch.zeros(batch_size, 1, dtype=torch.bool, device=self.device)
+        self.attend, self.passes = attend, passes
+        # the pending frame of each game (folded): written into the cache by the next step's first pass
+        self.pending = Pending.empty(self.dit, batch_size, self.device, self.dtype) if self.fold else None
 
     def _check_start(self, z: torch.Tensor | None, keys: torch.Tensor | None):
         if z is None:
@@ -127,9 +128,6 @@ class NeuralWorld(World):
         `weights`: "fp" (the file's float weights), "int8" (per-channel int8 DiT weights) or "fp8"
         (e4m3 W8A8, activation scales per pass calibrated at load); an int8 file loads either way.
         """
-        from worldsim.checkpoint import checkpoints_dir, default_checkpoint, load_checkpoint, load_module
-        from worldsim.engine.quant import WEIGHTS, load_dit  # the engine wraps the model from outside
-
         if weights not in WEIGHTS:
             raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
 
@@ -146,19 +144,19 @@ class NeuralWorld(World):
         dit = load_dit(ckpt, weights="fp" if weights == "fp8" else weights)  # fp8: calibrated below
         ae = load_module(Autoencoder(cfg.autoencoder), ckpt, "autoencoder")
         start = ckpt.tensors.get("start", {})
+        kwargs.setdefault("attend", cached_attention(cfg.attention))
         world = cls(
             dit, ae, cfg, batch_size=batch_size, device=device, steps=steps,
             start_latents=start.get("latents"), start_keys=start.get("keys"),
             checkpoint_name=ckpt.path.stem, checkpoint_hash=ckpt.sha256, **kwargs,
         )  # fmt: skip
         if weights == "fp8":  # W8A8 needs activation scales: calibrated on this world's own passes
-            from worldsim.engine.fp8 import fp8_world
-
             fp8_world(world)
         return world
 
     # World API ----------------------------------------------------------------------------------------
-    def _rows(self, slots: Sequence[int] | None) -> tuple[torch.Tensor | None, int]:
+    def slot_rows(self, slots: Sequence[int] | None) -> tuple[torch.Tensor | None, int]:
+        """The cache rows of `slots` (long `[R]` on the device; None = all) and R, checked once per list."""
         if slots is None:
             return None, self.batch_size
         key = tuple(int(s) for s in slots)
@@ -182,7 +180,7 @@ class NeuralWorld(World):
             raise UserError(
                 "this checkpoint has no start latents; start the neural world with reset_from_frames(frames)"
             )
-        rows, R = self._rows(slots)
+        rows, R = self.slot_rows(slots)
         seeds = normalize_seeds(seeds, R)
         if slots is None:  # a full reset makes the whole run reproducible from the seeds
             self.generator.manual_seed(seeds[0])
@@ -190,7 +188,7 @@ class NeuralWorld(World):
         idx = torch.tensor([s % z_all.shape[0] for s in seeds], device=self.device)
         z, keys = z_all[idx], k_all[idx]  # [R,T,C,h,w], [R,T,K]
         self._prime(z, keys, None, rows)
-        return self._decode(z[:, -1])
+        return self.decode(z[:, -1])
 
     @torch.inference_mode()
     def reset_from_frames(
@@ -205,7 +203,7 @@ class NeuralWorld(World):
         `keys [R, T, K]`: the key state that produced each frame (all-false for a frame from reset);
         None = unknown, the model's null key state. Returns the last given frame of each game.
         """
-        rows, R = self._rows(slots)
+        rows, R = self.slot_rows(slots)
         frames = torch.as_tensor(frames, device=self.device)
         if frames.ndim == 4:
             frames = frames[:, None]
@@ -233,100 +231,42 @@ class NeuralWorld(World):
 
     @torch.inference_mode()
     def step(self, keys: torch.Tensor, *, slots: Sequence[int] | None = None) -> torch.Tensor:
-        rows, R = self._rows(slots)
+        rows, R = self.slot_rows(slots)
         k = keys_tensor(keys, R, self.num_keys, self.device)[:, None]  # [R,1,K]
-        C, (h, w) = self.cfg.latent_channels, self.cfg.latent_hw
-        noise = torch.randn(R, 1, C, h, w, device=self.device, dtype=self.dtype, generator=self.generator)
-
-        first = [self.fold]  # the first pass of a folded step carries the pending frame
-
-        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if first[0]:
-                first[0] = False
-                v = self._folded_pass(x, t, k, rows)
-            else:
-                v = self.dit.forward_cached(x, t, k, self.cache, rows=rows, staged=self.fold)
-            if self.guidance == 1.0:
-                return v
-            v_null = self.dit.forward_cached(
-                x, t, k, self.cache, rows=rows, drop_keys=self._drop[:R], staged=self.fold
-            )
-            return v_null + self.guidance * (v - v_null)
-
-        from worldsim.engine.fp8 import count_passes  # per-pass fp8 scales; returns model for fp/int8
-
-        x0 = self.sampler(count_passes(self.dit, model), noise, self.schedule)  # [R,1,C,h,w]
-        if self.fold:
-            self._set_pending(x0, k, None, rows)
-        else:
-            self._write(x0, k, None, rows)
-        return self._decode(x0[:, 0])
+        noise = self._noise(R)  # drawn in this order: the frame's noise, then its cache write's
+        write_noise = self._noise(R) if self.cfg.context_noise > 0 else None
+        return next_frame(
+            self.dit, self.cache, self.sampler, self.schedule, k, noise, rows=rows, pending=self.pending,
+            guidance=self.guidance, drop=self._drop[:R], level=self.cfg.context_noise,
+            write_noise=write_noise, passes=self.passes, attend=self.attend, decode=self.decode,
+        )  # fmt: skip
 
     # internals ------------------------------------------------------------------------------------
-    def _write(self, z: torch.Tensor, keys: torch.Tensor, drop: torch.Tensor | None, rows) -> None:
-        """The write pass: the finished block `z [R,1,C,h,w]` enters the cache at the context noise level."""
-        t = torch.full(z.shape[:2], self.cfg.context_noise, device=self.device, dtype=self.dtype)
-        if self.cfg.context_noise > 0:
-            z = add_noise(
-                z, torch.randn(z.shape, device=self.device, dtype=z.dtype, generator=self.generator), t
-            )
-        from worldsim.engine.fp8 import WRITE_PASS, set_pass  # (engine imports this module)
-
-        set_pass(self.dit, WRITE_PASS)  # per-pass fp8 scales (engine/fp8.py); no-op otherwise
-        self.dit.forward_cached(z, t, keys, self.cache, rows=rows, drop_keys=drop)
-        self.cache.advance(rows)
-
-    def _set_pending(self, z: torch.Tensor, keys: torch.Tensor, drop: torch.Tensor | None, rows) -> None:
-        """Folded path: the finished frame `z [R,1,C,h,w]` waits for the next step's first pass (its
-        context noise is drawn now, where the unfolded write pass draws it); the games move on."""
-        if self.cfg.context_noise > 0:
-            t = torch.full(z.shape[:2], self.cfg.context_noise, device=self.device, dtype=self.dtype)
-            z = add_noise(
-                z, torch.randn(z.shape, device=self.device, dtype=z.dtype, generator=self.generator), t
-            )
-        drop = self._no_drop[: z.shape[0]] if drop is None else drop
-        if rows is None:
-            self._pend_z.copy_(z)
-            self._pend_keys.copy_(keys)
-            self._pend_drop.copy_(drop)
-        else:
-            self._pend_z.index_copy_(0, rows, z)
-            self._pend_keys.index_copy_(0, rows, keys.bool())
-            self._pend_drop.index_copy_(0, rows, drop)
-        self.cache.advance(rows)
-
-    def _folded_pass(self, x: torch.Tensor, t: torch.Tensor, keys: torch.Tensor, rows) -> torch.Tensor:
-        """The new frame's first denoising pass `x [R,1,C,h,w]` with the pending frame's cache write
-        folded in (one forward over both frames)."""
-        pick = (lambda b: b) if rows is None else (lambda b: b.index_select(0, rows))
-        return self.dit.forward_cached(
-            torch.cat([pick(self._pend_z), x], 1),  # [R,2,C,h,w]
-            torch.cat([pick(self._pend_t), t], 1),  # [R,2]
-            torch.cat([pick(self._pend_keys), keys.bool()], 1),  # [R,2,K]
-            self.cache,
-            rows=rows,
-            drop_keys=torch.cat([pick(self._pend_drop), self._no_drop[: x.shape[0]]], 1),  # [R,2]
-            pending=True,
-        )
+    def _noise(self, R: int, T: int = 1) -> torch.Tensor:
+        C, (h, w) = self.cfg.latent_channels, self.cfg.latent_hw
+        return torch.randn(R, T, C, h, w, device=self.device, dtype=self.dtype, generator=self.generator)
 
     def _prime(self, z: torch.Tensor, keys: torch.Tensor, drop: torch.Tensor | None, rows) -> None:
         """Empty the games' cache rows and write context latents `z [R,T,C,h,w]` into them, in order
         (folded: the last one stays pending, for the first step's first pass)."""
-        self.cache.reset(rows)
-        T = z.shape[1]
-        for i in range(T):
-            d = None if drop is None else drop[:, i : i + 1]
-            if self.fold and i == T - 1:
-                self._set_pending(z[:, i : i + 1], keys[:, i : i + 1], d, rows)
-            else:
-                self._write(z[:, i : i + 1], keys[:, i : i + 1], d, rows)
+        noise = self._noise(*z.shape[:2]) if self.cfg.context_noise > 0 else None
+        prime(
+            self.dit, self.cache, z, keys, drop=drop, rows=rows, pending=self.pending,
+            level=self.cfg.context_noise, noise=noise, passes=self.passes, attend=self.attend,
+        )  # fmt: skip
 
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        return model_to_frames(self.autoencoder.decode(z))  # [R,C,h,w] -> [R,H,W,3] uint8
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents `[R,1,C,h,w]` (or `[R,C,h,w]`) -> frames `[R,H,W,3]` uint8."""
+        return model_to_frames(self.autoencoder.decode(z.flatten(0, 1) if z.ndim == 5 else z))
 
     def describe(self) -> dict:
         d = super().describe()
-        d.update(checkpoint=self.checkpoint_name, checkpoint_hash=self.checkpoint_hash, steps=self.steps)
+        d.update(
+            checkpoint=self.checkpoint_name,
+            checkpoint_hash=self.checkpoint_hash,
+            steps=self.steps,
+            engine="eager",
+        )
         return d
 
     def close(self) -> None:

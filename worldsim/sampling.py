@@ -4,8 +4,9 @@ Convention (shared by training, sampling and the student):
     x_t = (1 - t) * x0 + t * noise,   t in [0, 1],   t = 1 is pure noise, t = 0 is data;
     the model predicts the velocity v = noise - x0  (so dx_t/dt = v, and x0 = x_t - t * v).
 
-A sampler is `sampler(model, x, schedule) -> x0` where `model(x_t [B,F,...], t [B,F]) -> v` and
-`schedule` is a 1-D tensor of noise levels from 1 down to 0 (`steps + 1` entries). Per-frame noise
+A sampler is `sampler(model, x, schedule) -> x0` where `model(x_t [B,F,...], t [B,F], n) -> v`, `n` the
+index of this model evaluation (0, 1, ...: the pass of the frame, as k-diffusion hands its model the
+step), and `schedule` is a 1-D tensor of noise levels from 1 down to 0 (`steps + 1` entries). Per-frame noise
 levels are `[B, F]`, so the same model callable serves clips (training) and cached blocks (inference).
 Nothing here syncs with the host: schedules are device tensors indexed by Python ints.
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Model = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 # ---------------------------------------------------------------------------------------------------
 # Schedules (data)
@@ -80,22 +81,23 @@ def sample_euler(model: Model, x: torch.Tensor, schedule: torch.Tensor) -> torch
     for i in range(schedule.shape[0] - 1):
         t = _levels(schedule, i, x)
         dt = (schedule[i + 1] - schedule[i]).to(x.dtype)
-        x = x + dt * model(x, t)
+        x = x + dt * model(x, t, i)
     return x
 
 
 def sample_heun(model: Model, x: torch.Tensor, schedule: torch.Tensor) -> torch.Tensor:
-    """Heun (2nd order) steps; the last step, ending at t = 0, is a plain Euler step (as in EDM)."""
+    """Heun (2nd order) steps; the last step, ending at t = 0, is a plain Euler step (as in EDM).
+    Passes: 2 per step but the last, numbered in order (`2 steps - 1` in all)."""
     n = schedule.shape[0] - 1
     for i in range(n):
         t = _levels(schedule, i, x)
         dt = (schedule[i + 1] - schedule[i]).to(x.dtype)
-        v = model(x, t)
+        v = model(x, t, 2 * i)
         x_euler = x + dt * v
         if i == n - 1:
             x = x_euler
         else:
-            v2 = model(x_euler, _levels(schedule, i + 1, x))
+            v2 = model(x_euler, _levels(schedule, i + 1, x), 2 * i + 1)
             x = x + dt * 0.5 * (v + v2)
     return x
 

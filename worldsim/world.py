@@ -1,4 +1,4 @@
-"""The one interface under everything that makes frames: a batched `World` (DESIGN §2)."""
+"""The one interface under everything that makes frames: a batched `World` (docs/design.md §2)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ KEY_NAMES: tuple[str, ...] = (
     "strafe_right",
     "turn_left",
     "turn_right",
+)
+# Pairs of the built-in keys that cancel out (a person never holds both; the game moves by neither).
+OPPOSITE_KEYS: tuple[tuple[str, str], ...] = (
+    ("forward", "back"),
+    ("strafe_left", "strafe_right"),
+    ("turn_left", "turn_right"),
 )
 
 

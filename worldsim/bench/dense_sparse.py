@@ -1,4 +1,4 @@
-"""Dense vs sparse attention rows of the neural benchmark (issue 6.3): the same shapes and the same random
+"""Dense vs sparse attention rows of the neural benchmark (docs/design.md §8): the same shapes and the same random
 weights, only the attention mask differs; `worldsim bench --world neural --compare` ends with them and
 `python -m worldsim.bench.sparse` runs them alone."""
 
@@ -8,8 +8,13 @@ import logging
 
 import torch
 
-from worldsim.bench.neural import DTYPES, _reset_memory, measure_world
+from worldsim.bench.timing import DTYPES, measure_world, reset_memory
+from worldsim.engine.attention import cached_attention
 from worldsim.errors import UserError
+from worldsim.graph_world import GraphWorld
+from worldsim.model import DiT, get_preset
+from worldsim.model.autoencoder import Autoencoder
+from worldsim.neural import NeuralWorld
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +45,10 @@ def random_world(
 ):
     """A neural world of config `cfg` with random weights (seed 0: dense and sparse share them);
     `attention="triton"`: cached reads through the ring kernel, which skips the frames the mask hides."""
-    from worldsim.engine import GraphWorld
-    from worldsim.model import DiT
-    from worldsim.model.autoencoder import Autoencoder
-    from worldsim.neural import NeuralWorld
 
     torch.manual_seed(0)
     with torch.device(device):
         dit, ae = DiT(cfg), Autoencoder(cfg.autoencoder)
-    if attention is not None:
-        dit.attention = attention
     start = torch.randn(4, 1, cfg.latent_channels, *cfg.latent_hw)
     world = NeuralWorld(
         dit,
@@ -60,6 +59,7 @@ def random_world(
         dtype=dtype,
         start_latents=start,
         checkpoint_name=label,
+        attend=cached_attention(attention or cfg.attention),
     )
     return GraphWorld(world, graph=graph, kernels=kernels) if graph or kernels else world
 
@@ -70,7 +70,6 @@ def sparse_rows(
     """Dense vs sparse rows at windows 32 and 128 (`quick`: the test preset at windows 8 and 16, local 2),
     per mode (eager / graph / graph+k: fused adaLN / graph+ring: the Triton ring attention, which is where
     sparsity pays: SDPA computes the masked scores anyway) and sessions 1/16/64 (quick: 1/2)."""
-    from worldsim.model import get_preset
 
     base = get_preset("test" if quick else "base")
     windows, local, every = ((8, 16), 2, 2) if quick else (SPARSE_WINDOWS, SPARSE_LOCAL, SPARSE_GLOBAL_EVERY)
@@ -80,7 +79,7 @@ def sparse_rows(
         for cfg in (dense, sparse_variant(dense, local, every)):
             for S in (1, 2) if quick else (1, 16, 64):
                 for mode in modes:
-                    _reset_memory(device)
+                    reset_memory(device)
                     label = f"{cfg.name} w{W} " + (f"L{local}/G{every}" if cfg.sparse else "dense")
                     try:
                         world = random_world(

@@ -10,7 +10,9 @@ import time
 
 import torch
 
+from worldsim.device import resolve_device
 from worldsim.errors import UserError
+from worldsim.game import GameWorld
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,6 @@ def measure(
     size: int, batch: int, device: str | torch.device, seconds: float, level: str = "default"
 ) -> dict:
     """Step `batch` games of `size` x `size` under a changing key stream for ~`seconds`; return figures."""
-    from worldsim.game import GameWorld
 
     device = torch.device(device)
     world = GameWorld(batch_size=batch, size=size, level=level, device=device)
@@ -66,7 +67,7 @@ def measure(
 
 
 def run(args: argparse.Namespace) -> int:
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))
     args.batch = 1 if args.batch is None else args.batch
     if args.size < 8 or args.batch < 1 or args.seconds <= 0:
         raise UserError(

@@ -10,92 +10,31 @@ sees). Numbers are measured, never derived.
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import logging
-import os
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
+from worldsim.bench.dense_sparse import sparse_rows
+from worldsim.bench.timing import (
+    DTYPES,
+    environment,
+    measure_world,
+    memory_mib,
+    reset_memory,
+    time_steps,
+    write_json_logged,
+)
+from worldsim.device import resolve_device
+from worldsim.engine.dtype import engine_dtype
+from worldsim.engine.latent import LatentEngine
 from worldsim.errors import UserError
+from worldsim.graph_world import GraphWorld
+from worldsim.model import DiT, get_preset
+from worldsim.model.autoencoder import Autoencoder
+from worldsim.model.presets_anchor import ANCHOR_NAMES, VIDEO_FRAMES_PER_LATENT, anchor_preset, reported_fps
+from worldsim.neural import NeuralWorld
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # deliberate host sync: the clock must see finished work
-
-
-def time_steps(
-    step: Callable[[int], object], device: torch.device, seconds: float, *, min_steps: int = 5
-) -> dict:
-    """Time `step(i)` for ~`seconds` (after a warm-up): latency percentiles (synced) and steps/s."""
-    device = torch.device(device)
-    warm_end = time.perf_counter() + min(1.0, seconds / 4)
-    i = 0
-    while i < 3 or time.perf_counter() < warm_end:  # the first step captures the graph
-        step(i)
-        i += 1
-    _sync(device)
-    lat: list[float] = []
-    end = time.perf_counter() + seconds / 2
-    while len(lat) < min_steps or time.perf_counter() < end:
-        t0 = time.perf_counter()
-        step(i)
-        _sync(device)
-        lat.append(time.perf_counter() - t0)
-        i += 1
-    n, chunk = 0, 2
-    start = time.perf_counter()
-    while True:
-        for _ in range(chunk):
-            step(i)
-            i += 1
-        n += chunk
-        _sync(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds / 2 and n >= min_steps:
-            break
-        chunk = min(chunk * 2, 128)
-    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
-    return {
-        "steps_per_s": n / elapsed,
-        "ms_p50": q[49] * 1e3,
-        "ms_p99": q[98] * 1e3,
-        "ms_mean": elapsed / n * 1e3,
-        "timed_steps": n + len(lat),
-    }
-
-
-def _memory(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    return torch.cuda.max_memory_allocated(device) / 2**20
-
-
-def _reset_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        gc.collect()  # the previous row's world (graph <-> world is a reference cycle) frees its memory
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def measure_world(world, seconds: float) -> dict:
-    """Frames/s (all sessions together), per-frame latency and peak GPU memory of `world.step`."""
-    device, B = world.device, world.batch_size
-    gen = torch.Generator().manual_seed(0)
-    stream = (torch.rand(64, B, world.num_keys, generator=gen) < 0.3).to(device)  # a changing key stream
-    world.reset(list(range(B)))
-    r = time_steps(lambda i: world.step(stream[i % 64]), device, seconds)
-    r.update(fps=r["steps_per_s"] * B, fps_per_session=r["steps_per_s"], sessions=B)
-    r["gpu_mib"] = _memory(device)
-    return r
 
 
 def build_world(
@@ -115,17 +54,12 @@ def build_world(
     `graph`: the engine's one-graph step; `kernels`: plus the fused Triton kernels (engine/fuse.py);
     `steps`: denoising steps (None = the config's); `fold=False`: a separate cache-write pass per frame.
     """
-    from worldsim.engine import GraphWorld
-    from worldsim.neural import NeuralWorld
 
     if preset is None:
         world = NeuralWorld.from_checkpoint(
             checkpoint, device=device, batch_size=sessions, dtype=dtype, steps=steps, fold=fold
         )
     else:
-        from worldsim.model import DiT, get_preset
-        from worldsim.model.autoencoder import Autoencoder
-
         cfg = get_preset(preset)
         torch.manual_seed(0)
         with torch.device(device):
@@ -142,9 +76,6 @@ def measure_anchor(
     name: str, *, device: torch.device, dtype: torch.dtype, graph: bool, seconds: float, quick: bool
 ) -> dict:
     """Latent-only block steps of an anchor-shape preset (random weights, one session)."""
-    from worldsim.engine.latent import LatentEngine
-    from worldsim.model import DiT
-    from worldsim.model.presets_anchor import VIDEO_FRAMES_PER_LATENT, anchor_preset, reported_fps
 
     cfg = anchor_preset(name, quick=quick)
     torch.manual_seed(0)
@@ -157,29 +88,11 @@ def measure_anchor(
     r.update(
         fps=r["steps_per_s"] * Fb, fps_per_session=r["steps_per_s"] * Fb, sessions=1,
         video_fps=r["steps_per_s"] * Fb * VIDEO_FRAMES_PER_LATENT, reported_video_fps=reported_fps(name),
-        gpu_mib=_memory(device), params=dit.num_params(), tokens_per_frame=cfg.tokens_per_frame,
+        gpu_mib=memory_mib(device), params=dit.num_params(), tokens_per_frame=cfg.tokens_per_frame,
         block_frames=Fb, window=cfg.window, steps=cfg.steps,
     )  # fmt: skip
 
     return r
-
-
-def _env(device: torch.device) -> dict:
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-    }
-
-
-def _write_json(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
-    log.info("wrote %s", path)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -197,8 +110,9 @@ def compare(
     bf16 only on CUDA (CPU bf16 matmuls are no deployment target). `json_path` is rewritten after
     every row, so a run stopped by a time limit still leaves what it measured.
     """
-    from kernels.common import triton_importable
-    from worldsim.model.presets_anchor import ANCHOR_NAMES
+    from worldsim.kernels.common import (
+        triton_importable,  # the kernels package imports triton (heavy, optional)
+    )
 
     cuda = device.type == "cuda"
     modes = ("eager", "graph") if cuda else ("eager",)
@@ -220,16 +134,16 @@ def compare(
                 e for e in rows if e["mode"] == "eager" and "fps" in e and all(e[k] == r[k] for k in same)
             ]
             r["vs_eager"] = r["fps"] / eager[0]["fps"] if eager and "fps" in r else None
-        out = {"rows": rows, "quick": quick, "seconds_per_row": seconds, **_env(device)}
+        out = {"rows": rows, "quick": quick, "seconds_per_row": seconds, **environment(device)}
         if json_path:
-            _write_json(json_path, out)
+            write_json_logged(json_path, out)
         return out
 
     for label, ckpt, preset, dts in models:
         for dt in dts:
             for S in sessions:
                 for mode in world_modes:
-                    _reset_memory(device)
+                    reset_memory(device)
                     try:
                         world = build_world(
                             checkpoint=ckpt, device=device, sessions=S, dtype=DTYPES[dt],
@@ -237,7 +151,7 @@ def compare(
                         )  # fmt: skip
                         r = measure_world(world, seconds)
                         if preset is None:  # the checkpoint's own name (resolves the default)
-                            label = world.checkpoint_name or label
+                            label = world.describe().get("checkpoint") or label
                         world.close()
                         del world
                     except (RuntimeError, torch.cuda.OutOfMemoryError) as e:  # one row, not the table
@@ -249,7 +163,7 @@ def compare(
     if cuda or quick:
         for name in ANCHOR_NAMES:
             for mode in modes:
-                _reset_memory(device)
+                reset_memory(device)
                 dt = dtypes[0]
                 try:
                     r = measure_anchor(
@@ -274,7 +188,6 @@ def compare(
         result()
 
     ring = ("graph+ring",) if cuda and triton_importable() else ()
-    from worldsim.bench.dense_sparse import sparse_rows  # it builds worlds with this module's helpers
 
     sparse_rows(device=device, seconds=seconds, quick=quick, modes=modes + ring, dtype=dtypes[0], on_row=add)
     return result()
@@ -317,7 +230,7 @@ def one_row(args: argparse.Namespace, device: torch.device, quick: bool, dtype, 
     """One configuration of `worldsim bench --world neural` as a table row."""
     graph = device.type == "cuda" and not getattr(args, "eager", False)
     fused = bool(getattr(args, "kernels", False))
-    _reset_memory(device)
+    reset_memory(device)
     world = build_world(
         checkpoint=args.checkpoint, device=device, sessions=args.sessions, dtype=dtype, graph=graph,
         preset="test" if quick else None, kernels=fused,
@@ -327,7 +240,7 @@ def one_row(args: argparse.Namespace, device: torch.device, quick: bool, dtype, 
     inner = getattr(world, "world", world)
     world.close()
     return {
-        "model": world.checkpoint_name or "?",
+        "model": world.describe().get("checkpoint") or "?",
         "dtype": {v: k for k, v in DTYPES.items()}.get(inner.dtype, str(inner.dtype)),
         "mode": ("graph" if graph else "eager") + ("+k" if fused else "") + ("" if world.fold else "+nofold"),
         "steps": world.steps,
@@ -351,9 +264,7 @@ def dtype_ab(args: argparse.Namespace, device: torch.device, quick: bool) -> lis
 
 
 def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: CUDA is not available here; pass --device cpu")
+    device = resolve_device(args.device)
     if args.sessions < 1 or args.seconds <= 0:
         raise UserError(f"need --sessions >= 1 and --seconds > 0; got {args.sessions}, {args.seconds}")
     if getattr(args, "steps", None) is not None and args.steps < 1:
@@ -370,16 +281,14 @@ def run(args: argparse.Namespace) -> int:
         ratio = rows[1]["fps"] / rows[0]["fps"]
         print(f"bf16 / fp32: {ratio:.2f}x (medians of {DTYPE_ROUNDS} alternating runs each, one process)")
         if args.json:
-            _write_json(args.json, {"rows": rows, "bf16_over_fp32": ratio, **_env(device)})
+            write_json_logged(args.json, {"rows": rows, "bf16_over_fp32": ratio, **environment(device)})
     else:
-        from worldsim.engine.world import engine_dtype
-
         choice = getattr(args, "dtype", "auto")
         dtype = DTYPES.get(choice) or engine_dtype(device)
         row = one_row(args, device, quick, dtype, args.seconds)
         print(format_table([row]))
         if args.json:
-            _write_json(args.json, {**row, **_env(device)})
+            write_json_logged(args.json, {**row, **environment(device)})
     return 0
 
 

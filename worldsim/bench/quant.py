@@ -25,6 +25,19 @@ from pathlib import Path
 
 import torch
 
+from worldsim.checkpoint import load_checkpoint, load_module, resolve_checkpoint, save_checkpoint
+from worldsim.data import Explorer
+from worldsim.device import resolve_device
+from worldsim.engine import quant
+from worldsim.engine.fp8 import calibrate
+from worldsim.engine.quant import Int8Linear, apply_weights, export_int8, load_dit
+from worldsim.game import GameWorld
+from worldsim.graph_world import GraphWorld
+from worldsim.metrics import psnr
+from worldsim.model import DiT, get_preset
+from worldsim.model.autoencoder import Autoencoder
+from worldsim.neural import NeuralWorld
+
 log = logging.getLogger(__name__)
 
 KINDS = ("fp", "int8", "int8-triton", "fp8")
@@ -32,8 +45,6 @@ HORIZONS = (1, 8, 32)
 
 
 def _sizes(checkpoint: str, tmp: Path) -> dict[str, int]:
-    from worldsim.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-    from worldsim.engine.quant import export_int8
 
     src = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(src)
@@ -60,8 +71,6 @@ def _sizes(checkpoint: str, tmp: Path) -> dict[str, int]:
 
 @torch.no_grad()
 def _errors(checkpoint: str) -> dict[str, float]:
-    from worldsim.checkpoint import load_checkpoint
-    from worldsim.engine.quant import Int8Linear, load_dit
 
     ckpt = load_checkpoint(checkpoint)
     fp, q = load_dit(ckpt).eval(), load_dit(ckpt, weights="int8").eval()
@@ -94,16 +103,12 @@ def _errors(checkpoint: str) -> dict[str, float]:
 
 def components(checkpoint: str | None, preset: str | None) -> dict:
     """The fp DiT, autoencoder, config and start latents of a checkpoint or (random weights) a preset."""
-    from worldsim.model import DiT, get_preset
-    from worldsim.model.autoencoder import Autoencoder
 
     if preset is not None:
         cfg = get_preset(preset)
         torch.manual_seed(0)
         start = torch.randn(4, 1, cfg.latent_channels, *cfg.latent_hw)
         return dict(dit=DiT(cfg), ae=Autoencoder(cfg.autoencoder), cfg=cfg, start=(start, None), name=preset)
-    from worldsim.checkpoint import load_checkpoint, load_module
-    from worldsim.engine.quant import load_dit
 
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt.config
@@ -115,7 +120,6 @@ def components(checkpoint: str | None, preset: str | None) -> dict:
 
 
 def make_world(parts: dict, dit, batch: int, device: str, dtype: torch.dtype | None):
-    from worldsim.neural import NeuralWorld
 
     z, k = parts["start"]
     return NeuralWorld(
@@ -128,12 +132,10 @@ class _TritonForced:
     """int8-triton: the Triton int8 matmul on every Int8Linear while inside."""
 
     def __enter__(self):
-        from worldsim.engine import quant
 
         self.prev, quant.W8_KERNEL_ALWAYS = quant.W8_KERNEL_ALWAYS, True
 
     def __exit__(self, *exc):
-        from worldsim.engine import quant
 
         quant.W8_KERNEL_ALWAYS = self.prev
 
@@ -161,7 +163,6 @@ def step_ms(world, frames: int) -> float:
 @torch.inference_mode()
 def rollout(world, frames: int, seed: int = 1) -> torch.Tensor:
     """uint8 frames `[F+1, B, H, W, 3]` (on the CPU) from seeds 0..B-1 with seeded random keys."""
-    from worldsim.evaluation.metrics import psnr  # noqa: F401 (import check: the metric below)
 
     B = world.batch_size
     g = torch.Generator().manual_seed(seed)
@@ -172,7 +173,6 @@ def rollout(world, frames: int, seed: int = 1) -> torch.Tensor:
 
 
 def _psnr_at(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
-    from worldsim.evaluation.metrics import psnr
 
     return {str(h): round(psnr(a[h], b[h]).mean().item(), 2) for h in HORIZONS if h < a.shape[0]}
 
@@ -180,9 +180,6 @@ def _psnr_at(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
 @torch.inference_mode()
 def real_game_psnr(world, frames: int = 32, context: int = 4, seed: int = 0) -> dict[str, float]:
     """PSNR vs the real game at horizons 1/8/32, from `context` real frames on the same explorer keys."""
-    from worldsim.data import Explorer
-    from worldsim.evaluation.metrics import psnr
-    from worldsim.game import GameWorld
 
     B, dev = world.batch_size, world.device
     game = GameWorld(batch_size=B, size=(world.height, world.width), level="default", device=dev)
@@ -204,8 +201,6 @@ def real_game_psnr(world, frames: int = 32, context: int = 4, seed: int = 0) -> 
 
 def run_batch(parts: dict, batch: int, args, device: str, dtype) -> dict:
     """Every kind at one batch size: eager (and graph) step ms, PSNR vs fp, PSNR vs the real game."""
-    from worldsim.engine.fp8 import calibrate
-    from worldsim.engine.quant import apply_weights
 
     fp_world = make_world(parts, parts["dit"], batch, device, dtype)
     cal = calibrate(fp_world, frames=args.calibration_frames, games=min(4, batch))
@@ -224,8 +219,6 @@ def run_batch(parts: dict, batch: int, args, device: str, dtype) -> dict:
         try:
             r["eager_ms"] = round(step_ms(world, args.frames), 3)
             if args.graph and cuda:
-                from worldsim.engine import GraphWorld
-
                 gw = GraphWorld(world, graph=True)
                 r["graph_ms"] = round(step_ms(gw, args.frames), 3)
             if args.fidelity_frames:
@@ -264,7 +257,6 @@ def print_table(result: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worldsim.train.common import resolve_device
 
     device = str(resolve_device(args.device))
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.dtype]

@@ -25,7 +25,7 @@ TARGET_P99_MS = 50.0
 
 
 def run(args: argparse.Namespace) -> int:
-    from worldsim.serve import Server, world_factory
+    from worldsim.serve import Server, world_factory  # zmq (heavy, optional): only for this benchmark
 
     if args.clients < 1:
         raise UserError(f"--clients must be >= 1, got {args.clients}")
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                 [
                     sys.executable,
                     "-m",
-                    "controllers.load_client",
+                    "worldsim.controllers.load_client",
                     server.address,
                     "--seconds",
                     str(args.seconds),

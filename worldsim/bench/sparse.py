@@ -7,21 +7,19 @@ from __future__ import annotations
 import argparse
 import logging
 
-import torch
-
-from kernels.common import triton_importable
 from worldsim.bench.dense_sparse import sparse_rows
-from worldsim.bench.neural import _env, _write_json, format_table
+from worldsim.bench.neural import format_table
+from worldsim.bench.timing import environment, write_json_logged
+from worldsim.device import resolve_device
 from worldsim.errors import UserError
+from worldsim.kernels.common import triton_importable
 
 log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> dict:
     """Measure the rows; returns `{"rows": [...], ...env}` (written to `args.json` after every row)."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: CUDA is not available here; pass --device cpu")
+    device = resolve_device(args.device)
     if args.seconds <= 0:
         raise UserError(f"--seconds must be > 0, got {args.seconds}")
     cuda = device.type == "cuda"
@@ -41,11 +39,13 @@ def run(args: argparse.Namespace) -> dict:
             ]
             r["vs_eager"] = r["fps"] / eager[0]["fps"] if eager and "fps" in r else None
         if args.json:
-            _write_json(args.json, {"rows": rows, "seconds_per_row": args.seconds, **_env(device)})
+            write_json_logged(
+                args.json, {"rows": rows, "seconds_per_row": args.seconds, **environment(device)}
+            )
 
     dtype = "bf16" if cuda else "fp32"
     sparse_rows(device=device, seconds=args.seconds, quick=args.quick, modes=modes, dtype=dtype, on_row=add)
-    return {"rows": rows, **_env(device)}
+    return {"rows": rows, **environment(device)}
 
 
 def main(argv: list[str] | None = None) -> int:

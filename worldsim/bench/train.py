@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from worldsim.device import resolve_device
 from worldsim.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -241,8 +242,6 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worldsim.train.common import resolve_device
-
     device = resolve_device(args.device)
     preset = args.preset or "tiny"
     batch = args.batch or DEFAULT_BATCH.get(preset, 8)

@@ -103,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from worldsim.engine.quant import neural_world
+    from worldsim.device import resolve_device
     from worldsim.errors import UserError
     from worldsim.evaluation.runner import EvalConfig, evaluate
-    from worldsim.train.common import resolve_device, write_json
+    from worldsim.train.common import write_json
+    from worldsim.worlds import make_world
 
     if args.compare:
         return compare(args.compare, args.out)
@@ -132,12 +133,16 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(args.dtype)  # None: the world's default
-    neural = neural_world(
-        args.checkpoint, weights=args.weights, device=device, batch_size=2 * cfg.sequences, steps=args.steps,
-        dtype=dtype,
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(args.dtype)
+    if (
+        dtype is None
+    ):  # auto: the world's default, bf16 on CUDA and fp32 on a CPU (not the play engine's pick)
+        dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    neural = make_world(
+        "neural", checkpoint=args.checkpoint, weights=args.weights, device=device,
+        batch_size=2 * cfg.sequences, steps=args.steps, dtype=dtype,
     )  # fmt: skip
-    name = getattr(neural, "checkpoint_name", None) or (
+    name = neural.describe().get("checkpoint") or (
         Path(args.checkpoint).stem if args.checkpoint else "default"
     )
     out = Path(args.out or f"runs/eval-{name}")
@@ -146,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result["quick"] = bool(args.quick)
     result["weights"] = args.weights
-    result["dtype"] = str(getattr(neural, "dtype", "")).removeprefix("torch.")
+    result["dtype"] = str(dtype).removeprefix("torch.")
     json_path = Path(args.json) if args.json else out / "eval.json"
     write_json(result, json_path)
 

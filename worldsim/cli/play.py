@@ -7,7 +7,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from worldsim.bench.timing import measure_world
+from worldsim.checkpoint import default_checkpoint
+from worldsim.device import default_device
 from worldsim.errors import UserError
+from worldsim.worlds import world_factory
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="play a world in a window (or headless), with the keyboard, a gamepad or a bot",
         description=(
             "Play in a pygame window: W/S or up/down move, A/D strafe, Q/E or left/right turn, R resets, "
-            "Esc quits; a gamepad works too. The world runs off the UI thread, through an embedded "
-            "server (or a remote one with --connect). --headless runs lockstep without a display."
+            "Esc quits; a gamepad works too. The world runs in its own thread and hands its newest frame "
+            "to the window (a remote server's world with --connect). --headless runs lockstep without "
+            "a display."
         ),
     )
     p.add_argument(
@@ -58,9 +63,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bot", default=None, metavar="random-sticky|replay:FILE", help="let a bot press the keys"
     )
     p.add_argument(
-        "--no-server",
+        "--server",
         action="store_true",
-        help="step the world in a worker thread of this process instead of an embedded server",
+        help="step the world in an embedded server and play it as its client (the networked path, in "
+        "one process; the default steps it in a thread of this process)",
+    )
+    p.add_argument(
+        "--no-server", action="store_true", help="the default: no embedded server (kept for scripts)"
+    )
+    p.add_argument(
+        "--vs-bench",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="headless: after play, time the same world stepping flat out for SECONDS and print play's "
+        "frames/s as a ratio of it",
     )
     p.add_argument(
         "--threads",
@@ -96,8 +113,18 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--size {args.size}: frames must be at least 8 pixels; 64 or 128 are the usual")
     if args.world == "game" and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop one of them")
-    if args.connect and (args.world or args.checkpoint or args.no_server or args.threads is not None):
-        raise UserError("--connect plays the server's world; drop --world/--checkpoint/--no-server/--threads")
+    if args.connect and (
+        args.world or args.checkpoint or args.no_server or args.server or args.threads is not None
+    ):
+        raise UserError(
+            "--connect plays the server's world; drop --world/--checkpoint/--server/--no-server/--threads"
+        )
+    if args.server and args.no_server:
+        raise UserError("--server and --no-server contradict each other; drop one")
+    if args.vs_bench < 0 or (args.vs_bench and not args.headless):
+        raise UserError(f"--vs-bench {args.vs_bench:g}: seconds > 0 of a bench after --headless play")
+    if args.vs_bench and (args.connect or args.server):
+        raise UserError("--vs-bench times the world this process steps; drop --connect/--server")
     if (
         args.bot
         and args.bot != "random-sticky"
@@ -122,9 +149,7 @@ def _default_device(args: argparse.Namespace, world: str | None) -> str:
         return args.device
     if world == "game":
         return "cpu"  # one game renders faster on the CPU than a GPU launch costs
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(default_device())
 
 
 def torch_threads(args: argparse.Namespace, device: str) -> int | None:
@@ -147,13 +172,6 @@ def choose_world(args: argparse.Namespace) -> tuple[str, str | None]:
     if args.world == "neural" or args.checkpoint:
         return "neural", args.checkpoint
     device = _default_device(args, None)
-    try:
-        from worldsim.checkpoint import default_checkpoint
-    except ImportError:
-        log.info(
-            "playing the real game: the neural world is not part of this install (no worldsim.checkpoint)"
-        )
-        return "game", None
     found = default_checkpoint(device)
     if found is None:
         log.info(
@@ -163,25 +181,6 @@ def choose_world(args: argparse.Namespace) -> tuple[str, str | None]:
         return "game", None
     log.info("playing the neural world: checkpoint %s on %s", found, device)
     return "neural", str(found)
-
-
-def world_factory(kind: str, checkpoint: str | None, size: int, device: str):
-    """`batch_size -> World` for the chosen world (what both the worker and the embedded server call)."""
-
-    def make(batch_size: int = 1):
-        if kind == "game":
-            from worldsim.game import GameWorld
-
-            return GameWorld(batch_size=batch_size, size=size, level="default", device=device)
-        try:
-            from worldsim.engine import fastest_world  # one CUDA graph per frame on GPU, eager on CPU
-        except ImportError as e:
-            raise UserError(
-                f"--world neural: the neural world is not available in this install ({e})"
-            ) from None
-        return fastest_world(checkpoint, device=device, batch_size=batch_size)
-
-    return make
 
 
 class LazyRecorder:
@@ -230,46 +229,46 @@ def _replay_seed(spec: str | None) -> int | None:
 
 def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | None):
     """The frame source and what must be stopped after it (an embedded server, if any)."""
-    from controllers.sources import ClientSource, WorldSource
+    from worldsim.controllers.sources import ClientSource, WorldSource
 
     if args.connect:
         return ClientSource(args.connect, args.fps), None
     device = _default_device(args, kind)
     threads = torch_threads(args, device)
-    make = world_factory(kind, checkpoint, args.size, device)
-    if not args.no_server:
-        try:
-            from controllers.client import Client  # noqa: F401 - the embedded server needs a client too
-            from worldsim.serve import Server
-        except ImportError as e:
-            log.debug("no embedded server (%s): stepping the world in a worker thread", e)
-        else:
-            made = []
+    make = world_factory(kind, checkpoint=checkpoint, size=args.size, device=device)
+    if args.server:
+        from worldsim.serve import Server  # zmq (heavy, optional): only for the networked path
 
-            def make_and_keep(batch_size: int):
-                made.append(make(batch_size))
-                return made[-1]
+        made = []
 
-            # One player; a second slot lets a reconnect in before the old session expires. The world
-            # is built with batch = max_sessions, so more slots would cost a neural world memory.
-            server = Server(
-                make_and_keep,
-                bind="tcp://127.0.0.1:0",
-                fps=args.fps,
-                max_sessions=2,
-                torch_threads=threads,
-            )
-            server.start()
-            source = ClientSource(server.address, args.fps, local_world=lambda: made[-1] if made else None)
-            return source, server
+        def make_and_keep(batch_size: int):
+            made.append(make(batch_size))
+            return made[-1]
+
+        # One player; a second slot lets a reconnect in before the old session expires. The world
+        # is built with batch = max_sessions, so more slots would cost a neural world memory.
+        server = Server(
+            make_and_keep, bind="tcp://127.0.0.1:0", fps=args.fps, max_sessions=2, torch_threads=threads
+        )
+        server.start()
+        source = ClientSource(server.address, args.fps, local_world=lambda: made[-1] if made else None)
+        return source, server
     return WorldSource(make(1), args.fps, checkpoint=checkpoint), None
+
+
+def vs_bench_line(summary, world, seconds: float) -> str:
+    """Time `world` stepping flat out (the benchmark's own loop) right after play, in the same process
+    and thread setting, and say play's frames/s as a ratio of it."""
+    bench = measure_world(world, seconds)
+    ratio = summary.fps / bench["fps"] if bench["fps"] > 0 else float("nan")
+    return f"bench of the same world: {bench['fps']:.1f} frames/s; play / bench = {ratio:.2f}"
 
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    from controllers.bots import make_bot
-    from controllers.headless import run_headless
-    from controllers.window import Window
+    from worldsim.controllers.bots import make_bot
+    from worldsim.controllers.headless import run_headless
+    from worldsim.controllers.window import Window
 
     seed = args.seed if args.seed is not None else _replay_seed(args.bot)
     seed = 0 if seed is None else int(seed)
@@ -301,8 +300,11 @@ def run(args: argparse.Namespace) -> int:
             def bot(key_names):
                 return make_bot(args.bot, key_names, seed=seed)
 
+        bench_line = None
         if args.headless:
             summary = run_headless(source, frames=args.frames, seed=seed, bot=bot, recorder=recorder)
+            if args.vs_bench:
+                bench_line = vs_bench_line(summary, source.world, args.vs_bench)
         else:
             window = Window(
                 source,
@@ -326,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
 
             torch.set_num_threads(threads_before)
     print(summary.line())
+    if bench_line is not None:
+        print(bench_line)
     if args.record:
         print(f"recorded {summary.frames} frames to {args.record}")
     if args.screenshot:

@@ -17,14 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the autoencoder, the teacher, or the self-forcing student")
     stages = p.add_subparsers(dest="stage", metavar="<stage>", required=True)
     for stage, module_name in STAGES.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:
-                continue
-            raise
-        sp = stages.add_parser(
-            stage, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else stage
-        )
+        module = importlib.import_module(module_name)
+        sp = stages.add_parser(stage, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else stage)
         module.add_arguments(sp)
         sp.set_defaults(func=module.main)

@@ -1,4 +1,4 @@
-"""Training data (DESIGN §3): the scripted explorer, datasets on disk, and the one loader."""
+"""Training data (docs/design.md §3): the scripted explorer, datasets on disk, and the one loader."""
 
 from worldsim.data.dataset import Dataset, DatasetWriter, load_dataset
 from worldsim.data.explorer import Explorer

@@ -11,7 +11,9 @@ import numpy as np
 from tqdm import tqdm
 
 from worldsim.data.dataset import DatasetWriter
+from worldsim.data.loader import GameClips
 from worldsim.errors import UserError
+from worldsim.record import RecordingReader
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,6 @@ def collect_game(
     progress: bool = True,
 ) -> Path:
     """Render `clips` clips of `frames` frames at size x size with GameWorld + Explorer, `batch` games at once."""
-    from worldsim.data.loader import GameClips
 
     _check_counts(clips=clips, frames=frames, size=size, batch=batch)
     batch = min(batch, clips)
@@ -69,7 +70,6 @@ def collect_recordings(
     A clip never spans a mid-session reset: the frames before a reset that do not fill a clip are
     dropped too. All recordings must share size and key names.
     """
-    from worldsim.record import RecordingReader
 
     _check_counts(frames=frames)
     if not paths:

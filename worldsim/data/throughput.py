@@ -12,6 +12,7 @@ import time
 import torch
 
 from worldsim.data.loader import make_loader
+from worldsim.device import default_device
 
 
 def measure(source: str, *, batch: int, frames: int, size: int, device: str, seconds: float) -> float:
@@ -29,7 +30,7 @@ def measure(source: str, *, batch: int, frames: int, size: int, device: str, sec
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=str(default_device()))
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--size", type=int, default=64)

@@ -1,7 +1,4 @@
-"""The per-frame engine: the whole block step (denoising, cache write, decode) as one CUDA graph."""
-
-from worldsim.engine.graph import StepGraph
-from worldsim.engine.step import block_step
-from worldsim.engine.world import GraphWorld, fastest_world
-
-__all__ = ["GraphWorld", "StepGraph", "block_step", "fastest_world"]
+"""Speed applied from outside the model: the CUDA graph of a step (graph.py) and the latent-only engine
+(latent.py), 8-bit weights (quant.py, fp8.py), fused kernels (fuse.py), the cached attention backends
+(attention.py) and the CPU engine's dtype (dtype.py). `GraphWorld` (worldsim/graph_world.py) builds the
+graphed world on them."""

@@ -1,15 +1,16 @@
 """fp8 (e4m3) W8A8 for the DiT's block linears, applied from outside the model like int8 (quant.py).
 
 Weights: per-output-channel fp8 (absmax / 448). Activations: one per-tensor scale PER PASS of the frame,
-because activation statistics change across the denoising steps (DESIGN §6.4). The engine says which pass
-runs with `set_pass(dit, i)` (or `count_passes(dit, model)` around the sampler's model callable, which
-numbers the sampler's calls 0, 1, ...); the cache-write pass at the context noise level is `WRITE_PASS`
-(-1: the last scale). The index is a Python int, so each pass captured in a CUDA graph reads a static
-scale and nothing syncs. A DiT whose engine never sets the index uses the largest scale of all passes.
+because activation statistics change across the denoising steps (docs/design.md §7.4). The
+frame function says which pass runs through its `passes` hook (worldsim/frame.py): the DiT's `PassIndex`
+is that hook, called with the pass number 0, 1, ... and `WRITE_PASS` (-1: the last scale) for the
+cache-write pass at the context noise level. The index is a Python int, so each pass captured in a CUDA
+graph reads a static scale and nothing syncs. A DiT whose engine never sets the index uses the largest
+scale of all passes.
 
 Scales come from `calibrate(world)`: a few rollouts of the fp world (start latents, random keys) with a
 pre-hook on every block linear recording its input absmax per pass index. `fp8_world(world)` calibrates
-a `NeuralWorld` and swaps its DiT's linears in place (calibration happens at load, a second or so; no fp8
+a `NeuralWorld`, swaps its DiT's linears in place and hands the world the hook (calibration happens at load, a second or so; no fp8
 checkpoint format).
 
 Matmul: `torch._scaled_mm` (row-wise scales, bf16 out) on CUDA with compute capability >= 8.9, bf16
@@ -20,35 +21,33 @@ the same fp8 x and W dequantized and multiplied in fp32 (the same numbers up to 
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from worldsim.frame import WRITE_PASS
 from worldsim.model.dit import DiT
-
-if TYPE_CHECKING:
-    from worldsim.neural import NeuralWorld
 
 log = logging.getLogger(__name__)
 
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = 448.0
-WRITE_PASS = -1  # the cache-write pass at the context noise level (its own, last, scale)
 
 
 class PassIndex:
-    """The pass of the frame that runs now, shared by a DiT's fp8 layers (None = not told)."""
+    """The pass of the frame that runs now, shared by a DiT's fp8 layers (None = not told). Calling it
+    sets it: it is the frame function's `passes` hook."""
 
     __slots__ = ("value",)
 
     def __init__(self) -> None:
         self.value: int | None = None
+
+    def __call__(self, i: int | None) -> None:
+        self.value = i
 
 
 def pass_index(dit: nn.Module) -> PassIndex | None:
@@ -69,24 +68,6 @@ def set_pass(dit: nn.Module, i: int | None) -> None:
     p = pass_index(dit)
     if p is not None:
         p.value = i
-
-
-def count_passes(dit: nn.Module, model: Callable) -> Callable:
-    """`model` (a sampler's model callable) numbering its calls 0, 1, ... as pass indices of `dit`.
-
-    Both branches of a guided call share the index (same noise level). Returns `model` itself for a DiT
-    without per-pass layers, so the fp path pays nothing.
-    """
-    p = pass_index(dit)
-    if p is None:
-        return model
-    counter = itertools.count()
-
-    def counted(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        p.value = next(counter)
-        return model(x, t)
-
-    return counted
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -260,8 +241,8 @@ def calibrate(
             i = state.value
             if i is None:
                 raise RuntimeError(
-                    "fp8 calibration saw a pass without a pass index: the engine's step must call "
-                    "set_pass / count_passes (worldsim/engine/fp8.py)"
+                    "fp8 calibration saw a pass without a pass index: the world's step must hand its "
+                    "`passes` hook to the frame function (worldsim/frame.py)"
                 )
             a = args[0].detach().abs().amax().float()  # on the device: no sync per pass
             prev = seen[name].get(i)
@@ -271,6 +252,7 @@ def calibrate(
 
     handles = [dit.get_submodule(n).register_forward_pre_hook(hook(n)) for n in names]
     t0 = time.perf_counter()
+    hook_before, world.passes = world.passes, state
     try:
         R = min(games, world.batch_size)
         slots = None if world.batch_size == R else list(range(R))
@@ -283,6 +265,7 @@ def calibrate(
         for h in handles:
             h.remove()
         set_pass(dit, None)
+        world.passes = hook_before
     world.cache.reset(None)
     world.generator.manual_seed(0)
     passes = 1 + max((i for d in seen.values() for i in d if i >= 0), default=-1)
@@ -319,12 +302,9 @@ def quantize_fp8(dit: DiT, calibration: Fp8Calibration) -> DiT:
     return dit
 
 
-def fp8_world(world: NeuralWorld, **calibrate_kwargs) -> NeuralWorld:
+def fp8_world(world, **calibrate_kwargs):
     """Calibrate the fp `NeuralWorld` `world` and run its DiT in fp8 from now on; returns `world`."""
-    return _swap_world(world, calibrate(world, **calibrate_kwargs))
-
-
-def _swap_world(world: NeuralWorld, calibration: Fp8Calibration) -> NeuralWorld:
-    quantize_fp8(world.dit, calibration)
+    quantize_fp8(world.dit, calibrate(world, **calibrate_kwargs))
     world.dit.requires_grad_(False)
+    world.passes = pass_index(world.dit)  # the frame function tells the fp8 layers which pass runs
     return world

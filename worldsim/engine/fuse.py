@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from kernels import adaln_layernorm
+from worldsim.kernels import adaln_layernorm
 from worldsim.model.dit import Block, DiT
 
 

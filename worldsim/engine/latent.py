@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from worldsim.engine.graph import StepGraph
-from worldsim.engine.step import block_step
+from worldsim.frame import next_frame
 from worldsim.model.config import ModelConfig
 from worldsim.model.dit import DiT
 from worldsim.model.kvcache import KVCache
@@ -47,9 +47,9 @@ class LatentEngine:
         self.graph = StepGraph(self._step_all, enabled=graph)
 
     def _step_all(self) -> torch.Tensor:
-        return block_step(
-            self.dit, self.cache, self.sampler, self.schedule, self._noise, self._keys,
-            active=self._active, context_noise=self.cfg.context_noise, write_noise=self._wnoise,
+        return next_frame(
+            self.dit, self.cache, self.sampler, self.schedule, self._keys, self._noise,
+            active=self._active, level=self.cfg.context_noise, write_noise=self._wnoise,
         )  # fmt: skip
 
     @torch.inference_mode()

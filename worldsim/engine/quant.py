@@ -5,7 +5,7 @@ weights `[out, in]` with one fp scale per output channel (symmetric, absmax / 12
 them back. The quantized DiT's `state_dict()` holds the int8 weights and scales under the layers' own names
 (`blocks.0.attn.qkv.weight` int8, `blocks.0.attn.qkv.scale`), so it goes through `save_checkpoint` as the
 "dit" group unchanged; `load_dit` reads either kind of checkpoint into either kind of DiT, and
-`neural_world` / `export_int8` are the entry points for a world and an 8-bit checkpoint.
+`export_int8` writes an 8-bit checkpoint.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ import functools
 import logging
 import os
 from collections.abc import Mapping
+from copy import deepcopy
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldsim.checkpoint import load_checkpoint, load_module, quantize_stored, save_checkpoint
+from worldsim.engine.fp8 import quantize_fp8
 from worldsim.model.dit import DiT
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ class Int8Linear(nn.Module):
         return _cast_matmul(x, self.weight, self.scale, self.bias)
 
     def _kernel(self, x: torch.Tensor) -> torch.Tensor | None:
-        from kernels.w8_matmul import supported, w8_matmul
+        from worldsim.kernels.w8_matmul import supported, w8_matmul  # triton (heavy, optional) comes with it
 
         x2 = x.reshape(-1, self.in_features)  # [M, K]
         shape = (x2.shape[0], self.in_features, self.out_features)
@@ -174,8 +177,6 @@ def load_dit(ckpt, *, weights: str = "fp", calibration=None) -> DiT:
     activation scales of `calibration` (`fp8.calibrate(world)`; `NeuralWorld.from_checkpoint(...,
     weights="fp8")` calibrates for you).
     """
-    from worldsim.checkpoint import load_module
-
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
     if weights == "fp8":
@@ -197,10 +198,6 @@ def apply_weights(dit: DiT, kind: str, *, calibration=None, copy: bool = True) -
     "fp8" needs `calibration` (an `fp8.Fp8Calibration` from `fp8.calibrate(world)` on an fp world with
     the same sampler and steps: its scales are per pass of that engine's frame).
     """
-    import copy as copy_
-
-    from worldsim.engine.fp8 import quantize_fp8
-
     if kind not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {kind!r}")
     if kind == "fp":
@@ -211,7 +208,7 @@ def apply_weights(dit: DiT, kind: str, *, calibration=None, copy: bool = True) -
         )
     if any(isinstance(m, Int8Linear) for m in dit.modules()):
         raise ValueError("apply_weights takes an fp DiT; this one is already int8 (dequantize(dit) first)")
-    out = copy_.deepcopy(dit) if copy else dit
+    out = deepcopy(dit) if copy else dit
     return quantize_int8(out) if kind == "int8" else quantize_fp8(out, calibration)
 
 
@@ -220,8 +217,8 @@ def choose_w8_kernel(dit: DiT, rows: list[int], *, repeats: int = 50) -> dict[tu
     M in `rows` (tokens per pass, e.g. sessions * 64) and add the shapes where the kernel won to
     `W8_KERNEL_SHAPES`. CUDA only (returns {} elsewhere: the PyTorch path stays). Host syncs: timing.
     """
-    from kernels.bench import time_call
-    from kernels.w8_matmul import supported, w8_matmul
+    from worldsim.kernels.bench import time_call  # the kernels bring triton (heavy, optional): CUDA only
+    from worldsim.kernels.w8_matmul import supported, w8_matmul
 
     layers = {(m.in_features, m.out_features): m for m in dit.modules() if isinstance(m, Int8Linear)}
     if not layers or not next(iter(layers.values())).weight.is_cuda:
@@ -247,23 +244,6 @@ def _all_quantized(state: Mapping[str, torch.Tensor], dit: DiT) -> bool:
     return any(t.dtype == torch.int8 and not k.startswith("blocks.") for k, t in state.items())
 
 
-def neural_world(
-    name_or_path: str | os.PathLike | None = None,
-    *,
-    weights: str = "fp",
-    device: torch.device | str | None = None,
-    batch_size: int = 1,
-    steps: int | None = None,
-    **kwargs,
-):
-    """`NeuralWorld.from_checkpoint` with a choice of weights ("fp", "int8" or "fp8"); reads int8 files too."""
-    from worldsim.neural import NeuralWorld
-
-    return NeuralWorld.from_checkpoint(
-        name_or_path, weights=weights, device=device, batch_size=batch_size, steps=steps, **kwargs
-    )
-
-
 def export_int8(
     src: str | os.PathLike, dst: str | os.PathLike, *, float_dtype: torch.dtype = torch.bfloat16
 ) -> Path:
@@ -271,8 +251,6 @@ def export_int8(
     other matrix or convolution of at least 4,096 elements (the DiT's embeddings and modulation, the
     autoencoder) stored as int8 with per-channel scales, read back as floats (`checkpoint.quantize_stored`);
     every other float tensor in `float_dtype`."""
-    from worldsim.checkpoint import load_checkpoint, quantize_stored, save_checkpoint
-
     ckpt = load_checkpoint(src)
     dit = load_dit(ckpt, weights="int8")
     groups = {

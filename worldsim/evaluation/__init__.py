@@ -1,1 +1,1 @@
-"""Fidelity evaluation of a neural world against the real game (DESIGN §10)."""
+"""Fidelity evaluation of a neural world against the real game (docs/design.md §11)."""

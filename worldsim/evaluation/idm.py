@@ -1,4 +1,4 @@
-"""An inverse-dynamics model (IDM) for action following (DESIGN §10): two consecutive frames -> the keys.
+"""An inverse-dynamics model (IDM) for action following (docs/design.md §11): two consecutive frames -> the keys.
 
 Trained on the real game (explorer keys, rendered on the fly), it reads a generated pair of frames the
 way it reads a real one: its accuracy on generated frames, next to its accuracy on real frames (the
@@ -19,9 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldsim.checkpoint import repo_root
+from worldsim.data import Explorer
+from worldsim.device import resolve_device
+from worldsim.game import GameWorld
+from worldsim.train.common import write_json
+from worldsim.world import KEY_NAMES, OPPOSITE_KEYS
+
 log = logging.getLogger(__name__)
 
-OPPOSITES = (("forward", "back"), ("strafe_left", "strafe_right"), ("turn_left", "turn_right"))
 IDM_VERSION = 2
 SHIFTS = tuple(range(-8, 9))  # horizontal shifts (pixels at 64 wide) tried against the previous frame
 SCALES = (0.92, 0.96, 1.0, 1.04, 1.08)  # zooms of the previous frame (walking forward / back)
@@ -31,7 +37,7 @@ def effective_keys(keys: torch.Tensor, key_names: Sequence[str]) -> torch.Tensor
     """`[..., K]` bool keys with both keys of every opposite pair released where both are held."""
     keys = keys.bool().clone()
     index = {n: i for i, n in enumerate(key_names)}
-    for a, b in OPPOSITES:
+    for a, b in OPPOSITE_KEYS:
         if a in index and b in index:
             both = keys[..., index[a]] & keys[..., index[b]]
             keys[..., index[a]] &= ~both
@@ -133,10 +139,6 @@ def train_idm(
     """Train an IDM on `steps` batches of real-game frame pairs; returns it and its held-out accuracy."""
     from tqdm import tqdm
 
-    from worldsim.data import Explorer
-    from worldsim.game import GameWorld
-    from worldsim.world import KEY_NAMES
-
     torch.manual_seed(seed)
     device = torch.device(device)
     names = tuple(key_names or KEY_NAMES)
@@ -175,9 +177,6 @@ def evaluate_idm(
     key_names: Sequence[str] | None = None,
 ) -> dict:
     """Accuracy on held-out real frame pairs (other spawn seeds and explorer keys than training)."""
-    from worldsim.data import Explorer
-    from worldsim.game import GameWorld
-    from worldsim.world import KEY_NAMES
 
     names = tuple(key_names or KEY_NAMES)
     game = GameWorld(batch_size=batch, size=size, level="default", device=device, key_names=names)
@@ -197,7 +196,6 @@ def evaluate_idm(
 
 
 def default_idm_path(size: tuple[int, int]) -> Path:
-    from worldsim.checkpoint import repo_root
 
     return repo_root() / "runs" / "idm" / f"idm-{size[0]}x{size[1]}-v{IDM_VERSION}.safetensors"
 
@@ -284,8 +282,6 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from worldsim.train.common import resolve_device, write_json
-    from worldsim.world import KEY_NAMES
 
     size = tuple(args.size)
     device = resolve_device(args.device)

@@ -1,4 +1,4 @@
-"""Scripted probes of a neural world against the real game (DESIGN §10): the loop test and the long run.
+"""Scripted probes of a neural world against the real game (docs/design.md §11): the loop test and the long run.
 
 Both start the neural world from the same real context frames as the fidelity run and drive the real
 game with the same keys, so every figure has the real game's answer beside it.
@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from worldsim.evaluation.metrics import psnr, ssim
+from worldsim.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""NeuralWorld vs GameWorld on the same seeded explorer keys, from the same real start frames (DESIGN §10).
+"""NeuralWorld vs GameWorld on the same seeded explorer keys, from the same real start frames (docs/design.md §11).
 
 Writes a JSON of PSNR/SSIM at fixed horizons (with a copy-last-frame baseline so the numbers mean
 something), an idle run (no keys: no collapse), action following (an inverse-dynamics model trained on
@@ -16,9 +16,12 @@ from pathlib import Path
 
 import torch
 
+from worldsim.data import Explorer
 from worldsim.evaluation import plots
-from worldsim.evaluation.metrics import psnr, ssim
+from worldsim.evaluation.idm import accuracy, effective_keys, get_idm
 from worldsim.evaluation.probes import FPS, long_run, loop_test
+from worldsim.game import GameWorld
+from worldsim.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +95,6 @@ def evaluate(
     """Fidelity and idle evaluation of `neural` (a NeuralWorld of 2 x cfg.sequences games) on the default level."""
     from tqdm import tqdm
 
-    from worldsim.data import Explorer
-    from worldsim.game import GameWorld
-
     t0 = time.perf_counter()
     B, dev = cfg.sequences, neural.device
     if neural.batch_size != 2 * B:
@@ -109,8 +109,6 @@ def evaluate(
     start = ctx[:, -1]
     idm = None
     if cfg.action:
-        from worldsim.evaluation.idm import effective_keys, get_idm
-
         idm, idm_info = get_idm(
             (neural.height, neural.width), neural.key_names, path=cfg.idm_path, device=dev,
             steps=cfg.idm_steps, progress=progress,
@@ -178,8 +176,6 @@ def evaluate(
         "seconds": None,
     }
     if idm is not None:
-        from worldsim.evaluation.idm import accuracy
-
         keys_all, valid = torch.cat(act_keys), torch.cat(act_valid)
         result["action_accuracy"] = {
             "real": accuracy(torch.cat(logits_real), keys_all, valid),

@@ -1,4 +1,4 @@
-"""The real game (DESIGN §3): a batched torch raycaster over grid levels, behind `World`."""
+"""The real game (docs/design.md §3): a batched torch raycaster over grid levels, behind `World`."""
 
 from worldsim.game.config import KEY_MOTION, GameConfig
 from worldsim.game.level import Level, default_level

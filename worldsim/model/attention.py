@@ -62,7 +62,7 @@ def sequence_mask(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Sparse attention: per-layer windows (DESIGN §7). Local layers use the same rule with a shorter window,
+# Sparse attention: per-layer windows (docs/design.md §8). Local layers use the same rule with a shorter window,
 # so a frame is visible or not as a whole: whole 64-token tiles are skipped, never parts of one.
 # ---------------------------------------------------------------------------------------------------
 

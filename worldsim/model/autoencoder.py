@@ -1,4 +1,4 @@
-"""Per-frame convolutional autoencoder: frames <-> a small latent grid the DiT works on (DESIGN §4).
+"""Per-frame convolutional autoencoder: frames <-> a small latent grid the DiT works on (docs/design.md §4).
 
 No temporal compression: one frame in, one latent grid out. The encoder may be heavy (it runs on
 training data and on reset); the decoder runs every generated frame, so it is kept light.

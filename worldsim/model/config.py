@@ -32,12 +32,12 @@ class ModelConfig:
     heads: int = 4  # H
     mlp_ratio: float = 4.0
     rope_theta_space: float = 100.0  # RoPE base for the (x, y) dims (time dims: period = window)
-    # Block-causal attention and the KV cache (DESIGN §5) --------------------------------------
+    # Block-causal attention and the KV cache (docs/design.md §6) --------------------------------------
     block_frames: int = 1  # frames generated together (full attention inside a block)
     window: int = 16  # frames a query sees, itself included (the ring buffer's slots)
     sinks: int = 0  # learned sink frames (N tokens each) every query sees, position-free in time
     attention: str = "sdpa"  # default backend: sdpa | flex | flash
-    # Sparse attention (DESIGN §7): local layers see the last `local_window` frames (+ sinks), every
+    # Sparse attention (docs/design.md §8): local layers see the last `local_window` frames (+ sinks), every
     # `global_every`-th layer the whole window. 0 = dense. Trained in: training and inference share the mask.
     local_window: int = 0
     global_every: int = 0
@@ -205,7 +205,7 @@ PRESETS: dict[str, ModelConfig] = {
         steps=2, schedule_shift=1.0,
     ),
     # 128x128 frames, 8x8 latent grid (16x AE) = 64 tokens/frame: H100 >= 240 FPS. 384 x 9 (18M DiT +
-    # 5.8M AE) rather than DESIGN's ~512 x 10: that is what ships in 8 bits inside 30 MiB (29.7 MiB).
+    # 5.8M AE) rather than the ~512 x 10 first planned: that is what ships in 8 bits inside 30 MiB (29.7 MiB).
     "base": ModelConfig(
         name="base", autoencoder=AE_PRESETS["base"], width=384, depth=9, heads=6, window=32, sinks=1,
         steps=4, schedule_shift=2.0,

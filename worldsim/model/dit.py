@@ -1,4 +1,4 @@
-"""The block-causal video DiT (DESIGN §4): latents of many frames in, flow velocity out.
+"""The block-causal video DiT (docs/design.md §4): latents of many frames in, flow velocity out.
 
 Pre-norm transformer blocks; adaLN-Zero modulation computed PER FRAME from
 `embed(noise level t of frame f) + embed(keys at frame f)` (adaLN-single: one shared projection plus a
@@ -37,29 +37,21 @@ from torch import nn
 
 from worldsim.model import attention as attn_lib
 from worldsim.model.config import ModelConfig
-from worldsim.model.kvcache import KVCache
+from worldsim.model.kvcache import CacheView, KVCache
 from worldsim.model.rope import apply_rope, cos_sin, spatial_angles, temporal_angles, time_free_mask
 
 AttendFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# a cached attention backend: (q [R,H,Lq,Dh], k, v [R,H,Lk,Dh] as read from the cache, the pass's
+# CacheView, local: the layer uses the local window) -> [R,H,Lq,Dh]. The engine hands in others
+# (flash-attn, the Triton ring kernel: worldsim/engine/attention.py); the model only knows SDPA.
+CachedAttend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, CacheView, bool], torch.Tensor]
 
 
-# the "triton" backend of `forward_cached` (kernels/ring_attention.py), imported only where used
-def _triton_available(x: torch.Tensor) -> bool:
-    from kernels.common import available
-
-    return available(x)
-
-
-def _ring_supported(q: torch.Tensor, frame_mask: torch.Tensor) -> bool:
-    from kernels.ring_attention import supported
-
-    return supported(q, frame_mask)
-
-
-def _ring_attention(q, k, v, frame_mask: torch.Tensor) -> torch.Tensor:
-    from kernels.ring_attention import ring_attention
-
-    return ring_attention(q, k, v, frame_mask)
+def sdpa_cached(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, view: CacheView, local: bool
+) -> torch.Tensor:
+    """The default cached backend: SDPA with the view's additive read mask."""
+    return attn_lib.sdpa(q, k, v, view.local_mask if local else view.mask)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -170,7 +162,8 @@ class DiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         D, p, C = cfg.width, cfg.patch_size, cfg.latent_channels
-        # attention backend; may be switched from outside ("sdpa"|"flex"|"flash"|"triton": cached only)
+        # the training forward's attention ("sdpa" | "flex"; "flash" means flex on CUDA); may be switched
+        # from outside. Cached passes take theirs as an argument (`forward_cached(attend=)`).
         self.attention = cfg.attention
         self.patch_in = nn.Linear(C * p * p, D)
         self.t_embed = TimestepEmbedder(D)
@@ -320,6 +313,7 @@ class DiT(nn.Module):
         drop_keys: torch.Tensor | None = None,
         pending: bool = False,
         staged: bool = False,
+        attend: CachedAttend | None = None,
     ) -> torch.Tensor:
         """Velocity for the current block `x [R,Fb,C,h,w]` (t `[R,Fb]`, keys `[R,Fb,K]`) of the games
         in cache rows `rows` (long `[R]`; None = all). Writes the block's K/V into the cache (each pass
@@ -331,6 +325,7 @@ class DiT(nn.Module):
         then the current block; the previous block's K/V enter its ring slots (its cache write, in place
         of a write pass), each frame sees what it sees unfolded, and the velocity of the CURRENT block
         `[R,Fb,C,h,w]` is returned. `cache.advance()` follows the last pass, as unfolded.
+        `attend`: the attention over the cache (`CachedAttend`; None = `sdpa_cached`), chosen by the caller.
         """
         self._check(x, t, keys)
         cfg = self.cfg
@@ -349,14 +344,9 @@ class DiT(nn.Module):
             view.frames.repeat_interleave(N, dim=1), cfg.head_dim, cfg.window
         )  # [R, Fq*N, Dh/2]
         cos, sin = cos_sin(angles[:, None], x.dtype)  # [R, 1, Fq*N, Dh/2]
-        use_flash = self.attention == "flash" and x.is_cuda and attn_lib.flash_available()
-        use_flash = use_flash and not cfg.local_window  # a valid prefix is no local window's mask
-        use_flash = use_flash and not view.staged  # nor is a staged pass's mask
-        # the Triton ring kernel (kernels/ring_attention.py): inference only (no backward), CUDA (or
-        # TRITON_INTERPRET=1); shapes it does not take fall back to SDPA
-        use_triton = self.attention == "triton" and not torch.is_grad_enabled() and _triton_available(x)
+        backend = sdpa_cached if attend is None else attend
 
-        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        def attend_layer(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             k = apply_rope(k, cos, sin)
             sinks = self.sinks(i) if cfg.sinks else None
             # the cache stores values only (detached): later in-place writes never break a backward
@@ -367,17 +357,10 @@ class DiT(nn.Module):
             if torch.is_grad_enabled():  # attend over an out-of-place copy that carries the gradient
                 kc, vc = cache.with_grad(view, kc, vc, k, v, sinks)
             q = apply_rope(q, cos, sin).to(kc.dtype)
-            local = cfg.layer_window(i) < cfg.window
-            fmask = view.local_frame_mask if local else view.frame_mask  # [R, Fq, S+W(+Fb)] bool
-            if use_flash:  # the read mask is exactly the valid prefix (slots fill in order)
-                out = attn_lib.flash_prefix(q, kc, vc, view.valid_tokens)
-            elif use_triton and _ring_supported(q, fmask):
-                out = _ring_attention(q, kc, vc, fmask)
-            else:
-                out = attn_lib.sdpa(q, kc, vc, view.local_mask if local else view.mask)
+            out = backend(q, kc, vc, view, cfg.layer_window(i) < cfg.window)
             return out.to(x.dtype)
 
-        v = self._run(x, self.condition(t, keys, drop_keys), attend)  # [R,Fq,C,h,w]
+        v = self._run(x, self.condition(t, keys, drop_keys), attend_layer)  # [R,Fq,C,h,w]
         return v[:, Fb:] if pending else v
 
     def num_params(self) -> int:

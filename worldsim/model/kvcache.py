@@ -1,4 +1,4 @@
-"""The KV cache: a fixed ring buffer per layer, allocated once (DESIGN §5).
+"""The KV cache: a fixed ring buffer per layer, allocated once (docs/design.md §6).
 
 Layout per layer: K and V `[B, H, (sinks + window) * N, Dh]`. The first `sinks * N` rows hold the
 learned sink tokens; frame n of a game lives in ring slot `n % window`, i.e. rows

@@ -1,4 +1,4 @@
-"""Anchor-shape presets (DESIGN §4): random-weight models with the shapes of the systems we are judged
+"""Anchor-shape presets (docs/design.md §4): random-weight models with the shapes of the systems we are judged
 against, so the engine is timed on the same work as theirs. Speed only; never trained.
 
 * Matrix-Game 2.0 (Wan 1.3B backbone): 352x640 frames -> 44x80 latents (8x VAE), patch 2 = 880

@@ -1,4 +1,4 @@
-"""Rotary position embedding on (x, y) and on the frame index (DESIGN §4, §5).
+"""Rotary position embedding on (x, y) and on the frame index (docs/design.md §4, §6).
 
 The head dim is split into pairs for x, y and time. The time pairs rotate with frequencies
 2*pi*k/window (k integer, 1 <= k <= window/2): every temporal rotation is periodic in the window, so a
@@ -6,7 +6,7 @@ frame is rotated by `frame % window`, the score between two tokens depends only 
 modulo the window, and the distances a query can see (`window` consecutive frames) are all distinct
 modulo the window. Positions stay in [0, window) forever: frame 10^6 is rotated exactly as frame
 10^6 % window, keys enter the KV cache fully rotated once, and nothing is re-rotated at read. (This is
-DESIGN §5's "equivalent that keeps positions bounded" to re-rotating cached keys at every read.)
+the bounded alternative to re-rotating cached keys at every read: docs/design.md §6.)
 """
 
 from __future__ import annotations

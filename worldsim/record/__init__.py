@@ -1,4 +1,4 @@
-"""Session recording (DESIGN §9): the `.wsrec` append-only msgpack format, its writer and reader."""
+"""Session recording (docs/design.md §10): the `.wsrec` append-only msgpack format, its writer and reader."""
 
 from worldsim.record.format import FORMAT_VERSION, RecordingError
 from worldsim.record.reader import Record, Recording, RecordingReader, iter_records, read_recording

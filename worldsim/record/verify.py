@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from worldsim.errors import UserError
+from worldsim.game import GameWorld
 from worldsim.record.reader import RecordingReader
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,6 @@ def verify_recording(path: str | Path, *, device: str | None = None) -> VerifyRe
         reader.close()
         raise UserError(f"{path}: header seed is nil; verify needs the seed the game was reset with")
     import torch
-
-    from worldsim.game import GameWorld
 
     device = _pick_device(device, header)
 

@@ -5,6 +5,6 @@ Protocol: docs/protocol.md (worldsim.serve.protocol). Clients: controllers/clien
 
 from worldsim.serve.protocol import PROTOCOL_VERSION, ProtocolError
 from worldsim.serve.server import Server
-from worldsim.serve.worlds import world_factory
+from worldsim.worlds import world_factory
 
 __all__ = ["PROTOCOL_VERSION", "ProtocolError", "Server", "world_factory"]

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from worldsim.errors import UserError
-from worldsim.serve.worlds import WorldFactory
 from worldsim.world import World
+from worldsim.worlds import WorldFactory
 
 log = logging.getLogger(__name__)
 

@@ -159,11 +159,12 @@ class MessageHandlers:
     def _welcome(self, s: Session) -> bytes:
         assert self.world is not None
         w = self.world
+        d = w.describe()  # the world names itself
         return P.encode(
             {
                 "type": "welcome",
                 "session": s.id,
-                "world": w.name,
+                "world": d["world"],
                 "height": w.height,
                 "width": w.width,
                 "key_names": list(w.key_names),
@@ -176,9 +177,9 @@ class MessageHandlers:
                 "max_message_bytes": P.MAX_MESSAGE_BYTES,
                 "server": SERVER_VERSION,
                 # what a neural world was built from (nil for the game): for HUDs and client recordings
-                "checkpoint": getattr(w, "checkpoint_name", None),
-                "checkpoint_hash": getattr(w, "checkpoint_hash", None),
-                "steps": getattr(w, "steps", None),
+                "checkpoint": d.get("checkpoint"),
+                "checkpoint_hash": d.get("checkpoint_hash"),
+                "steps": d.get("steps"),
             }
         )
 

@@ -71,13 +71,13 @@ class SessionRecorder:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._writer = self._writer_cls(
                 path,
-                world=w.name,
+                world=described["world"],
                 height=w.height,
                 width=w.width,
                 key_names=list(w.key_names),
                 fps=self.fps,
                 seed=self._seed,
-                checkpoint_hash=getattr(w, "checkpoint_hash", None),
+                checkpoint_hash=described.get("checkpoint_hash"),
                 extra=extra,
             )
         except OSError as e:

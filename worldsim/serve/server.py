@@ -1,4 +1,4 @@
-"""The ZeroMQ server: one ROUTER socket, one loop, one batched World.step per engine per tick (DESIGN §8).
+"""The ZeroMQ server: one ROUTER socket, one loop, one batched World.step per engine per tick (docs/design.md §9).
 
 Each loop pass: wait until the next real-time tick is due (or a message arrives), drain every
 pending message without blocking (newest key state wins per session), then step all sessions due
@@ -32,8 +32,8 @@ from worldsim.serve.handlers import SERVER_VERSION, MessageHandlers
 from worldsim.serve.outbox import Outbox
 from worldsim.serve.security import CurveServer, check_bind
 from worldsim.serve.session import Session
-from worldsim.serve.worlds import world_factory as named_world_factory
 from worldsim.world import World
+from worldsim.worlds import world_factory as named_world_factory
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Training stages (autoencoder, teacher) and the export of a shipped checkpoint (DESIGN §6)."""
+"""Training stages (autoencoder, teacher) and the export of a shipped checkpoint (docs/design.md §7)."""

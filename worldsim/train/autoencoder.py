@@ -1,4 +1,4 @@
-"""Train the frame autoencoder on game frames rendered on the fly (DESIGN §6.1)."""
+"""Train the frame autoencoder on game frames rendered on the fly (docs/design.md §7.1)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from worldsim.errors import UserError
+from worldsim.metrics import psnr
 from worldsim.model.autoencoder import AE_PRESETS, Autoencoder, AutoencoderConfig, frames_to_model
+from worldsim.model.config import PRESETS
 from worldsim.train import common, distributed, resume
 
 log = logging.getLogger(__name__)
@@ -23,10 +25,6 @@ STATE_FILE = "autoencoder.pt"
 
 def autoencoder_config(preset: str) -> AutoencoderConfig:
     """The autoencoder config nested in the model preset (worldsim.model.config), else AE_PRESETS."""
-    try:
-        from worldsim.model.config import PRESETS
-    except ImportError:  # model configs not installed: the autoencoder presets alone
-        PRESETS = {}
     if preset in PRESETS:
         return copy.deepcopy(PRESETS[preset].autoencoder)
     if preset not in AE_PRESETS:
@@ -64,7 +62,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Ten
 def heldout_psnr(ae: Autoencoder, x: torch.Tensor, batch: int = 64) -> float:
     ae.eval()
     vals = [
-        common.psnr(ae.decode_raw(ae.encode_raw(x[i : i + batch])).float(), x[i : i + batch])
+        psnr(ae.decode_raw(ae.encode_raw(x[i : i + batch])).float(), x[i : i + batch], peak=2.0)
         for i in range(0, len(x), batch)
     ]
     ae.train()

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worldsim.device import resolve_device  # noqa: F401 - the trainers read it from here
 from worldsim.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -22,19 +23,6 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------------
 # Devices and arguments
 # ---------------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """None -> cuda when present, else cpu. A named CUDA device that is not there is a UserError."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"--device {name!r} is not a device: use cpu, cuda or cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu")
-    return dev
 
 
 def add_common_arguments(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float) -> None:
@@ -247,9 +235,3 @@ def progress(total: int, initial: int, disable: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, disable=disable, desc=desc, dynamic_ncols=True, mininterval=1.0)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 2.0) -> torch.Tensor:
-    """Per-item PSNR in dB of `[B, ...]` images in a range of width `peak` (2 for [-1, 1], 255 for uint8)."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(peak**2 / mse)

@@ -1,4 +1,4 @@
-"""Distribution matching distillation (DMD / DMD2) losses for the self-forcing student (DESIGN §6.3).
+"""Distribution matching distillation (DMD / DMD2) losses for the self-forcing student (docs/design.md §7.3).
 
 The teacher is the real score, a critic trained on the student's own rollouts the fake score. Both see
 the generated clip after the real context (clean context frames, generated frames noised at an

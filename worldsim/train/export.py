@@ -5,7 +5,7 @@
 
 The checkpoint holds the EMA DiT, the autoencoder, start latents (encoded real spawn frames of the
 default level), the config and the training metrics; weights are stored in bf16 by default (the
-budget of DESIGN §4), 1-D tensors (norms, biases, latent statistics) stay fp32.
+budget of docs/design.md §4), 1-D tensors (norms, biases, latent statistics) stay fp32.
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from pathlib import Path
 
 import torch
 
+from worldsim.checkpoint import save_checkpoint
 from worldsim.errors import UserError
+from worldsim.game import GameWorld
 from worldsim.model.autoencoder import Autoencoder, frames_to_model
+from worldsim.model.config import ModelConfig
 from worldsim.train import common, resume
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,6 @@ def _storage(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, to
 @torch.no_grad()
 def start_latents(ae: Autoencoder, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Spawn frames of the default level for `seeds` `[S,H,W,3]` uint8 and their latents `[S,C,h,w]`."""
-    from worldsim.game import GameWorld
 
     game = GameWorld(batch_size=len(seeds), size=ae.cfg.hw, level="default", device="cpu")
     frames = game.reset(seeds)
@@ -57,8 +59,6 @@ def export(
     seeds: int = START_SEEDS,
 ) -> Path:
     """Write `out_path` (.safetensors) and its card (`.md` beside it) from a teacher train state."""
-    from worldsim.checkpoint import save_checkpoint
-    from worldsim.model.config import ModelConfig
 
     state = resume.load_train_state(state_path)
     if state.get("kind") != "teacher":
@@ -123,7 +123,7 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int) -
         f"# worldsim checkpoint `{out_path.stem}`",
         "",
         f"A block-causal video diffusion transformer (DiT) that generates the next {h}x{w} frame of the worldsim",
-        "raycaster's default level from the frames so far and the keys pressed (DESIGN.md §4).",
+        "raycaster's default level from the frames so far and the keys pressed (docs/design.md §4).",
         "",
         "| | |",
         "|---|---|",
@@ -217,8 +217,6 @@ def main(argv: list[str] | None = None) -> int:
             extra["autoencoder"] = json.loads(Path(args.autoencoder_metrics).read_text())
         ev = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
         if args.card_only:
-            from worldsim.model.config import ModelConfig
-
             state = common.load_state(args.state)
             metrics = {
                 "teacher": state.get("metrics", {}),

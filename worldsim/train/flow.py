@@ -1,4 +1,4 @@
-"""The teacher's objective: rectified flow with diffusion forcing (DESIGN §6.2), one optimizer step, and
+"""The teacher's objective: rectified flow with diffusion forcing (docs/design.md §7.2), one optimizer step, and
 clips encoded to latents. The training loop lives in teacher.py; self-forcing reuses `encode_clips`."""
 
 from __future__ import annotations

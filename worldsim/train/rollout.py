@@ -1,10 +1,10 @@
-"""The student's autoregressive rollout for self-forcing (DESIGN §6.3), through the inference cache code.
+"""The student's autoregressive rollout for self-forcing (docs/design.md §7.3): the frame
+function of inference (worldsim/frame.py), frame after frame, with gradient where training needs it.
 
-Per frame, exactly as `NeuralWorld.step` does it: noise -> Euler steps of the deployed schedule, each a
-`DiT.forward_cached` pass against the ring-buffer `KVCache` -> one write pass of the finished latent at
-the context noise level -> `cache.advance()`. (NeuralWorld folds that write pass into the next frame's
-first pass by default: the same values up to fp32 rounding. The rollout keeps it separate, so an exit
-pass never carries gradient into the previous frame's cache write.) Training differences, and only these:
+Per frame: noise -> Euler steps of the deployed schedule against the ring-buffer `KVCache` -> the cache
+write of the finished latent at the context noise level. The write stays a separate pass (inference
+folds it into the next frame's first pass: the same values up to fp32 rounding), so an exit pass never
+carries gradient into the previous frame's cache write. Training differences, and only these:
   * an exit step (per frame) ends the denoising early: the frame is the clean prediction
     x0 = x_t - t v at that step (at the last step this IS the Euler step to t = 0, so an exit at the
     last step reproduces inference exactly);
@@ -22,31 +22,17 @@ from collections.abc import Callable
 
 import torch
 
+from worldsim.frame import next_frame, prime
 from worldsim.model.kvcache import KVCache
-from worldsim.sampling import add_noise
+from worldsim.sampling import sample_euler
 
 CONTEXTS = ("self", "true", "diffusion-forced")
 
 
-def prime(dit, cache: KVCache, z: torch.Tensor, keys: torch.Tensor, context_noise: float) -> None:
-    """Empty the cache and write real context latents `z [B,Fc,C,h,w]` (keys `[B,Fc,K]`) in order."""
-    cache.reset()
-    with torch.no_grad():
-        for i in range(z.shape[1]):
-            write(dit, cache, z[:, i : i + 1], keys[:, i : i + 1], context_noise, None)
-
-
-def write(dit, cache: KVCache, z: torch.Tensor, keys: torch.Tensor, level: float | torch.Tensor, gen) -> None:
-    """The write pass: finished block `z [B,1,C,h,w]` enters the cache at noise level `level`, then advance.
-
-    `level` a float (the config's context noise) or a `[B,1]` tensor (diffusion-forced baseline).
-    """
-    t = torch.as_tensor(level, device=z.device, dtype=z.dtype).expand(z.shape[:2]).contiguous()  # [B,1]
-    if not (isinstance(level, float) and level == 0.0):
-        z = add_noise(z, torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=gen), t)
-    with torch.no_grad():
-        dit.forward_cached(z, t, keys, cache)
-    cache.advance()
+def _write_noise(z: torch.Tensor, level: float | torch.Tensor, gen) -> torch.Tensor | None:
+    if isinstance(level, float) and level == 0.0:
+        return None
+    return torch.randn(z.shape, device=z.device, dtype=z.dtype, generator=gen)
 
 
 def rollout(
@@ -78,32 +64,26 @@ def rollout(
         raise ValueError(f"context={context!r}; pick one of {CONTEXTS}")
     if context != "self" and true_z is None:
         raise ValueError(f"context={context!r} writes the true frames into the cache: pass true_z")
-    B, F = keys.shape[:2]
+    F = keys.shape[1]
     steps = schedule.shape[0] - 1
     if exit_steps is None:
         exit_steps = [steps - 1] * F
-    exit_steps = [int(e) for e in exit_steps]  # host ints: the Python loop below branches on them
+    exit_steps = [int(e) for e in exit_steps]  # host ints: each picks the schedule its frame runs
     if len(exit_steps) != F or min(exit_steps) < 0 or max(exit_steps) >= steps:
         raise ValueError(f"exit_steps must be {F} steps in [0, {steps}), got {exit_steps}")
-    prime(dit, cache, ctx_z, ctx_keys, context_noise)
+    with torch.no_grad():
+        prime(
+            dit, cache, ctx_z, ctx_keys, level=context_noise, noise=_write_noise(ctx_z, context_noise, None)
+        )
     out = []
     for f in range(F):
-        k = keys[:, f : f + 1]  # [B,1,K]
-        x = noise[:, f : f + 1]  # [B,1,C,h,w]
-        for i in range(exit_steps[f] + 1):
-            t = schedule[i].to(x.dtype).expand(B, 1)  # [B,1]
-            last = i == exit_steps[f]
-            with torch.set_grad_enabled(grad and last):
-                v = dit.forward_cached(x, t, k, cache)
-            if last:
-                x0 = x - schedule[i].to(x.dtype) * v  # the clean prediction (= Euler to t = 0)
-            else:
-                x = x + (schedule[i + 1] - schedule[i]).to(x.dtype) * v
+        sl = slice(f, f + 1)
+        write_z = None if context == "self" else true_z[:, sl]
+        level = level_fn(f) if context == "diffusion-forced" else context_noise
+        x0 = next_frame(
+            dit, cache, sample_euler, schedule, keys[:, sl], noise[:, sl], level=level,
+            write_noise=_write_noise(noise[:, sl], level, generator), write_z=write_z,
+            exit_step=exit_steps[f], grad=grad,
+        )  # fmt: skip
         out.append(x0)
-        if context == "self":
-            write(dit, cache, x0.detach(), k, context_noise, generator)
-        elif context == "true":
-            write(dit, cache, true_z[:, f : f + 1], k, context_noise, generator)
-        else:
-            write(dit, cache, true_z[:, f : f + 1], k, level_fn(f), generator)
     return torch.cat(out, dim=1)  # [B,F,C,h,w]

@@ -1,4 +1,4 @@
-"""Self-forcing distillation of the few-step student (DESIGN §6.3): DMD on its own KV-cached rollouts.
+"""Self-forcing distillation of the few-step student (docs/design.md §7.3): DMD on its own KV-cached rollouts.
 
 The student starts from the teacher and rolls out autoregressively exactly as `NeuralWorld` runs
 (rollout.py: the ring-buffer KVCache, the deployed window and few-step schedule), with a random exit

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import torch
 
+from worldsim.checkpoint import load_checkpoint, save_checkpoint
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.config import ModelConfig
 from worldsim.model.dit import DiT
 from worldsim.train import common
+from worldsim.train.export import START_SEEDS, _storage, start_latents, write_card
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,6 @@ def load_teacher(source, device: torch.device) -> tuple[ModelConfig, DiT, Autoen
         info = {"source": str(source), "metrics": state.get("metrics", {}), "hparams": state.get("hparams", {}),
                 "autoencoder_metrics": state.get("autoencoder_metrics", {})}  # fmt: skip
     else:
-        from worldsim.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(source)
         cfg = ckpt.config
         dit_state, ae_state = ckpt.float_state("dit"), ckpt.float_state("autoencoder")
@@ -104,8 +104,6 @@ def save_state(path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher,
 
 def export_student(state_path: str | Path, out_path: str | Path, *, eval_result: dict | None = None) -> Path:
     """Write the EMA student as a shipped checkpoint (bf16 matrices) and its card (`.md` beside it)."""
-    from worldsim.checkpoint import save_checkpoint
-    from worldsim.train.export import START_SEEDS, _storage, start_latents, write_card
 
     state = common.load_state(state_path)
     if state.get("kind") != "self_forcing":
@@ -129,7 +127,7 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
     card = write_card(out_path, cfg, card_state, metrics, seeds=START_SEEDS)
     sf = state.get("metrics", {})
     lines = [
-        "## Student (self-forcing distillation, DESIGN §6.3)",
+        "## Student (self-forcing distillation, docs/design.md §7.3)",
         "",
         f"Distilled from `{info.get('source')}` with {sf.get('context')} context "
         f"({'self-forcing: its own KV-cached rollouts' if sf.get('context') == 'self' else 'baseline: true history'}),",

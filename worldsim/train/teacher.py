@@ -1,4 +1,4 @@
-"""Train the teacher DiT: rectified flow with diffusion forcing, block-causal as deployed (DESIGN §6.2)."""
+"""Train the teacher DiT: rectified flow with diffusion forcing, block-causal as deployed (docs/design.md §7.2)."""
 
 from __future__ import annotations
 

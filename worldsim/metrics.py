@@ -1,4 +1,5 @@
-"""Image fidelity metrics on uint8 frames: PSNR and SSIM (gaussian window), both per item, in torch."""
+"""Image fidelity metrics in torch, per item: PSNR (any range) and SSIM (uint8 frames, gaussian window),
+shared by training (the autoencoder's held-out PSNR) and evaluation."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ import torch
 import torch.nn.functional as F
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per item of uint8 frames `[B,H,W,3]` (peak 255); identical frames give 100 dB."""
+def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 255.0) -> torch.Tensor:
+    """PSNR in dB per item of `[B, ...]` images whose range is `peak` wide (255: uint8 frames; 2: model
+    images in [-1, 1]); identical images give 100 dB."""
     mse = (a.float() - b.float()).pow(2).flatten(1).mean(1)
-    return torch.where(
-        mse > 0, 10 * torch.log10(255.0**2 / mse.clamp_min(1e-12)), torch.full_like(mse, 100.0)
-    )
+    return torch.where(mse > 0, 10 * torch.log10(peak**2 / mse.clamp_min(1e-12)), torch.full_like(mse, 100.0))
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
