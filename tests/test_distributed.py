@@ -60,6 +60,9 @@ def _teacher_args(out: Path, ae: Path) -> argparse.Namespace:
     return p.parse_args(
         ["--out", str(out), "--preset", "test", "--device", "cpu", "--no-progress", "--autoencoder", str(ae)]
         + ["--steps", "3", "--batch", "2", "--ckpt-every", "1", "--log-every", "2"]
+        # the live path draws its clips through common.game_batches, where the test notes each rank's seed
+        # (the store takes the same per-rank seed through LatentBatches)
+        + ["--source", "live"]
     )
 
 
