@@ -24,12 +24,24 @@ VERB_MODULES = (
 )
 
 
+def version() -> str:
+    """The installed distribution's version (a source tree that was never installed says so)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("worldsim")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="worldsim",
         description="worldsim: a real-time neural game engine. Play, record, train, evaluate, serve.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"worldsim {version()}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     for name in VERB_MODULES:
         importlib.import_module(name).register(sub)

@@ -504,7 +504,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     dist_info = distributed.info_from_env()
     try:
-        train(args)
+        metrics = train(args)
+        if metrics.get("interrupted"):
+            return 130  # the state is saved; the shell still learns the run did not finish
         if args.export and dist_info.is_main:
             from worldsim.train.export import export
 
