@@ -125,56 +125,61 @@ def train(args: argparse.Namespace) -> dict:
     budget = common.Budget(args.steps, args.minutes)
     bar = common.progress(args.steps, step, args.no_progress, f"self-forcing ({args.context})")
     t_start, start_step, figs = time.monotonic(), step, {}
-    while not budget.done(step):
-        ctx_z, ctx_keys, keys, true_z = _batch(data, ae, Fc)
-        nc = B * args.critic_steps
-        # critic: fake score on the student's own rollouts (one batched rollout, no gradient)
-        with amp, torch.no_grad():
-            fake = roll(student, cache_c, ctx_z[:nc], ctx_keys[:nc], keys[:nc], true_z[:nc], False)
-        for c in range(args.critic_steps):
-            sl = slice(c * B, (c + 1) * B)
-            t = sample_levels((B, F), args.t_min, args.t_max, device)
+    interrupted = False
+    try:
+        while not budget.done(step):
+            ctx_z, ctx_keys, keys, true_z = _batch(data, ae, Fc)
+            nc = B * args.critic_steps
+            # critic: fake score on the student's own rollouts (one batched rollout, no gradient)
+            with amp, torch.no_grad():
+                fake = roll(student, cache_c, ctx_z[:nc], ctx_keys[:nc], keys[:nc], true_z[:nc], False)
+            for c in range(args.critic_steps):
+                sl = slice(c * B, (c + 1) * B)
+                t = sample_levels((B, F), args.t_min, args.t_max, device)
+                with amp:
+                    lc = critic_loss(critic, fake[sl], ctx_z[sl], ctx_keys[sl], keys[sl], t,
+                                     context_noise=cfg.context_noise)  # fmt: skip
+                opt_c.zero_grad(set_to_none=True)
+                lc.backward()
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), args.grad_clip)
+                opt_c.step()
+            # generator: its rollout with gradient through each frame's exit step
+            sl = slice(nc, nc + B)
             with amp:
-                lc = critic_loss(critic, fake[sl], ctx_z[sl], ctx_keys[sl], keys[sl], t,
-                                 context_noise=cfg.context_noise)  # fmt: skip
-            opt_c.zero_grad(set_to_none=True)
-            lc.backward()
-            torch.nn.utils.clip_grad_norm_(critic.parameters(), args.grad_clip)
-            opt_c.step()
-        # generator: its rollout with gradient through each frame's exit step
-        sl = slice(nc, nc + B)
-        with amp:
-            x0 = roll(student, cache_g, ctx_z[sl], ctx_keys[sl], keys[sl], true_z[sl], True)
-            t = sample_levels((B, F), args.t_min, args.t_max, device)
-            ld, figs = dmd_loss(x0, ctx_z[sl], ctx_keys[sl], keys[sl], teacher, critic, t,
-                                context_noise=cfg.context_noise, guidance=args.guidance)  # fmt: skip
-            lr_ = (x0.float() - true_z[sl].float()).pow(2).mean()
-            loss = ld + args.regression_weight * lr_ if args.regression_weight else ld
-        opt_g.zero_grad(set_to_none=True)
-        critic.requires_grad_(False)  # the generator step must not touch the critic's grads
-        loss.backward()
-        critic.requires_grad_(True)
-        gnorm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip)
-        opt_g.step()
-        common.ema_update(ema, student, min(args.ema_decay, (1 + step) / (10 + step)))
-        step += 1
-        bar.update(1)
-        if step % 5 == 0 or step == 1:
-            history["step"].append(step)
-            history["dmd"].append(ld.item())
-            history["dmd_grad"].append(figs["dmd_grad_norm"])
-            history["critic"].append(lc.item())
-            history["regression"].append(lr_.item())
-            bar.set_postfix(dmd=f"{ld.item():.3e}", critic=f"{lc.item():.4f}", reg=f"{lr_.item():.4f}")
-            live.write(step=step, dmd=history["dmd"][-1], critic=history["critic"][-1], lr=args.lr,
-                       regression=history["regression"][-1], grad_norm=round(gnorm.item(), 4),
-                       clips_per_second=round((step - start_step) * B / max(time.monotonic() - t_start, 1e-6), 2))  # fmt: skip
-        if step % args.log_every == 0:
-            log.info("step %d dmd %.3e critic %.4f regression %.4f gnorm %.3f %s",
-                     step, ld.item(), lc.item(), lr_.item(), gnorm.item(), figs)  # fmt: skip
-        if step % args.ckpt_every == 0:
-            save_state(state_path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info,
-                       step, history)  # fmt: skip
+                x0 = roll(student, cache_g, ctx_z[sl], ctx_keys[sl], keys[sl], true_z[sl], True)
+                t = sample_levels((B, F), args.t_min, args.t_max, device)
+                ld, figs = dmd_loss(x0, ctx_z[sl], ctx_keys[sl], keys[sl], teacher, critic, t,
+                                    context_noise=cfg.context_noise, guidance=args.guidance)  # fmt: skip
+                lr_ = (x0.float() - true_z[sl].float()).pow(2).mean()
+                loss = ld + args.regression_weight * lr_ if args.regression_weight else ld
+            opt_g.zero_grad(set_to_none=True)
+            critic.requires_grad_(False)  # the generator step must not touch the critic's grads
+            loss.backward()
+            critic.requires_grad_(True)
+            gnorm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip)
+            opt_g.step()
+            common.ema_update(ema, student, min(args.ema_decay, (1 + step) / (10 + step)))
+            step += 1
+            bar.update(1)
+            if step % 5 == 0 or step == 1:
+                history["step"].append(step)
+                history["dmd"].append(ld.item())
+                history["dmd_grad"].append(figs["dmd_grad_norm"])
+                history["critic"].append(lc.item())
+                history["regression"].append(lr_.item())
+                bar.set_postfix(dmd=f"{ld.item():.3e}", critic=f"{lc.item():.4f}", reg=f"{lr_.item():.4f}")
+                live.write(step=step, dmd=history["dmd"][-1], critic=history["critic"][-1], lr=args.lr,
+                           regression=history["regression"][-1], grad_norm=round(gnorm.item(), 4),
+                           clips_per_second=round((step - start_step) * B / max(time.monotonic() - t_start, 1e-6), 2))  # fmt: skip
+            if step % args.log_every == 0:
+                log.info("step %d dmd %.3e critic %.4f regression %.4f gnorm %.3f %s",
+                         step, ld.item(), lc.item(), lr_.item(), gnorm.item(), figs)  # fmt: skip
+            if step % args.ckpt_every == 0:
+                save_state(state_path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info,
+                           step, history)  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C (or SIGINT from a job system): keep what was trained
+        interrupted = True
+        log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
     bar.close()
     seconds = time.monotonic() - t_start
     last = {k: float(f"{v[-1]:.4g}") for k, v in history.items() if k != "step" and v}
@@ -195,6 +200,7 @@ def train(args: argparse.Namespace) -> dict:
         "train_seconds_this_run": round(seconds, 1),
         "steps_per_second": round((step - start_step) / max(seconds, 1e-6), 3),
         "device": str(device),
+        "interrupted": interrupted,
     }
     save_state(state_path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info, step,
                history, metrics)  # fmt: skip
@@ -242,7 +248,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from worldsim.train.sf_state import export_student
 
-    train(args)
+    if train(args).get("interrupted"):
+        return 130  # the state is saved; the shell still learns the run did not finish
     if args.export:
         export_student(Path(args.out) / STATE_FILE, args.export)
     return 0
