@@ -79,7 +79,11 @@ def repo_root() -> Path:
 
 
 def checkpoints_dir() -> Path:
-    return repo_root() / "checkpoints"
+    """Where the shipped models are: inside the installed package (a wheel or sdist install carries them as
+    `worldsim/checkpoints/`), else the repository's `checkpoints/` beside the package (a source tree or an
+    editable install)."""
+    installed = Path(__file__).resolve().parent / "checkpoints"
+    return installed if installed.is_dir() else repo_root() / "checkpoints"
 
 
 def shipped_checkpoints() -> list[str]:
