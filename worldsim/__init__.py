@@ -30,16 +30,28 @@ class _BesideFinder(importlib.abc.MetaPathFinder):
 if not (Path(__file__).resolve().parent / "kernels").is_dir():  # a source tree, not an install
     sys.meta_path.append(_BesideFinder())
 
-from worldsim.world import KEY_NAMES, World  # noqa: E402
-
 __version__ = "0.1.0"
 __all__ = ["KEY_NAMES", "World", "__version__"]
 
 
-def _register_envs() -> None:
-    from worldsim.envs import register_envs  # gymnasium (heavy) and every world come with it
+def __getattr__(name: str):
+    # KEY_NAMES and World come with torch (worldsim.world): loaded on first use, so that `worldsim --help`
+    # and a headless server start without it
+    if name in ("KEY_NAMES", "World"):
+        from worldsim import world
 
-    register_envs()
+        return getattr(world, name)
+    raise AttributeError(f"module 'worldsim' has no attribute {name!r}")
+
+
+def _register_envs() -> None:
+    try:
+        import gymnasium  # optional where only training runs (a GPU machine without it)
+    except ImportError:
+        return
+    from worldsim.registration import register
+
+    register(gymnasium)  # by name: the worlds and torch load when an env is made
 
 
 _register_envs()

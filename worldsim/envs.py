@@ -15,12 +15,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from worldsim.registration import MAX_EPISODE_STEPS, MAZE_ID, NEURAL_ID, register  # noqa: F401 (the ids, from here too)
 from worldsim.world import World
 from worldsim.worlds import make_world
-
-MAZE_ID = "worldsim/Maze-v0"
-NEURAL_ID = "worldsim/Neural-v0"
-MAX_EPISODE_STEPS = 1000
 
 
 class WorldEnv(gym.Env):
@@ -97,7 +94,4 @@ def make_neural(
 
 def register_envs() -> None:
     """Register worldsim/Maze-v0 and worldsim/Neural-v0 with gymnasium (safe to call again)."""
-    if MAZE_ID not in gym.registry:
-        gym.register(id=MAZE_ID, entry_point=make_maze, max_episode_steps=MAX_EPISODE_STEPS)
-    if NEURAL_ID not in gym.registry:
-        gym.register(id=NEURAL_ID, entry_point=make_neural, max_episode_steps=MAX_EPISODE_STEPS)
+    register(gym)
