@@ -10,6 +10,7 @@ import importlib
 import logging
 import sys
 
+from worldsim.cli.options import checkpoint_verification
 from worldsim.errors import UserError
 
 # Modules that register verbs, in the order `--help` lists them.
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with checkpoint_verification(args):
+            return int(args.func(args) or 0)
     except UserError as e:
         print(f"worldsim {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from worldsim.cli.options import add_no_verify
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -37,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "both"], default="auto",
                    help="neural: activations (default auto: what play uses; bf16 on CUDA, and on a CPU whose bf16 matmuls win); both: fp32 vs bf16 alternating in one process, with their ratio")  # fmt: skip
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from worldsim.cli.options import add_no_verify
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -68,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=JSON",
         help="no evaluation: plot these eval JSONs side by side (e.g. student=a.json baseline=b.json) into --out",
     )
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 

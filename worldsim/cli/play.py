@@ -7,6 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from worldsim.cli.options import add_no_verify
 from worldsim.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--screenshot", default=None, metavar="PNG", help="save the window (frame + HUD) when play ends"
     )
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import signal
 
+from worldsim.cli.options import add_no_verify
+
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 
 
@@ -66,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "spin against them and raise latency; 0 keeps torch's default)",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds of silence before a session expires")
+    add_no_verify(p)
     p.set_defaults(func=run_serve)
 
     k = sub.add_parser(

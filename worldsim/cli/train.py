@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             if e.name == module_name:
                 continue
             raise
-        sp = stages.add_parser(stage, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else stage)
+        sp = stages.add_parser(
+            stage, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else stage
+        )
         module.add_arguments(sp)
         sp.set_defaults(func=module.main)
