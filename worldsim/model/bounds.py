@@ -25,6 +25,6 @@ def check_fields(obj: Any, spec: Spec, owner: str) -> None:
         if not ok:
             raise ValueError(f"{owner}.{name} must be {kind.__name__}, got {v!r}")
         if kind is not str and not lo <= v <= hi:
-            raise ValueError(f"{owner}.{name}={v!r} is out of range: pick a value in [{lo:g}, {hi:g}]")
+            raise ValueError(f"{owner}.{name}={v!r} must be >= {lo:g} and <= {hi:g}")
         if kind is str and not lo <= len(v) <= hi:
             raise ValueError(f"{owner}.{name}={v[:40]!r}: must be {lo:g} to {hi:g} characters long")
