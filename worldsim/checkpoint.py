@@ -300,9 +300,10 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
             meta = f.metadata() or {}
         return meta, load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(
-            f"{path} is not a readable safetensors checkpoint ({str(e)[:200]}); the file is truncated or of "
-            f"another format: re-download or re-export it"
+            f"{path} is not a readable safetensors checkpoint ({why}); the file is truncated or of another "
+            f"format: re-download or re-export it"
         ) from e
 
 

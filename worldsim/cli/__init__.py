@@ -11,6 +11,7 @@ import logging
 import sys
 
 from worldsim.cli.options import checkpoint_verification
+from worldsim.devices import resolve_device
 from worldsim.errors import UserError
 
 # Modules that register verbs, in the order `--help` lists them.
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "device", None) is not None:  # every verb's --device, checked once up front
+            resolve_device(args.device)
         with checkpoint_verification(args):
             return int(args.func(args) or 0)
     except UserError as e:

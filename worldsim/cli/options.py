@@ -1,10 +1,14 @@
-"""Flags several verbs share, each defined once: `--no-verify` (load checkpoints without their hashes)."""
+"""Flags several verbs share, each defined once: `--no-verify` (load checkpoints without their hashes)
+and the bounds of `--size` (frame side in pixels)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 from collections.abc import Iterator
+
+from worldsim.errors import UserError
+from worldsim.game.config import MAX_FRAME_SIDE
 
 
 def add_no_verify(p: argparse.ArgumentParser) -> None:
@@ -29,3 +33,11 @@ def checkpoint_verification(args: argparse.Namespace) -> Iterator[None]:
         yield
     finally:
         set_verify_default(True)
+
+
+def check_frame_size(size: int, flag: str = "--size") -> None:
+    """A frame side the game can render without exhausting memory (it allocates per pixel)."""
+    if not 8 <= size <= MAX_FRAME_SIDE:
+        raise UserError(
+            f"{flag} {size}: frames must be 8 to {MAX_FRAME_SIDE} pixels a side; 64 or 128 are the usual"
+        )

@@ -123,16 +123,21 @@ def write_json(obj: dict, path: str | os.PathLike) -> None:
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
 
 
-def load_state(path: str | os.PathLike) -> dict:
+def load_state(path: str | os.PathLike, flag: str = "--resume") -> dict:
+    """A train state (weights_only). `flag`: the command-line flag that named `path`, for the hint."""
     path = Path(path)
+    resume = flag == "--resume"
     if not path.is_file():
-        raise UserError(f"no train state at {path}; train first or drop --resume")
+        fix = "train first or drop --resume" if resume else "pass the .pt file a `worldsim train` run wrote"
+        raise UserError(f"{flag}: no train state at {path}; {fix}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which
-        raise UserError(
-            f"{path} is not a readable worldsim train state ({e}); delete it or pick another --out"
-        ) from e
+        fix = (
+            "delete it or pick another --out" if resume else "pass the .pt file a `worldsim train` run wrote"
+        )
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]  # torch's own runs for lines
+        raise UserError(f"{flag} {path} is not a readable worldsim train state ({why}); {fix}") from e
 
 
 def open_state(

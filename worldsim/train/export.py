@@ -60,7 +60,7 @@ def export(
     from worldsim.checkpoint import save_checkpoint
     from worldsim.model.config import ModelConfig
 
-    state = common.load_state(state_path)
+    state = common.load_state(state_path, flag="state")
     if state.get("kind") != "teacher":
         raise UserError(f"{state_path} is not a teacher train state (kind={state.get('kind')!r})")
     cfg = ModelConfig.from_dict(state["config"])
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.card_only:
             from worldsim.model.config import ModelConfig
 
-            state = common.load_state(args.state)
+            state = common.load_state(args.state, flag="state")
             metrics = {
                 "teacher": state.get("metrics", {}),
                 "autoencoder": state.get("autoencoder_metrics", {}),

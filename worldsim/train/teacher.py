@@ -63,7 +63,7 @@ def train(args: argparse.Namespace) -> dict:
                 "--autoencoder PATH is required (the autoencoder.pt of `worldsim train autoencoder`)"
             )
         ae = load_autoencoder(args.autoencoder, device)
-        ae_metrics = common.load_state(args.autoencoder).get("metrics", {})
+        ae_metrics = common.load_state(args.autoencoder, flag="--autoencoder").get("metrics", {})
         if ae.cfg != cfg.autoencoder:
             log.warning(
                 "the autoencoder's config differs from preset %s's; using the autoencoder's", args.preset
