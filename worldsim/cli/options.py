@@ -7,6 +7,7 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 
+from worldsim.checkpoint import set_verify_default
 from worldsim.errors import UserError
 from worldsim.game.config import MAX_FRAME_SIDE
 
@@ -26,8 +27,6 @@ def checkpoint_verification(args: argparse.Namespace) -> Iterator[None]:
     if not getattr(args, "no_verify", False):
         yield
         return
-    from worldsim.checkpoint import set_verify_default  # imports torch: only when the flag is given
-
     set_verify_default(False)
     try:
         yield
