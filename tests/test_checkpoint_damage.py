@@ -4,9 +4,12 @@ The original is an 8-bit export of the `test` preset (int8 DiT linears with `.sc
 kernels with `.q8scale`, bf16 matrices, fp32 vectors and start latents), once as one file and once in
 parts. Damage: random bit flips in the header and in the data, truncations, relabelled dtypes, permuted
 shapes, bad metadata JSON, bad config fields, NaN weights and scales, zeroed weights, a swapped part.
-Header edits come in two forms: with the old content hash kept (the hash must catch them) and with the
-hash removed, as in a file written before hashes were stored (the structural checks must catch them);
-NaN and relabelled tensors also with a recomputed hash (a forger's copy: the value checks must catch it).
+Header edits come in three forms: with the old content hash kept (the hash must catch them), with the
+hash dropped (format 2 requires it), and as a version-1 file, written before hashes were stored (the
+structural checks must catch them); NaN and relabelled tensors also with a recomputed hash (a forger's
+copy: the value checks must catch it). safetensors writes the metadata in a per-process order, so the
+random flips land on other fields from run to run; every single-bit flip of the header of this export
+was once checked exhaustively (none loads), so any run's sample must pass.
 
 Excluded, and counted: a copy whose damage provably changes nothing, i.e. safetensors reads back the
 same metadata and the same tensors (names, dtypes, shapes and bytes) as from the original. In practice
@@ -71,6 +74,11 @@ def _restamped(raw: bytes, tmp) -> bytes:
     header, data = _split(raw)
     header["__metadata__"][HASH_KEY] = content_hash(load_file(str(tmp)), header["__metadata__"])
     return _join(header, data)
+
+
+def _legacy(meta: dict) -> dict:
+    """Metadata as a version-1 file (before content hashes) has it."""
+    return {**{k: v for k, v in meta.items() if k != HASH_KEY}, "format_version": "1"}
 
 
 def _header_edits(raw: bytes):
@@ -153,8 +161,13 @@ def _corpus(path, tmp, rng):
         yield f"truncated to {n}", path.name, raw[:n]
     for label, h in _header_edits(raw):
         yield f"{label} (hash kept)", path.name, _join(h, data)
+        if "config" not in h["__metadata__"]:
+            continue  # a part: it holds no hash of its own
         h["__metadata__"].pop(HASH_KEY, None)
-        yield f"{label} (no hash)", path.name, _join(h, data)
+        yield f"{label} (hash dropped)", path.name, _join(h, data)
+        if not label.startswith("metadata format_version"):
+            h["__metadata__"]["format_version"] = "1"
+        yield f"{label} (no hash, version 1)", path.name, _join(h, data)
         if label.startswith(("dtype", "shape start")):
             yield f"{label} (hash recomputed)", path.name, _restamped(_join(h, data), tmp)
     meta = {k: v for k, v in header["__metadata__"].items()}
@@ -163,8 +176,9 @@ def _corpus(path, tmp, rng):
         yield f"{label} (hash kept)", path.name, tmp.read_bytes()
         if not label.startswith("zeroed"):  # zeros with a matching hash are a valid (if useless) model
             yield f"{label} (hash recomputed)", path.name, _restamped(tmp.read_bytes(), tmp)
-            save_file(tensors, str(tmp), metadata={k: v for k, v in meta.items() if k != HASH_KEY})
-            yield f"{label} (no hash)", path.name, tmp.read_bytes()
+            if HASH_KEY in meta:  # the main file, as a version-1 file without a hash
+                save_file(tensors, str(tmp), metadata={**_legacy(meta)})
+                yield f"{label} (no hash, version 1)", path.name, tmp.read_bytes()
 
 
 def _same_content(a, b) -> bool:
@@ -254,12 +268,18 @@ def test_verify_false_skips_only_the_hashes(tmp_path):
 def test_a_file_without_a_hash_loads_and_says_so(tmp_path, caplog):
     path = _export(tmp_path / "m.safetensors")
     header, data = _split(path.read_bytes())
-    exported_hash = header["__metadata__"].pop(HASH_KEY)
+    exported_hash = header["__metadata__"][HASH_KEY]
+    header["__metadata__"] = _legacy(header["__metadata__"])
     old = tmp_path / "old.safetensors"
     old.write_bytes(_join(header, data))
     with caplog.at_level("INFO", logger="worldsim.checkpoint_check"):
         got = ck.load_checkpoint(old)
     assert "carries no content hash" in caplog.text and got.config == get_preset("test")
+    header["__metadata__"]["format_version"] = "2"  # format 2 without its hash: damaged
+    dropped = tmp_path / "dropped.safetensors"
+    dropped.write_bytes(_join(header, data))
+    with pytest.raises(UserError, match="requires a content hash"):
+        ck.load_checkpoint(dropped)
     # stamping adds the hash and nothing else: the same tensors, byte for byte, then a damaged copy fails
     assert ck.stamp_content_hash(old) and not ck.stamp_content_hash(old)
     assert ck._same_tensors(load_file(str(old)), load_file(str(path)))

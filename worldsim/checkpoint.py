@@ -36,7 +36,9 @@ from worldsim.model.config import ModelConfig
 log = logging.getLogger(__name__)
 
 FORMAT = "worldsim"
-FORMAT_VERSION = 1
+# 2: the metadata must hold the content hash (checkpoint_check.py); 1: written before there was one
+# (loads unverified). Requiring it by version means damage to the hash's key cannot pass for a version-1 file.
+FORMAT_VERSION = 2
 SUFFIX = ".safetensors"
 MAX_FILE_BYTES = 16 * 2**20  # DESIGN §4: what comes back from the GPU machine
 # Preference order of shipped checkpoints per device kind (the first that exists wins), by measured
@@ -274,7 +276,7 @@ def load_checkpoint(
         )
     if "parts" in meta:
         flat.update(_load_parts(path, meta["parts"], verify))
-    check_hash(path, flat, meta, verify)
+    check_hash(path, flat, meta, verify, required=int(version) >= 2)
     config = _parse_config(path, meta["config"])
     metrics = _json_field(path, meta, "metrics", "{}")
     if not isinstance(metrics, dict):
@@ -328,7 +330,7 @@ def stamp_content_hash(name_or_path: str | os.PathLike) -> bool:
     """Add the content hash to a checkpoint written before worldsim stored one, changing no tensor.
 
     The raw tensors and metadata are read with safetensors, the hash of them (parts included) is added
-    to the metadata and the file is rewritten atomically; the rewritten file's tensors are compared
+    to the metadata (with `format_version` 2, which requires it) and the file is rewritten atomically; the rewritten file's tensors are compared
     byte for byte with the old ones before it replaces it. Parts stay as they are (the main file's
     hash covers their tensors, its `parts` list their file hashes). False if the file had a hash.
     """
@@ -340,6 +342,7 @@ def stamp_content_hash(name_or_path: str | os.PathLike) -> bool:
     if HASH_KEY in meta:
         return False
     flat = {**own, **(_load_parts(path, meta["parts"], True) if "parts" in meta else {})}
+    meta["format_version"] = str(FORMAT_VERSION)  # the version that requires the hash
     meta[HASH_KEY] = content_hash(flat, meta)
 
     def unchanged(tmp: Path) -> None:

@@ -56,18 +56,26 @@ def content_hash(flat: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) 
     return h.hexdigest()
 
 
-def check_hash(path: Path, flat: Mapping[str, torch.Tensor], meta: Mapping[str, str], verify: bool) -> None:
-    """Refuse `path` when its stored content hash does not match; a file without one loads (logged)."""
+def check_hash(
+    path: Path, flat: Mapping[str, torch.Tensor], meta: Mapping[str, str], verify: bool, *, required: bool
+) -> None:
+    """Refuse `path` when its stored content hash does not match, or is `required` and missing; an
+    older file without one loads (logged)."""
+    if not verify:
+        log.warning("%s: content hash not verified (verification turned off)", path)
+        return
     stored = meta.get(HASH_KEY)
+    if stored is None and required:
+        raise UserError(
+            f"{path} is damaged: its format requires a content hash ({HASH_KEY}) and the metadata holds "
+            f"none; re-download or re-export it (--no-verify loads it anyway, at your own risk)"
+        )
     if stored is None:
         log.info(
             "%s carries no content hash (written before worldsim stored one): loaded unverified; "
             "scripts/stamp_checkpoints.py adds it",
             path,
         )
-        return
-    if not verify:
-        log.warning("%s: content hash not verified (verification turned off)", path)
         return
     if content_hash(flat, meta) != stored:
         raise UserError(
