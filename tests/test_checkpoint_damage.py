@@ -32,7 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import worldsim.checkpoint as ck
-from worldsim.checkpoint_check import HASH_KEY, content_hash
+from worldsim.checkpoint_check import HASH_KEY, content_hash, same_tensors
 from worldsim.engine.quant import int8_tensors, quantize_int8
 from worldsim.errors import UserError
 from worldsim.model import DiT, get_preset
@@ -190,7 +190,7 @@ def _same_content(a, b) -> bool:
         ta, tb = load_file(str(a)), load_file(str(b))
     except Exception:
         return False
-    return ck._same_tensors(ta, tb)
+    return same_tensors(ta, tb)
 
 
 def _attack(original, copies, workdir):
@@ -282,7 +282,7 @@ def test_a_file_without_a_hash_loads_and_says_so(tmp_path, caplog):
         ck.load_checkpoint(dropped)
     # stamping adds the hash and nothing else: the same tensors, byte for byte, then a damaged copy fails
     assert ck.stamp_content_hash(old) and not ck.stamp_content_hash(old)
-    assert ck._same_tensors(load_file(str(old)), load_file(str(path)))
+    assert same_tensors(load_file(str(old)), load_file(str(path)))
     with safe_open(str(old), "pt") as f:
         assert f.metadata()[HASH_KEY] == exported_hash  # the hash export wrote, recomputed
     raw = bytearray(old.read_bytes())

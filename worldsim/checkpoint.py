@@ -29,7 +29,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from worldsim.checkpoint_check import HASH_KEY, Q8_SCALE, check_hash, check_tensors, content_hash, mismatch
+from worldsim.checkpoint_check import (
+    HASH_KEY,
+    Q8_SCALE,
+    check_hash,
+    check_tensors,
+    content_hash,
+    mismatch,
+    same_tensors,
+)
 from worldsim.errors import UserError
 from worldsim.model.config import ModelConfig
 
@@ -347,23 +355,10 @@ def stamp_content_hash(name_or_path: str | os.PathLike) -> bool:
 
     def unchanged(tmp: Path) -> None:
         got_meta, got = _read(tmp)
-        if got_meta != meta or not _same_tensors(got, own):
+        if got_meta != meta or not same_tensors(got, own):
             raise RuntimeError(f"rewriting {path} changed its tensors or metadata; left it as it was")
 
     _write_atomic(path, own, meta, save_file, check=unchanged)
-    return True
-
-
-def _same_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
-    """Same names, dtypes, shapes and bytes."""
-    if set(a) != set(b):
-        return False
-    for k in a:
-        x, y = a[k].contiguous(), b[k].contiguous()
-        if x.dtype != y.dtype or x.shape != y.shape:
-            return False
-        if not torch.equal(x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8)):
-            return False
     return True
 
 

@@ -56,6 +56,19 @@ def content_hash(flat: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) 
     return h.hexdigest()
 
 
+def same_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    """Same names, dtypes, shapes and bytes."""
+    if set(a) != set(b):
+        return False
+    for k in a:
+        x, y = a[k].contiguous(), b[k].contiguous()
+        if x.dtype != y.dtype or x.shape != y.shape:
+            return False
+        if not torch.equal(x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8)):
+            return False
+    return True
+
+
 def check_hash(
     path: Path, flat: Mapping[str, torch.Tensor], meta: Mapping[str, str], verify: bool, *, required: bool
 ) -> None:
