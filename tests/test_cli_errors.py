@@ -54,6 +54,7 @@ def test_cuda_on_a_cpu_only_torch_says_so(capsys, argv):
         ["play", "--world", "game", "--headless", "--frames", "1"],
         ["bench", "--world", "game", "--seconds", "0.1"],
         ["collect", "--out", "{tmp}/ds", "--clips", "1", "--frames", "2"],
+        ["serve", "--world", "game", "--bind", "tcp://127.0.0.1:0"],
     ],
 )
 def test_frame_sizes_are_bounded_before_anything_is_allocated(tmp_path, capsys, argv):

@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import signal
 
-from worldsim.cli.options import add_no_verify
+from worldsim.cli.options import add_no_verify, check_frame_size
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 
@@ -89,6 +89,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from worldsim.errors import UserError
     from worldsim.serve import Server, world_factory
 
+    check_frame_size(args.size)
     world = args.world or ("neural" if args.checkpoint else "game")
     if world == "game" and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop it or pass --world neural")
