@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import worldsim.checkpoint as ck
+from worldsim.checkpoint_check import HASH_KEY
 from worldsim.errors import UserError
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
@@ -79,10 +80,13 @@ def test_bad_files_give_actionable_errors(tmp_path):
 
 
 def _rewrite_metadata(path, out, **changes):
+    """A copy with changed metadata and no content hash (a version-1 file, written before there was
+    one), so the check under test is reached rather than the hash's."""
     raw = path.read_bytes()
     n = struct.unpack("<Q", raw[:8])[0]
     header = json.loads(raw[8 : 8 + n])
-    header["__metadata__"].update(changes)
+    header["__metadata__"].pop(HASH_KEY)
+    header["__metadata__"].update({"format_version": "1", **changes})  # 1: before hashes were required
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)
     out.write_bytes(struct.pack("<Q", len(h)) + h + raw[8 + n :])

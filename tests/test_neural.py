@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from models import assert_frames_close
 
 from worldsim.checkpoint import save_checkpoint
 from worldsim.model import DiT, get_preset
@@ -39,9 +40,8 @@ def test_world_api_shapes_and_determinism(checkpoint):
     w.reset([0, 1, 7])
     run2 = [w.step(keys) for _ in range(6)]
     assert all(torch.equal(a, b) for a, b in zip(run1, run2))
-    alone = NeuralWorld.from_checkpoint(path, device="cpu").reset(6)[0]  # 6 % 5 == 1: the same start
-    # decoded in a batch of 3 vs alone: oneDNN may round differently per batch size, one level at most
-    assert (first[1].int() - alone.int()).abs().max() <= 1
+    # a batch of 1 decodes with other kernels than a batch of 3: the same frame up to rounding
+    assert_frames_close(first[1], NeuralWorld.from_checkpoint(path, device="cpu").reset(6)[0])  # 6 % 5 == 1
     assert w.describe()["checkpoint"] == "t"
 
 
@@ -86,7 +86,7 @@ def test_slots_reset_and_step_only_their_games(checkpoint):
     # the restarted game now equals a fresh single game given the same noise
     solo.generator.set_state(w.generator.get_state())
     a, b = w.step(keys, slots=[1]), solo.step(keys)
-    assert torch.equal(a, b)
+    assert_frames_close(a, b)  # one game read out of a batch-2 cache: the same math, maybe other kernels
     with pytest.raises(ValueError, match="slots"):
         w.step(keys, slots=[2])
 

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+from models import assert_frames_close
 
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder, frames_to_model, model_to_frames
@@ -48,7 +49,8 @@ def test_rollout_without_grad_equals_neural_world_frames():
         ctx_z = ae.encode(frames_to_model(frames[:, :Fc].flatten(0, 1))).unflatten(0, (B, Fc))
         z = rollout(dit, KVCache(cfg, B), ctx_z, keys[:, :Fc], keys[:, Fc:], noise, schedule_for(cfg))
         got = model_to_frames(ae.decode(z.flatten(0, 1))).unflatten(0, (B, F))
-    assert torch.equal(got, expected)
+    # the same latents decoded 14 frames at a time here, 2 per step in the world: other conv kernels
+    assert_frames_close(got, expected)
 
 
 def test_rollout_gradient_flows_only_through_exit_passes():

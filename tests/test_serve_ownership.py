@@ -5,8 +5,8 @@ import time
 import msgpack
 import pytest
 import zmq
-
 from worldsim.controllers.client import Client, ServerError
+
 from worldsim.cli import main
 from worldsim.serve import Server, world_factory
 

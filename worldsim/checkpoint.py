@@ -10,6 +10,10 @@ truncated or swapped part is a clear error and the main file's hash identifies t
 8-bit storage outside the DiT (the autoencoder of an 8-bit export): a float tensor `k` may be stored as
 int8 `k` plus per-slice scales `k.q8scale` (one per index of dim 0); `load_checkpoint` turns the pair back
 into a float tensor, so everything that reads checkpoints sees float weights.
+Integrity (worldsim/checkpoint_check.py): the metadata holds a content hash of the tensors (parts
+included) and the metadata, checked at load; every tensor is checked against the config (names, shapes,
+dtypes, finite values) before a module is built. `verify=False` (the CLI's `--no-verify`) skips the
+hashes, for a file edited on purpose; the structural checks always run.
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worldsim.checkpoint_check import (
+    HASH_KEY,
+    Q8_SCALE,
+    check_hash,
+    check_tensors,
+    content_hash,
+    mismatch,
+    same_tensors,
+)
 from worldsim.device import default_device
 from worldsim.errors import UserError
 from worldsim.model.config import ModelConfig
@@ -32,10 +45,11 @@ from worldsim.model.config import ModelConfig
 log = logging.getLogger(__name__)
 
 FORMAT = "worldsim"
-FORMAT_VERSION = 1
+# 2: the metadata must hold the content hash (checkpoint_check.py); 1: written before there was one
+# (loads unverified). Requiring it by version means damage to the hash's key cannot pass for a version-1 file.
+FORMAT_VERSION = 2
 SUFFIX = ".safetensors"
 MAX_FILE_BYTES = 16 * 2**20  # docs/design.md §4: what comes back from the GPU machine
-Q8_SCALE = ".q8scale"  # suffix of the scales of an int8-stored float tensor
 # Preference order of shipped checkpoints per device kind (the first that exists wins), by measured
 # quality where the device plays every candidate well above 30 frames/s. The shipped `tiny-student`
 # (1 step, 643 frames/s on an H100, ~19-21 on 2 CPU cores) beats the shipped `base-student` (54 generator
@@ -198,6 +212,7 @@ def save_checkpoint(
         parts.append({"file": part.name, "sha256": file_sha256(part)})
     if parts:
         metadata["parts"] = json.dumps(parts)
+    metadata[HASH_KEY] = content_hash(flat, metadata)
     _write_atomic(path, shards[0], metadata, save_file)
     for stale in path.parent.glob(f"{path.stem}.part*{SUFFIX}"):  # from an earlier, larger save
         if _is_part(stale) and stale.name not in {p["file"] for p in parts}:
@@ -210,12 +225,17 @@ def save_checkpoint(
     return path
 
 
-def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict, save_file) -> None:
+def _write_atomic(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict, save_file, check=None
+) -> None:
+    """Write via a temp file; `check(tmp)`, if given, runs on the written file before it replaces `path`."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -229,13 +249,24 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_checkpoint(
-    name_or_path: str | os.PathLike | None = None, *, device: str = "cpu"
-) -> LoadedCheckpoint:
-    """Read a checkpoint (None: the default one for this machine); errors name the file and the fix."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+_verify_default = True
 
+
+def set_verify_default(verify: bool) -> None:
+    """What `load_checkpoint(verify=None)` does: the CLI's `--no-verify` turns hash checks off here."""
+    global _verify_default
+    _verify_default = bool(verify)
+
+
+def load_checkpoint(
+    name_or_path: str | os.PathLike | None = None, *, device: str = "cpu", verify: bool | None = None
+) -> LoadedCheckpoint:
+    """Read a checkpoint (None: the default one for this machine); errors name the file and the fix.
+
+    Every malformed header, metadata field or tensor is a `UserError`. `verify` (None: the process
+    default, on unless `set_verify_default(False)`) checks the content hash and the parts' file hashes.
+    """
+    verify = _verify_default if verify is None else verify
     if name_or_path is None:
         path = default_checkpoint()
         if path is None:
@@ -244,36 +275,95 @@ def load_checkpoint(
             )
     else:
         path = resolve_checkpoint(name_or_path)
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        flat = load_file(str(path), device=device)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise UserError(
-            f"{path} is not a readable safetensors checkpoint ({e}); the file is truncated or of another "
-            f"format: re-download or re-export it"
-        ) from e
+    meta, flat = _read(path)
     if meta.get("format") != FORMAT or "config" not in meta:
         raise UserError(f"{path} is a safetensors file but not a worldsim checkpoint (no worldsim metadata)")
-    version = int(meta.get("format_version", "0"))
-    if version > FORMAT_VERSION:
+    version = meta.get("format_version", "0")
+    if not version.isdigit():
+        raise UserError(f"{path}: metadata format_version={version[:20]!r} is not an integer; re-export it")
+    if int(version) > FORMAT_VERSION:
         raise UserError(
             f"{path} has checkpoint format {version}, newer than this worldsim reads ({FORMAT_VERSION}); "
             f"upgrade worldsim"
         )
-    try:
-        config = ModelConfig.from_dict(json.loads(meta["config"]))
-    except (ValueError, TypeError) as e:
-        raise UserError(f"{path}: bad model config in the metadata: {e}") from e
     if "parts" in meta:
-        flat.update(_load_parts(path, meta["parts"], device))
+        flat.update(_load_parts(path, meta["parts"], verify))
+    check_hash(path, flat, meta, verify, required=int(version) >= 2)
+    config = _parse_config(path, meta["config"])
+    metrics = _json_field(path, meta, "metrics", "{}")
+    if not isinstance(metrics, dict):
+        raise UserError(f"{path}: metadata metrics must be a JSON object, got {type(metrics).__name__}")
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in flat.items():
         group, _, name = key.partition("/")
         tensors.setdefault(group, {})[name] = t
+    check_tensors(path, config, tensors)
     tensors = {g: _dequantize_stored(path, g, state) for g, state in tensors.items()}
-    metrics = json.loads(meta.get("metrics") or "{}")
+    if torch.device(device).type != "cpu":
+        tensors = {g: {k: t.to(device) for k, t in state.items()} for g, state in tensors.items()}
     return LoadedCheckpoint(config, tensors, metrics, path, file_sha256(path))
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors of one safetensors file (on the CPU); unreadable is a UserError."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return meta, load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(
+            f"{path} is not a readable safetensors checkpoint ({why}); the file is truncated or of another "
+            f"format: re-download or re-export it"
+        ) from e
+
+
+def _json_field(path: Path, meta: Mapping[str, str], key: str, default: str):
+    try:
+        return json.loads(meta.get(key) or default)
+    except ValueError as e:
+        raise UserError(
+            f"{path}: metadata {key} is not valid JSON ({e}); the file is damaged: re-export it"
+        ) from e
+
+
+def _parse_config(path: Path, text: str) -> ModelConfig:
+    d = _json_field(path, {"config": text}, "config", "{}")
+    try:
+        return ModelConfig.from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{path}: bad model config in the metadata: {e}") from e
+
+
+def stamp_content_hash(name_or_path: str | os.PathLike) -> bool:
+    """Add the content hash to a checkpoint written before worldsim stored one, changing no tensor.
+
+    The raw tensors and metadata are read with safetensors, the hash of them (parts included) is added
+    to the metadata (with `format_version` 2, which requires it) and the file is rewritten atomically; the rewritten file's tensors are compared
+    byte for byte with the old ones before it replaces it. Parts stay as they are (the main file's
+    hash covers their tensors, its `parts` list their file hashes). False if the file had a hash.
+    """
+    from safetensors.torch import save_file
+
+    path = resolve_checkpoint(name_or_path)
+    load_checkpoint(path, verify=True)  # every structural check passes before we vouch for the file
+    meta, own = _read(path)
+    if HASH_KEY in meta:
+        return False
+    flat = {**own, **(_load_parts(path, meta["parts"], True) if "parts" in meta else {})}
+    meta["format_version"] = str(FORMAT_VERSION)  # the version that requires the hash
+    meta[HASH_KEY] = content_hash(flat, meta)
+
+    def unchanged(tmp: Path) -> None:
+        got_meta, got = _read(tmp)
+        if got_meta != meta or not same_tensors(got, own):
+            raise RuntimeError(f"rewriting {path} changed its tensors or metadata; left it as it was")
+
+    _write_atomic(path, own, meta, save_file, check=unchanged)
+    return True
 
 
 def quantize_stored(state: Mapping[str, torch.Tensor], *, min_numel: int = 4096) -> dict[str, torch.Tensor]:
@@ -335,17 +425,11 @@ def _dequantize_stored(path: Path, group: str, state: dict[str, torch.Tensor]) -
     return out
 
 
-def _load_parts(path: Path, parts_json: str, device: str) -> dict[str, torch.Tensor]:
+def _load_parts(path: Path, parts_json: str, verify: bool) -> dict[str, torch.Tensor]:
     """The tensors of a sharded checkpoint's parts, each checked against the hash the main file holds."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        parts = json.loads(parts_json)
-    except ValueError as e:
-        raise UserError(
-            f"{path}: unreadable 'parts' list in the metadata ({e}); re-export the checkpoint"
-        ) from e
+    parts = _json_field(path, {"parts": parts_json}, "parts", "[]")
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise UserError(f"{path}: metadata parts must be a JSON list of objects; re-export the checkpoint")
     flat: dict[str, torch.Tensor] = {}
     # Parts are found by number beside the main file (not by the name they were written under), so a
     # model renamed with its parts stays whole.
@@ -356,15 +440,15 @@ def _load_parts(path: Path, parts_json: str, device: str) -> dict[str, torch.Ten
                 f"{path} is stored in parts and {p.name} is missing beside it; copy every "
                 f"{path.stem}.part*{SUFFIX} file along with it"
             )
-        if file_sha256(p) != part.get("sha256"):
+        if verify and file_sha256(p) != part.get("sha256"):
             raise UserError(
                 f"{p} does not match the hash {path.name} records for it (truncated, or from another "
                 f"export); copy the parts written together with {path.name}"
             )
-        try:
-            flat.update(load_file(str(p), device=device))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise UserError(f"{p} is not a readable safetensors file ({e}); re-export the checkpoint") from e
+        part_meta, tensors = _read(p)
+        if part_meta.get("format") != FORMAT + "-part" or set(tensors) & set(flat):
+            raise UserError(f"{p} is not a part of a worldsim checkpoint; re-export the checkpoint")
+        flat.update(tensors)
     return flat
 
 
@@ -375,25 +459,12 @@ def load_module(module: nn.Module, ckpt: LoadedCheckpoint, group: str) -> nn.Mod
             f"{ckpt.path} has no {group!r} tensors (groups: {sorted(ckpt.tensors)}); re-export the checkpoint"
         )
     state = ckpt.tensors[group]
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad_shape = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or bad_shape:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if bad_shape:
-            parts.append(f"shape mismatch {bad_shape[:3]}{' ...' if len(bad_shape) > 3 else ''}")
+    diff = mismatch({k: tuple(v.shape) for k, v in state.items()},
+                    {k: tuple(v.shape) for k, v in module.state_dict().items()})  # fmt: skip
+    if diff:
         raise UserError(
             f"{ckpt.path}: the {group!r} weights do not fit the model its config describes "
-            f"({'; '.join(parts)}); the file was written by other code: re-export it"
+            f"({diff}); the file was written by other code: re-export it"
         )
     module.load_state_dict(state)
     return module

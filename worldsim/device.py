@@ -1,4 +1,6 @@
-"""The one device default: CUDA when torch sees a GPU, else the CPU; and a device flag checked for people."""
+"""The one device default (CUDA when torch sees a GPU, else the CPU) and the one check of a device name
+from the command line: it parses, is a kind worldsim runs on (cpu, cuda), and exists on this machine.
+Every verb's `--device` goes through it (worldsim/cli/__init__.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +14,29 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_device(name: str | torch.device | None) -> torch.device:
-    """None -> `default_device()`. A name that is no device, or CUDA where torch sees no GPU, is a UserError."""
+KINDS = ("cpu", "cuda")
+
+
+def resolve_device(name: str | torch.device | None, *, flag: str = "--device") -> torch.device:
+    """None -> cuda when torch sees a GPU, else cpu; a named device must exist here (a UserError naming
+    `flag`, the value and the fix otherwise)."""
     if name is None:
         return default_device()
     try:
         dev = torch.device(name)
-    except RuntimeError as e:
-        raise UserError(f"--device {name!r} is not a device: use cpu, cuda or cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for CUDA but torch sees no GPU; use --device cpu")
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"{flag} {name}: not a device name; use cpu, cuda or cuda:N") from None
+    if dev.type not in KINDS:
+        raise UserError(f"{flag} {name}: worldsim runs on cpu or cuda; use --device cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise UserError(
+                f"{flag} {name}: this torch ({torch.__version__}) is a CPU-only build; use --device cpu, "
+                f"or install a CUDA build of torch"
+            )
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise UserError(f"{flag} {name}: torch sees no GPU on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise UserError(f"{flag} {name}: torch sees {n} GPU(s), cuda:0..cuda:{n - 1}; pick one of those")
     return dev

@@ -38,7 +38,9 @@ def keys_tensor(
     if t.ndim != 2 or t.shape[1] != num_keys:
         raise ValueError(f"keys must have shape [B, K] = [{batch}, {num_keys}], got {tuple(t.shape)}")
     if t.shape[0] != batch:
-        raise ValueError(f"keys has {t.shape[0]} rows but the world steps {batch} games; pass one row per game")
+        raise ValueError(
+            f"keys has {t.shape[0]} rows but the world steps {batch} games; pass one row per game"
+        )
     if t.dtype != torch.bool:
         if t.is_floating_point() or t.is_complex():
             raise ValueError(f"keys must be bool or uint8 multi-hot, got dtype {t.dtype}")

@@ -10,6 +10,7 @@ import time
 
 import torch
 
+from worldsim.cli.options import check_frame_size
 from worldsim.device import resolve_device
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
@@ -69,10 +70,9 @@ def measure(
 def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     args.batch = 1 if args.batch is None else args.batch
-    if args.size < 8 or args.batch < 1 or args.seconds <= 0:
-        raise UserError(
-            f"need --size >= 8, --batch >= 1, --seconds > 0; got {args.size}, {args.batch}, {args.seconds}"
-        )
+    check_frame_size(args.size)
+    if args.batch < 1 or args.seconds <= 0:
+        raise UserError(f"need --batch >= 1 and --seconds > 0; got {args.batch}, {args.seconds}")
     r = measure(args.size, args.batch, device, args.seconds)
     header = f"{'size':>9} {'batch':>6} {'device':>10} {'frames/s':>11} {'ms/step':>9}"
     row = f"{r['size']:>4}x{r['size']:<4} {r['batch']:>6} {r['device']:>10} {r['fps']:>11.0f} {r['ms_per_step']:>9.3f}"

@@ -10,6 +10,8 @@ import importlib
 import logging
 import sys
 
+from worldsim.cli.options import checkpoint_verification
+from worldsim.device import resolve_device
 from worldsim.errors import UserError
 
 # Modules that register verbs, in the order `--help` lists them.
@@ -60,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        if getattr(args, "device", None) is not None:  # every verb's --device, checked once up front
+            resolve_device(args.device)
+        with checkpoint_verification(args):
+            return int(args.func(args) or 0)
     except UserError as e:
         print(f"worldsim {args.verb}: error: {e}", file=sys.stderr)
         return 2

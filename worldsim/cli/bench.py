@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from worldsim.cli.options import add_no_verify
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -53,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--clip-frames", type=int, default=None, help="--train: frames per clip (default 1.5 x window)"
     )
     p.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 

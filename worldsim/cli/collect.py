@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from worldsim.cli.options import check_frame_size
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -44,6 +46,8 @@ def _level(value: str) -> str | int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.from_recording:  # recordings keep their own size
+        check_frame_size(args.size)
     if args.from_recording:
         from worldsim.data.collect import collect_recordings
 

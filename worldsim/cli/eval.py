@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from worldsim.cli.options import add_no_verify
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -68,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=JSON",
         help="no evaluation: plot these eval JSONs side by side (e.g. student=a.json baseline=b.json) into --out",
     )
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 
@@ -111,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.compare:
         return compare(args.compare, args.out)
+    for flag, value, least in (("--sequences", args.sequences, 1), ("--idle-frames", args.idle_frames, 1),
+                               ("--long-frames", args.long_frames, 0), ("--idm-steps", args.idm_steps, 1),
+                               ("--steps", args.steps, 1)):  # fmt: skip
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be >= {least}, got {value}")
     cfg = EvalConfig.quick(args.seed) if args.quick else EvalConfig(seed=args.seed)
     changes = {
         k: v
@@ -128,8 +136,6 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, **changes)
     except ValueError as e:
         raise UserError(str(e)) from e
-    if args.steps is not None and args.steps < 1:
-        raise UserError(f"--steps must be >= 1, got {args.steps}")
     device = resolve_device(args.device)
     import torch
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from worldsim.bench.timing import measure_world
 from worldsim.checkpoint import default_checkpoint
+from worldsim.cli.options import add_no_verify, check_frame_size
 from worldsim.device import default_device
 from worldsim.errors import UserError
+from worldsim.serve.protocol import MAX_SEED
 from worldsim.worlds import world_factory
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--screenshot", default=None, metavar="PNG", help="save the window (frame + HUD) when play ends"
     )
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 
@@ -109,8 +112,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--threads {args.threads}: must be >= 1, or 0 for torch's default")
     if args.scale is not None and args.scale < 1:
         raise UserError(f"--scale {args.scale}: must be an integer >= 1")
-    if args.size < 8:
-        raise UserError(f"--size {args.size}: frames must be at least 8 pixels; 64 or 128 are the usual")
+    check_frame_size(args.size)
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UserError(
+            f"--seed {args.seed}: must be in [0, {MAX_SEED}] (it picks the spawn); 0 is the default"
+        )
     if args.world == "game" and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop one of them")
     if args.connect and (

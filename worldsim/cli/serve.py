@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import signal
 
+from worldsim.cli.options import add_no_verify, check_frame_size
+
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 
 
@@ -72,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "spin against them and raise latency; 0 keeps torch's default)",
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds of silence before a session expires")
+    add_no_verify(p)
     p.set_defaults(func=run_serve)
 
     k = sub.add_parser(
@@ -92,6 +95,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from worldsim.errors import UserError
     from worldsim.serve import Server, world_factory
 
+    check_frame_size(args.size)
     world = args.world or ("neural" if args.checkpoint else "game")
     if world == "game" and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop it or pass --world neural")
@@ -141,7 +145,9 @@ def engine_devices(gpus: str | None, engines: int, device: str | None) -> list[s
         raise UserError(f"--engines must be >= 1, got {engines}")
     if gpus is None:
         if device is not None:
-            check_device(device)
+            from worldsim.device import resolve_device  # torch: only the verbs that need it load it
+
+            resolve_device(device)  # one line naming --device and the fix when this machine lacks it
         return [device] * engines
     if device is not None or engines != 1:
         raise UserError("--gpus picks the devices and the engine count; drop --device and --engines")
@@ -179,29 +185,6 @@ def check_game_args(size: int, level: str | int) -> None:
         raise UserError(
             f"--level {level!r}: use 'default' or an int procedural seed (e.g. --level 3)"
         ) from None
-
-
-def check_device(device: str) -> None:
-    """A one-line UserError unless torch can place a world on `device` here (cpu, cuda, cuda:N)."""
-    import torch
-
-    from worldsim.errors import UserError
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N") from None
-    if dev.type == "cpu":
-        return
-    if dev.type != "cuda":
-        raise UserError(f"--device {device}: a server runs its worlds on cpu or cuda[:N]")
-    have = torch.cuda.device_count()
-    if have == 0:
-        raise UserError(
-            f"--device {device} but this torch sees no GPU (a CPU-only build, or no driver); use --device cpu"
-        )
-    if dev.index is not None and dev.index >= have:
-        raise UserError(f"--device {device} but torch sees {have} GPU(s): use cuda:0..cuda:{have - 1}")
 
 
 def run_keys(args: argparse.Namespace) -> int:

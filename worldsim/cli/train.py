@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     stages = p.add_subparsers(dest="stage", metavar="<stage>", required=True)
     for stage, module_name in STAGES.items():
         module = importlib.import_module(module_name)
-        sp = stages.add_parser(stage, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else stage)
+        sp = stages.add_parser(
+            stage, help=module.__doc__.strip().splitlines()[0] if module.__doc__ else stage
+        )
         module.add_arguments(sp)
         sp.set_defaults(func=module.main)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_FRAME_SIDE = 1024  # pixels: the raycaster holds [2, B, W, M] and [B, H, W] tensors per frame
+
 # What each key name does, as (forward, strafe_right, turn_right) amounts: the key set is data.
 # A world's key_names may be any subset/superset of these; unknown names do nothing in the game.
 KEY_MOTION: dict[str, tuple[float, float, float]] = {

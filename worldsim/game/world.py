@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from worldsim.game.config import KEY_MOTION, GameConfig
+from worldsim.game.config import KEY_MOTION, MAX_FRAME_SIDE, GameConfig
 from worldsim.game.level import Level, default_level
 from worldsim.game.procgen import procedural_level
 from worldsim.game.raycaster import Raycaster
@@ -54,10 +54,14 @@ def resolve_level(level: str | int | Level) -> Level:
 
 def _frame_size(size: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(size, numbers.Integral):
-        return int(size), int(size)
-    if isinstance(size, Sequence) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    raise ValueError(f"size must be an int or (height, width), got {size!r}")
+        hw = int(size), int(size)
+    elif isinstance(size, Sequence) and len(size) == 2:
+        hw = int(size[0]), int(size[1])
+    else:
+        raise ValueError(f"size must be an int or (height, width), got {size!r}")
+    if not all(1 <= s <= MAX_FRAME_SIDE for s in hw):
+        raise ValueError(f"size {size!r}: each side must be 1 to {MAX_FRAME_SIDE} pixels")
+    return hw
 
 
 class GameWorld(World):

@@ -14,9 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldsim.model.bounds import Spec, check_fields
+
 # ---------------------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------------------
+
+MAX_IMAGE_SIDE = 4096  # pixels
+_SIZES: Spec = {
+    "latent_channels": (int, 1, 1024), "downsample": (int, 2, 64), "base_channels": (int, 1, 4096),
+    "max_channels": (int, 1, 4096), "encoder_blocks": (int, 0, 16), "decoder_channels": (int, 1, 4096),
+    "decoder_min_channels": (int, 1, 4096), "decoder_blocks": (int, 0, 16),
+}  # fmt: skip
 
 
 @dataclass
@@ -34,6 +43,16 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         if isinstance(self.image_size, list):
             self.image_size = tuple(self.image_size)
+        s = self.image_size
+        sides = (s,) if isinstance(s, int) else s if isinstance(s, tuple) and len(s) == 2 else None
+        if sides is None or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= MAX_IMAGE_SIDE for v in sides
+        ):
+            raise ValueError(
+                f"AutoencoderConfig.image_size must be an int or [height, width] of ints in "
+                f"[8, {MAX_IMAGE_SIDE}], got {s!r}"
+            )
+        check_fields(self, _SIZES, "AutoencoderConfig")
         h, w = self.hw
         if self.downsample < 2 or self.downsample & (self.downsample - 1):
             raise ValueError(

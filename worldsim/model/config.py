@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worldsim.model.autoencoder import AE_PRESETS, AutoencoderConfig
+from worldsim.model.bounds import Spec, check_fields
 from worldsim.world import KEY_NAMES
 
 # Bump when a checkpoint written by this code could not be read by older code.
@@ -18,6 +19,21 @@ CONFIG_VERSION = 1
 
 ATTENTION_BACKENDS = ("sdpa", "flex", "flash")
 SCHEDULES = ("uniform", "shifted")
+
+# Bounds on every field (worldsim/model/bounds.py), and on the two products that size memory: the DiT's
+# parameters and the tokens one game keeps in its KV cache. A config from a file is checked against
+# them before any module or cache is allocated.
+_FIELDS: Spec = {
+    "name": (str, 1, 100), "patch_size": (int, 1, 64), "width": (int, 8, 8192), "depth": (int, 1, 256),
+    "heads": (int, 1, 256), "mlp_ratio": (float, 0.25, 16.0), "rope_theta_space": (float, 1.0, 1e7),
+    "block_frames": (int, 1, 64), "window": (int, 1, 4096), "sinks": (int, 0, 64),
+    "attention": (str, 1, 16), "local_window": (int, 0, 4096), "global_every": (int, 0, 256),
+    "steps": (int, 1, 1000), "schedule": (str, 1, 16), "schedule_shift": (float, 1e-3, 1e3),
+    "context_noise": (float, 0.0, 1.0), "version": (int, 0, 10**6),
+}  # fmt: skip
+MAX_PARAMS = 4e9  # DiT parameters; the anchor presets are ~1.5e9
+MAX_CACHED_TOKENS = 1 << 20  # (sinks + window) * tokens per frame; self-forcing's anchor: 32,760
+MAX_KEYS = 256
 
 
 @dataclass
@@ -50,10 +66,19 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.autoencoder, dict):
-            self.autoencoder = AutoencoderConfig(**self.autoencoder)
+            self.autoencoder = _autoencoder(self.autoencoder)
+        if not isinstance(self.autoencoder, AutoencoderConfig):
+            raise ValueError(f"ModelConfig.autoencoder must be an object, got {self.autoencoder!r}")
+        if not isinstance(self.key_names, (list, tuple)) or not all(
+            isinstance(k, str) and 0 < len(k) <= 64 for k in self.key_names
+        ):
+            raise ValueError(
+                f"ModelConfig.key_names must be a list of names (1-64 characters), got {self.key_names!r}"
+            )
         self.key_names = tuple(self.key_names)
-        if not self.key_names or len(set(self.key_names)) != len(self.key_names):
-            raise ValueError(f"ModelConfig.key_names must be non-empty and unique, got {self.key_names}")
+        if not 0 < len(self.key_names) <= MAX_KEYS or len(set(self.key_names)) != len(self.key_names):
+            raise ValueError(f"ModelConfig.key_names must be 1-{MAX_KEYS} unique names, got {self.key_names}")
+        check_fields(self, _FIELDS, "ModelConfig")
         if self.version > CONFIG_VERSION:
             raise ValueError(
                 f"ModelConfig.version {self.version} is newer than this worldsim understands "
@@ -74,6 +99,7 @@ class ModelConfig:
             )
         if self.depth < 1:
             raise ValueError(f"ModelConfig.depth must be >= 1, got {self.depth}")
+        self._check_memory()
         if self.block_frames < 1 or self.window < self.block_frames or self.window % self.block_frames:
             raise ValueError(
                 f"ModelConfig.window={self.window} must be a positive multiple of "
@@ -92,6 +118,21 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.schedule_shift must be > 0, got {self.schedule_shift}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"ModelConfig.context_noise must be in [0, 1), got {self.context_noise}")
+
+    def _check_memory(self) -> None:
+        params = self.depth * self.width**2 * (10 + 2 * self.mlp_ratio)  # qkv+out, adaLN (6 D^2), MLP
+        if params > MAX_PARAMS:
+            raise ValueError(
+                f"ModelConfig width={self.width} x depth={self.depth} is ~{params:.1e} DiT parameters, "
+                f"over the {MAX_PARAMS:.0e} limit; use a smaller width or depth"
+            )
+        cached = (self.sinks + self.window) * self.tokens_per_frame
+        if cached > MAX_CACHED_TOKENS:
+            raise ValueError(
+                f"ModelConfig (sinks + window) x tokens per frame = ({self.sinks} + {self.window}) x "
+                f"{self.tokens_per_frame} = {cached} cached tokens per game, over the {MAX_CACHED_TOKENS} "
+                f"limit; use a smaller window, larger patch_size or smaller frames"
+            )
 
     def _check_sparse(self) -> None:
         lw, ge = self.local_window, self.global_every
@@ -177,6 +218,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"a ModelConfig must be a JSON object, got {type(d).__name__}")
+        if not isinstance(d.get("version", CONFIG_VERSION), int):
+            raise ValueError(f"ModelConfig.version must be int, got {d['version']!r}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown and int(d.get("version", CONFIG_VERSION)) <= CONFIG_VERSION:
@@ -184,13 +229,18 @@ class ModelConfig:
         d = {k: v for k, v in d.items() if k in known}
         if int(d.get("version", CONFIG_VERSION)) > CONFIG_VERSION:
             cls(version=int(d["version"]))  # raises the actionable "newer version" error
-        ae = d.get("autoencoder")
-        if isinstance(ae, dict):
-            d["autoencoder"] = AutoencoderConfig(**ae)
         return cls(**d)
 
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _autoencoder(d: dict[str, Any]) -> AutoencoderConfig:
+    known = {f.name for f in dataclasses.fields(AutoencoderConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown AutoencoderConfig fields {unknown}; is this a worldsim model config?")
+    return AutoencoderConfig(**d)
 
 
 PRESETS: dict[str, ModelConfig] = {

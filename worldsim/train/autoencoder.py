@@ -34,9 +34,11 @@ def autoencoder_config(preset: str) -> AutoencoderConfig:
     return copy.deepcopy(AE_PRESETS[preset])
 
 
-def load_autoencoder(path: str | Path, device: torch.device | str = "cpu") -> Autoencoder:
+def load_autoencoder(
+    path: str | Path, device: torch.device | str = "cpu", flag: str = "--autoencoder"
+) -> Autoencoder:
     """An Autoencoder (eval mode) from a train state written by `worldsim train autoencoder`."""
-    state = common.load_state(path, flag="--autoencoder")
+    state = common.load_state(path, flag=flag)
     if state.get("kind") != "autoencoder":
         raise UserError(f"{path} is not an autoencoder train state (kind={state.get('kind')!r})")
     ae = Autoencoder(AutoencoderConfig(**state["config"]))

@@ -112,17 +112,20 @@ def write_json(obj: dict, path: str | os.PathLike) -> None:
 
 
 def load_state(path: str | os.PathLike, flag: str = "--resume") -> dict:
-    """A train state written by `atomic_save`; errors name `flag`, the option that pointed at the file."""
+    """A train state (weights_only). `flag`: the command-line flag that named `path`, for the hint."""
     path = Path(path)
+    resume = flag == "--resume"
     if not path.is_file():
-        if flag == "--resume":
-            raise UserError(f"no train state at {path}; train first or drop --resume")
-        raise UserError(f"{flag} {path}: no such file; pass the .pt a `worldsim train` stage wrote")
+        fix = "train first or drop --resume" if resume else "pass the .pt file a `worldsim train` run wrote"
+        raise UserError(f"{flag}: no train state at {path}; {fix}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file: say which
-        fix = "delete it or pick another --out" if flag == "--resume" else f"pass another {flag}"
-        raise UserError(f"{flag} {path} is not a readable worldsim train state ({e}); {fix}") from e
+        fix = (
+            "delete it or pick another --out" if resume else "pass the .pt file a `worldsim train` run wrote"
+        )
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]  # torch's own runs for lines
+        raise UserError(f"{flag} {path} is not a readable worldsim train state ({why}); {fix}") from e
 
 
 def open_state(

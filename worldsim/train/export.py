@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             extra["autoencoder"] = json.loads(Path(args.autoencoder_metrics).read_text())
         ev = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
         if args.card_only:
-            state = common.load_state(args.state)
+            state = resume.load_train_state(args.state)
             metrics = {
                 "teacher": state.get("metrics", {}),
                 "autoencoder": state.get("autoencoder_metrics", {}),

@@ -37,7 +37,7 @@ def load_teacher(source, device: torch.device) -> tuple[ModelConfig, DiT, Autoen
         cfg = ModelConfig.from_dict(source["config"])
         dit_state, ae_state, info = source["teacher"], source["autoencoder"], source["teacher_info"]
     elif str(source).endswith(".pt"):
-        state = common.load_state(source)
+        state = common.load_state(source, flag="--teacher")
         if state.get("kind") != "teacher":
             raise UserError(f"--teacher {source} is not a teacher train state (kind={state.get('kind')!r})")
         cfg = ModelConfig.from_dict(state["config"])
@@ -105,7 +105,7 @@ def save_state(path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher,
 def export_student(state_path: str | Path, out_path: str | Path, *, eval_result: dict | None = None) -> Path:
     """Write the EMA student as a shipped checkpoint (bf16 matrices) and its card (`.md` beside it)."""
 
-    state = common.load_state(state_path)
+    state = common.load_state(state_path, flag="state")
     if state.get("kind") != "self_forcing":
         raise UserError(f"{state_path} is not a self-forcing train state (kind={state.get('kind')!r})")
     cfg = ModelConfig.from_dict(state["config"])
