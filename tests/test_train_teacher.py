@@ -3,16 +3,8 @@ import torch
 from models import train_args
 
 from worldsim.errors import UserError
-from worldsim.train import autoencoder as ae_train
 from worldsim.train import flow, teacher
 from worldsim.train.export import START_SEEDS, export
-
-
-@pytest.fixture(scope="module")
-def ae_path(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ae")
-    ae_train.train(train_args(ae_train, out, steps=8, batch=4, lr=3e-3, heldout=16))
-    return out / "autoencoder.pt"
 
 
 def test_sample_t_mixes_context_levels_and_shifts():
