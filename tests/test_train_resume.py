@@ -166,3 +166,26 @@ def test_compact_state_round_trip(tiny_compact):
 def test_a_checkpoint_is_not_a_compact_state():
     with pytest.raises(UserError, match="not a compact train state"):
         resume.load_compact(load_checkpoint("tiny").path)
+
+
+def test_export_from_the_compact_state(runs, tmp_path):
+    from worldsim.train.export import export
+
+    _, stopped, _, _ = runs
+    compact = resume.load_compact(resume.compact_path(stopped, "teacher"))
+    full = torch.load(stopped / "teacher.pt", weights_only=True)
+    path = export(resume.compact_path(stopped, "teacher"), tmp_path / "from-compact.safetensors")
+    ck = load_checkpoint(path)
+    assert ck.config.to_dict() == full["config"] and ck.metrics["teacher"] == full["metrics"]
+    for k, v in compact["ema"].items():  # the compact EMA, matrices stored in bf16 as every export
+        want = v.to(torch.bfloat16) if v.is_floating_point() and v.ndim >= 2 else v
+        assert torch.equal(ck.tensors["dit"][k], want), k
+        w = full["ema"][k]
+        if not (w.is_floating_point() and w.ndim >= 2):
+            assert torch.equal(v, w), k  # vectors travel exact
+            continue
+        # matrices: within half an int8 step (max|row| / 254) of the full state's EMA, then bf16's 2^-8
+        row = w.abs().flatten(1).amax(1, keepdim=True)
+        err = (ck.tensors["dit"][k].float() - w).abs().flatten(1)
+        assert (err <= row * (1 / 254 + 2**-8) + 1e-7).all(), k
+    assert path.with_suffix(".md").is_file()
