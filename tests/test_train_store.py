@@ -241,3 +241,19 @@ def test_game_source_trajectories_are_one_continuous_episode():
     # the next call starts new games: other spawns
     again, _ = next(render(n, L))
     assert not torch.equal(again[:, 0], frames[:, 0])
+
+
+def test_teacher_trains_on_a_dataset_with_the_default_store_flags(ae_path, dataset, tmp_path):
+    """`--data DIR` alone: the store's trajectories are the dataset's clips, as long as they were recorded
+    (the device default, 256 frames on a CPU, is longer than `worldsim collect`'s default 32-frame clips)."""
+    from models import train_args
+
+    from worldsim.train import teacher
+
+    folder, ds = dataset
+    p = argparse.ArgumentParser()
+    add_store_arguments(p)
+    assert store_spec(p.parse_args(["--data", str(folder)]), CPU, clip=6).length == ds.frames
+    assert store_spec(p.parse_args(["--data", str(folder), "--store-length", "5"]), CPU, clip=4).length == 5
+    m = teacher.train(train_args(teacher, tmp_path, autoencoder=ae_path, data=folder, steps=2, batch=2))
+    assert m["steps"] == 2 and m["data"]["source"] == "store" and m["data"]["length"] == ds.frames
