@@ -265,8 +265,14 @@ def run(args: argparse.Namespace) -> int:
     from worldsim.train.common import resolve_device
 
     device = resolve_device(args.device)
+    from worldsim.model.config import get_preset
+
     preset = args.preset or "tiny"
-    batch = args.batch or DEFAULT_BATCH.get(preset, 8)
+    try:
+        get_preset(preset)
+    except ValueError as e:
+        raise UserError(f"--preset: {e}") from e
+    batch = DEFAULT_BATCH.get(preset, 8) if args.batch is None else args.batch  # --batch 0 is an error
     if args.seconds <= 0 or batch < 1:
         raise UserError(f"need --seconds > 0 and --batch >= 1, got {args.seconds}, {batch}")
     if device.type == "cuda":
