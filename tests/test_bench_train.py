@@ -80,3 +80,16 @@ def _hand_count(cfg, frames: int) -> float:
 def test_dit_forward_flops_matches_a_hand_count(changes, frames):
     cfg = get_preset("test").replace(**changes)
     assert dit_forward_flops(cfg, frames) == _hand_count(cfg, frames)
+
+
+@pytest.mark.parametrize("flag, value", [("--seconds", "0"), ("--batch", "0"), ("--batch", "-1")])
+def test_bench_train_bad_sizes_are_one_line_errors(flag, value, capsys):
+    assert cli_main(["bench", "--train", "--preset", "test", "--device", "cpu", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert "--seconds > 0 and --batch >= 1" in err and "Traceback" not in err
+
+
+def test_bench_train_unknown_preset_is_a_one_line_error(capsys):
+    assert cli_main(["bench", "--train", "--preset", "huge", "--device", "cpu", "--seconds", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset: unknown model preset 'huge'" in err and "Traceback" not in err
