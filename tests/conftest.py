@@ -17,3 +17,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def ae_path(tmp_path_factory):
+    """A test-preset autoencoder.pt (8 steps): the frozen autoencoder of the teacher tests."""
+    from models import train_args
+
+    from worldsim.train import autoencoder as ae_train
+
+    out = tmp_path_factory.mktemp("ae")
+    ae_train.train(train_args(ae_train, out, steps=8, batch=4, lr=3e-3, heldout=16))
+    return out / "autoencoder.pt"

@@ -298,7 +298,7 @@ def load_checkpoint(
         group, _, name = key.partition("/")
         tensors.setdefault(group, {})[name] = t
     check_tensors(path, config, tensors)
-    tensors = {g: _dequantize_stored(path, g, state) for g, state in tensors.items()}
+    tensors = {g: dequantize_stored(path, g, state) for g, state in tensors.items()}
     if torch.device(device).type != "cpu":
         tensors = {g: {k: t.to(device) for k, t in state.items()} for g, state in tensors.items()}
     return LoadedCheckpoint(config, tensors, metrics, path, file_sha256(path))
@@ -402,7 +402,9 @@ def dequantize_linear_state(state: Mapping[str, torch.Tensor], *, where: str = "
     return out
 
 
-def _dequantize_stored(path: Path, group: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def dequantize_stored(path: Path, group: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `quantize_stored`: each int8 + `.q8scale` pair as the float tensor it stands for
+    (errors name `path` and `group`)."""
     if not any(k.endswith(Q8_SCALE) for k in state):
         return state
     out: dict[str, torch.Tensor] = {}

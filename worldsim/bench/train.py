@@ -178,7 +178,7 @@ def measure(
         "dit_tflop_per_step": round(flops / 1e12, 4),
         "achieved_tflops": round(flops * n / elapsed / 1e12, 2),
         "warmup_seconds": round(warm_s, 1),
-        "final_loss": round(float(loss), 4),
+        "final_loss": round(float(loss.detach()), 4),
     }
     if peak:
         row["mfu"] = round(flops * n / elapsed / peak, 4)
@@ -241,10 +241,37 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summarize(rows: list[dict], device: torch.device) -> dict:
+    """The JSON result of timed `rows`: one row's clips/s, parts and MFU; with several, the fastest of the
+    new ones and its `ratio` over the first (today's path)."""
+    best = rows[-1] if len(rows) == 1 else max(rows[1:], key=lambda r: r["clips_per_second"])
+    result = {
+        "rows": rows,
+        "clips_per_second": best["clips_per_second"],
+        "parts_ms": best["parts_ms"],
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+    if "mfu" in best:
+        result["mfu"] = best["mfu"]
+    if len(rows) > 1:
+        result["best"] = best["variant"]
+        result["ratio"] = round(best["clips_per_second"] / rows[0]["clips_per_second"], 3)
+    return result
+
+
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    from worldsim.model.config import get_preset
+
     preset = args.preset or "tiny"
-    batch = args.batch or DEFAULT_BATCH.get(preset, 8)
+    try:
+        get_preset(preset)
+    except ValueError as e:
+        raise UserError(f"--preset: {e}") from e
+    batch = DEFAULT_BATCH.get(preset, 8) if args.batch is None else args.batch  # --batch 0 is an error
     if args.seconds <= 0 or batch < 1:
         raise UserError(f"need --seconds > 0 and --batch >= 1, got {args.seconds}, {batch}")
     if device.type == "cuda":
@@ -262,25 +289,9 @@ def run(args: argparse.Namespace) -> int:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
     print(format_table(rows))
-    result = {
-        "rows": rows,
-        "clips_per_second": rows[-1]["clips_per_second"],
-        "parts_ms": rows[-1]["parts_ms"],
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-    }
-    if "mfu" in rows[-1]:
-        result["mfu"] = rows[-1]["mfu"]
-    if len(rows) > 1:
-        best = max(rows[1:], key=lambda r: r["clips_per_second"])
-        result["best"] = best["variant"]
-        result["ratio"] = round(best["clips_per_second"] / rows[0]["clips_per_second"], 3)
-        result["clips_per_second"], result["parts_ms"] = best["clips_per_second"], best["parts_ms"]
-        if "mfu" in best:
-            result["mfu"] = best["mfu"]
-        print(f"best: {best['variant']} at {result['ratio']}x today's {rows[0]['variant']}")
+    result = summarize(rows, device)
+    if "ratio" in result:
+        print(f"best: {result['best']} at {result['ratio']}x today's {rows[0]['variant']}")
     if args.json:
         tmp = f"{args.json}.tmp"
         with open(tmp, "w") as f:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from worldsim.checkpoint import load_checkpoint, quantize_stored, save_checkpoint
+from worldsim.checkpoint import dequantize_stored, load_checkpoint, quantize_stored, save_checkpoint
 from worldsim.errors import UserError
 from worldsim.train import common
 
@@ -56,9 +56,13 @@ def save_compact(
 ) -> Path:
     """Write the compact state (module doc): `model` and `ema` state dicts of one module, `frozen` groups
     ({name: state dict}, stored bf16/fp32) and `meta` (JSON: step, schedule, history, budget, ...)."""
-    delta = {k: (v.float() - ema[k].float()) if v.is_floating_point() else v for k, v in model.items()}
+    stored_ema = quantize_stored(ema)  # int8 per row (loads back as floats)
+    # the difference from the EMA as it loads back (not the exact EMA), so that EMA + difference is the
+    # training weights to the difference's own int8 precision, not to the EMA's
+    ema_back = dequantize_stored(path, "dit", stored_ema)
+    delta = {k: (v.float() - ema_back[k].float()) if v.is_floating_point() else v for k, v in model.items()}
     tensors = {
-        "dit": quantize_stored(ema),  # int8 per row (loads back as floats)
+        "dit": stored_ema,
         "delta": quantize_stored(delta, min_numel=1024),
         **{g: _bf16_matrices(s) for g, s in frozen.items()},
     }

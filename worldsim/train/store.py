@@ -191,12 +191,9 @@ def game_source(
 def dataset_source(folder: str | Path, *, size: int, seed: int) -> tuple[TrajectorySource, int]:
     """Trajectories read from a dataset folder (`worldsim collect`): each recorded clip is one trajectory,
     resized to `size` when the dataset's frames differ. Returns the source and the clips' length."""
-    from worldsim.data.dataset import Dataset
     from worldsim.data.loader import resize_frames
 
-    if not Path(folder).is_dir():
-        raise UserError(f"--data {folder} is not a folder; make a dataset with `worldsim collect`")
-    ds = Dataset(folder)
+    ds = _open_dataset(folder)
     rng = np.random.default_rng(seed)
 
     def render(n: int, length: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -217,6 +214,14 @@ def dataset_source(folder: str | Path, *, size: int, seed: int) -> tuple[Traject
             yield f, k
 
     return render, ds.frames
+
+
+def _open_dataset(folder: str | Path):
+    from worldsim.data.dataset import Dataset
+
+    if not Path(folder).is_dir():
+        raise UserError(f"--data {folder} is not a folder; make a dataset with `worldsim collect`")
+    return Dataset(folder)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -323,11 +328,15 @@ def add_store_arguments(p) -> None:
 
 
 def store_spec(args, device: torch.device, clip: int) -> StoreSpec:
-    """The store the flags ask for; unset sizes take the device's defaults (a trajectory >= 2 clips)."""
+    """The store the flags ask for; unset sizes take the device's defaults (a trajectory >= 2 clips), or
+    with --data the dataset's clip length (each recorded clip is one trajectory)."""
     trajectories, length = STORE_DEFAULTS["cuda" if device.type == "cuda" else "cpu"]
+    length = max(length, 2 * clip)
+    if getattr(args, "data", None) is not None and not args.store_length:
+        length = _open_dataset(args.data).frames
     return StoreSpec(
         trajectories=args.store_trajectories or trajectories,
-        length=args.store_length or max(length, 2 * clip),
+        length=args.store_length or length,
         refresh_every=args.refresh_every,
         refresh_fraction=args.refresh_fraction,
     )
