@@ -59,7 +59,7 @@ case "${1:-}" in
     start_run tiny32 --init tiny --window 32 --local-window 8 --global-every 4 --clip-frames 96 \
       --context-max 0.5 --lr 2e-4 --warmup 200 --batch 64 --steps 200000 --ckpt-every 1000 $tf
     # shellcheck disable=SC2086
-    start_run base --preset base --autoencoder base-student --clip-frames 64 --context-max 0.5 \
+    start_run base --preset base --autoencoder base --clip-frames 64 --context-max 0.5 \
       --batch 32 --steps 200000 --ckpt-every 1000 --refresh-fraction 0.02 $bf
     ;;
   status)

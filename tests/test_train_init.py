@@ -29,7 +29,7 @@ def _state(path):
 SMALL_TEACHER = dict(steps=1, batch=1, clip_frames=2, store_trajectories=1, store_length=4, lr=TINY_LR)
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-student", "base-student"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-student", "base"])
 def test_teacher_init_starts_from_shipped_checkpoint(name, tmp_path):
     ckpt = load_checkpoint(name)
     m = teacher.train(train_args(teacher, tmp_path, init=name, **SMALL_TEACHER))
@@ -68,7 +68,7 @@ def test_self_forcing_init_from_shipped_student(tmp_path):
     assert_same_weights(state["critic"], load_checkpoint("tiny").float_state("dit"))  # critic: the teacher
 
 
-@pytest.mark.parametrize("name", ["tiny", "base-student"])
+@pytest.mark.parametrize("name", ["tiny", "base"])
 def test_autoencoder_init_from_shipped_checkpoint(name, tmp_path):
     ckpt = load_checkpoint(name)
     m = ae_train.train(train_args(ae_train, tmp_path, init=name, steps=1, batch=1, heldout=4, lr=TINY_LR))
