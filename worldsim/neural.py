@@ -10,6 +10,7 @@ latents stored in the checkpoint (chosen by seed) or from real frames (`reset_fr
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -28,6 +29,8 @@ from worldsim.model.dit import CachedAttend, DiT
 from worldsim.model.kvcache import KVCache
 from worldsim.sampling import SAMPLERS, schedule_for
 from worldsim.world import World, keys_tensor, normalize_seeds
+
+log = logging.getLogger(__name__)
 
 
 class NeuralWorld(World):
@@ -152,6 +155,11 @@ class NeuralWorld(World):
         )  # fmt: skip
         if weights == "fp8":  # W8A8 needs activation scales: calibrated on this world's own passes
             fp8_world(world)
+        log.info(
+            "loaded %s (sha256 %s..., %.2fM DiT parameters, %s weights, %d steps) on %s in %s",
+            ckpt.path.stem, ckpt.sha256[:12], sum(p.numel() for p in dit.parameters()) / 1e6, weights,
+            world.steps, device, str(world.dtype).removeprefix("torch."),
+        )  # fmt: skip
         return world
 
     # World API ----------------------------------------------------------------------------------------

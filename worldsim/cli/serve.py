@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 
 from worldsim.cli.options import add_no_verify, check_frame_size
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,6 +105,12 @@ def run_serve(args: argparse.Namespace) -> int:
     level: str | int = int(args.level) if args.level.lstrip("-").isdigit() else args.level
     if world == "game":
         check_game_args(args.size, level)
+    elif args.size != 64 or args.level != "default":
+        log.warning(
+            "--size %d / --level %s ignored: a neural world's frames and level come from its checkpoint",
+            args.size,
+            args.level,
+        )
     from worldsim.serve.engines import on_device
 
     factories = [

@@ -140,7 +140,7 @@ def quantize_int8(dit: DiT, *, everything: bool = False) -> DiT:
     (the timestep embedder reads its first layer's weight dtype)."""
     roots = [*dit.blocks, dit.modulation, dit.final] if everything else list(dit.blocks)
     n = sum(_swap(r, nn.Linear, Int8Linear.from_linear) for r in roots)
-    log.info("quantize_int8: %d linear layers to int8", n)
+    log.debug("quantize_int8: %d linear layers to int8", n)  # the load logs one line of its own
     return dit
 
 
