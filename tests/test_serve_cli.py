@@ -109,7 +109,7 @@ def test_keys_are_private_to_their_owner(tmp_path):
     [
         (["serve", "--bind", "garbage"], "is not a ZeroMQ address: use tcp://HOST:PORT"),
         (["serve", "--bind", "tcp://127.0.0.1"], "the port must be 0-65535 or *"),
-        (["serve", "--device", "bogus"], "--device 'bogus' is not a device"),
+        (["serve", "--device", "bogus"], "--device bogus: not a device name"),
         (["serve", "--level", "nope"], "--level 'nope': use 'default' or an int"),
         (["serve", "--size", "100000"], "--size 100000: frames must be 8 to 1024"),
         (
@@ -139,4 +139,5 @@ def test_serve_on_cuda_without_a_gpu_says_so(capsys):
         return
     assert main(["serve", "--world", "game", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert "torch sees no GPU" in err and "--device cpu" in err and err.count("\n") == 1
+    assert ("torch sees no GPU" in err or "CPU-only build" in err) and "--device cpu" in err
+    assert err.count("\n") == 1

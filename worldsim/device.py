@@ -38,5 +38,5 @@ def resolve_device(name: str | torch.device | None, *, flag: str = "--device") -
         if n == 0:
             raise UserError(f"{flag} {name}: torch sees no GPU on this machine; use --device cpu")
         if dev.index is not None and dev.index >= n:
-            raise UserError(f"{flag} {name}: torch sees {n} GPU(s), cuda:0..cuda:{n - 1}; pick one of those")
+            raise UserError(f"{flag} {name}: torch sees {n} GPU(s): use cuda:0..cuda:{n - 1}")
     return dev
