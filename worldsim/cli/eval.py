@@ -198,6 +198,6 @@ def _print_verdicts(result: dict) -> None:
         print(f"{h:>5} frames: {line}")
     print(f"motion: {result['motion']['verdict']}")
     if control:
-        print(f"controllability ({control['shuffle']}): {control['verdict']}")
+        print(f"controllability: {control['verdict']}; shuffled keys: {control['shuffle']}")
     idle = result["idle"]
     print(f"idle {idle['frames']} frames: {idle['verdict']}; PSNR by idle frame {idle['psnr_curve']}")

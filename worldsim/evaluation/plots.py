@@ -65,7 +65,7 @@ def plot_summary(
     ax_m.axhline(MARGIN_DB, color="tab:green", linestyle="--", label=f"target +{MARGIN_DB:g} dB")
     for h in hs:
         m = result["margin_over_copy_last"][str(h)]
-        ax_m.plot([h], [m], "o", color="tab:green" if result["pass"]["horizons"][str(h)] else "tab:red")
+        ax_m.plot([h], [m], "o", color="tab:green" if m >= MARGIN_DB else "tab:red")
         ax_m.annotate(f"{m:+.1f}", (h, m), textcoords="offset points", xytext=(4, 6), fontsize=8)
     ax_m.set_ylabel("margin over copy-last (dB)")
     ax_m.set_title("neural world minus copy-last (red: short of the target)")

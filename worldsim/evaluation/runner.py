@@ -129,7 +129,7 @@ def _at_context(game, seeds: list[int], ctx_keys: torch.Tensor):
     return game
 
 
-SHUFFLE = "each sequence gets the keys of the sequence before it (sequences rolled by one)"
+SHUFFLE = "sequences rolled by one: each gets the keys of the sequence before it"
 
 
 @torch.no_grad()
