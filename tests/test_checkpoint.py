@@ -57,9 +57,7 @@ def test_names_resolve_and_default_prefers_the_device(shipped):
     _save(shipped / "tiny-student.safetensors")  # measured best on both (PREFERENCE's comment)
     assert ck.default_checkpoint("cpu") == shipped / "tiny-student.safetensors"
     assert ck.default_checkpoint("cuda") == shipped / "tiny-student.safetensors"
-    with pytest.raises(
-        UserError, match=r"no checkpoint named 'nope'.*base, tiny, tiny-student"
-    ):
+    with pytest.raises(UserError, match=r"no checkpoint named 'nope'.*base, tiny, tiny-student"):
         ck.resolve_checkpoint("nope")
     with pytest.raises(UserError, match="does not exist"):
         ck.resolve_checkpoint(shipped / "missing.safetensors")

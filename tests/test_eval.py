@@ -80,14 +80,25 @@ def test_quick_eval_cli_writes_schema_with_real_numbers(random_checkpoint, tmp_p
     # the copy-last baseline is near the real frame at 1 step and drifts as the explorer walks away
     base = r["baseline_copy_last"]["psnr"]
     assert base["1"] > base["128"]
+    margin = r["margin_over_copy_last"]
+    assert all(margin[h] == pytest.approx(r["psnr"][h] - base[h], abs=1e-9) for h in horizons)
+    # a random model is scored as what it is: below the targets, every horizon with its one-line verdict
+    assert list(r["verdict"]) == horizons and r["pass"]["all"] is False
+    assert all(line.startswith(("pass", "FAIL")) for line in r["verdict"].values())
+    assert list(r["motion"]["ratio_by_horizon"]) == horizons and r["motion"]["ratio"] > 0
+    control = r["controllability"]
+    assert list(control["margin_db"]) == horizons and isinstance(control["pass"], bool)
     idle = r["idle"]
     assert idle["frames"] == 24 and isinstance(idle["in_range"], bool) and isinstance(idle["collapsed"], bool)
+    assert idle["pass"] is False and idle["psnr_last"] == idle["psnr_last_vs_start"] < 30
+    assert list(idle["psnr_curve"]) == ["1", "24"] and idle["drift_frames"] == 24
     assert r["checkpoint"] == str(random_checkpoint) and r["device"] == "cpu" and r["seconds"] > 0
     assert r["sequences"] == 4 and r["quick"] is True and r["dtype"] == "float32"  # fp32 on a CPU by default
     assert (out / "psnr_vs_horizon.png").stat().st_size > 1000
     mp4 = (out / "real_vs_generated.mp4").read_bytes()
     assert mp4[4:8] == b"ftyp" and len(mp4) > 1000
-    assert "copy-last PSNR" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "copy-last PSNR" in printed and "margin dB" in printed and "  128 frames: FAIL" in printed
     # action following: the IDM (trained on the real game, cached) read on real and on generated pairs
     acc = r["action_accuracy"]
     assert idm.is_file() and acc["frames"] == 128

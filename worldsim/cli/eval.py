@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="4 sequences, horizons up to 128, 128 idle frames, no long run (< 3 min on 2 CPU cores)",
+        help="4 sequences, horizons up to 128, 300 idle frames, no long run (< 3 min on 2 CPU cores); "
+        "without it: 64 sequences, horizons up to 512, 2000 idle frames, 18000-frame run (for a GPU)",
     )
     p.add_argument(
         "--json", default=None, metavar="FILE", help="write the results JSON here (default OUT/eval.json)"
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     neural = make_world(
         "neural", checkpoint=args.checkpoint, weights=args.weights, device=device,
-        batch_size=2 * cfg.sequences, steps=args.steps, dtype=dtype,
+        batch_size=cfg.world_batch, steps=args.steps, dtype=dtype,
     )  # fmt: skip
     name = neural.describe().get("checkpoint") or (
         Path(args.checkpoint).stem if args.checkpoint else "default"
@@ -161,16 +162,7 @@ def run(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else out / "eval.json"
     write_json(result, json_path)
 
-    rows = [("horizon", "PSNR", "SSIM", "copy-last PSNR", "copy-last SSIM")]
-    base = result["baseline_copy_last"]
-    for h in result["psnr"]:
-        rows.append((h, result["psnr"][h], result["ssim"][h], base["psnr"][h], base["ssim"][h]))
-    for r in rows:
-        print("  ".join(f"{c!s:>14}" for c in r))
-    idle = result["idle"]
-    print(
-        f"idle {idle['frames']} frames: in range {idle['in_range']}, collapsed {idle['collapsed']}, PSNR vs start {idle['psnr_last_vs_start']} dB"
-    )
+    _print_verdicts(result)
     acc = result["action_accuracy"]
     if acc:
         print(
@@ -194,3 +186,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result['seconds']} s on {result['device']}; JSON {json_path}; plots and video in {out}")
     print(json.dumps({"psnr": result["psnr"], "ssim": result["ssim"]}))
     return 0
+
+
+def _or_dash(v) -> str:
+    return "-" if v is None else str(v)
+
+
+def _print_verdicts(result: dict) -> None:
+    """The per-horizon table (margin over copy-last, motion, controllability, verdict), then idle."""
+    base, control = result["baseline_copy_last"], result["controllability"] or {}
+    head = ("horizon", "PSNR", "copy-last PSNR", "margin dB", "SSIM", "copy-last SSIM", "motion ratio",
+            "keys vs shuffled", "verdict")  # fmt: skip
+    widths = [max(len(c), 7) for c in head]
+    print("  ".join(f"{c:>{w}}" for c, w in zip(head, widths)))
+    for h in result["psnr"]:
+        cells = (h, result["psnr"][h], base["psnr"][h], f"{result['margin_over_copy_last'][h]:+.3f}",
+                 result["ssim"][h], base["ssim"][h], _or_dash(result["motion"]["ratio_by_horizon"][h]),
+                 _or_dash(control.get("margin_db", {}).get(h)),
+                 "pass" if result["pass"]["horizons"][h] else "FAIL")  # fmt: skip
+        print("  ".join(f"{c!s:>{w}}" for c, w in zip(cells, widths)))
+    for h, line in result["verdict"].items():
+        print(f"{h:>5} frames: {line}")
+    print(f"motion: {result['motion']['verdict']}")
+    if control:
+        print(f"controllability: {control['verdict']}; shuffled keys: {control['shuffle']}")
+    idle = result["idle"]
+    print(f"idle {idle['frames']} frames: {idle['verdict']}; PSNR by idle frame {idle['psnr_curve']}")

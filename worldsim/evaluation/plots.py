@@ -31,29 +31,82 @@ def _plt():
     return plt
 
 
-def plot_horizons(curves: dict[str, torch.Tensor], path: Path, title: str) -> None:
-    import matplotlib
+def plot_summary(
+    curves: dict[str, torch.Tensor],
+    idle_psnr: torch.Tensor,
+    idle_drift: torch.Tensor,
+    result: dict,
+    path: Path,
+    title: str,
+) -> None:
+    """One figure a person can judge a world by: PSNR vs frames beside copy-last (and shuffled keys), the
+    margin over copy-last against its +1 dB target, the idle PSNR to the true view (and brightness
+    drift), and motion; `curves` `[T,B]` and idle `[F,B]` as the runner collects them."""
+    from worldsim.evaluation.scores import IDLE_DRIFT_LEVELS, IDLE_PSNR_DB, MARGIN_DB
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     T = curves["psnr"].shape[0]
     x = np.arange(1, T + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    for ax, metric in zip(axes, ("psnr", "ssim")):
-        ax.plot(x, curves[metric].mean(1).numpy(), label="neural world")
-        ax.plot(x, curves[f"base_{metric}"].mean(1).numpy(), label="copy last real frame", linestyle="--")
+    hs = [int(h) for h in result["psnr"]]
+    fig, ((ax_p, ax_m), (ax_i, ax_v)) = plt.subplots(2, 2, figsize=(11, 8), dpi=100)
+
+    ax_p.plot(x, curves["psnr"].mean(1).numpy(), label="neural world")
+    ax_p.plot(x, curves["base_psnr"].mean(1).numpy(), "--", color="gray", label="copy last real frame")
+    if result.get("controllability"):
+        ax_p.plot(x, curves["shuffled_psnr"].mean(1).numpy(), ":", color="tab:red", label="shuffled keys")
+    ax_p.plot(hs, [result["psnr"][str(h)] for h in hs], "o", color="tab:blue")
+    ax_p.set_ylabel("PSNR to the real frame (dB)")
+    ax_p.set_title("fidelity on the same keys")
+
+    margin = (curves["psnr"] - curves["base_psnr"]).mean(1).numpy()
+    ax_m.plot(x, margin, color="tab:blue")
+    ax_m.fill_between(x, margin, MARGIN_DB, where=margin < MARGIN_DB, color="tab:red", alpha=0.25)
+    ax_m.axhline(0, color="black", linewidth=0.8)
+    ax_m.axhline(MARGIN_DB, color="tab:green", linestyle="--", label=f"target +{MARGIN_DB:g} dB")
+    for h in hs:
+        m = result["margin_over_copy_last"][str(h)]
+        ax_m.plot([h], [m], "o", color="tab:green" if m >= MARGIN_DB else "tab:red")
+        ax_m.annotate(f"{m:+.1f}", (h, m), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax_m.set_ylabel("margin over copy-last (dB)")
+    ax_m.set_title("neural world minus copy-last (red: short of the target)")
+
+    for ax in (ax_p, ax_m):
         ax.set_xscale("log")
         ax.set_xlabel("frames after the real context")
-        ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM")
+
+    idle = result["idle"]
+    fi = np.arange(1, idle_psnr.shape[0] + 1)
+    ax_i.plot(fi, idle_psnr.mean(1).numpy(), color="tab:blue", label="PSNR to the true view")
+    ax_i.axhline(IDLE_PSNR_DB, color="tab:green", linestyle="--", label=f"target {IDLE_PSNR_DB:g} dB")
+    ax_i.set_xlabel("idle frames (no keys)")
+    ax_i.set_ylabel("PSNR (dB)")
+    ax_i.set_title(f"standing still: {'pass' if idle['pass'] else 'FAIL'}")
+    ax_d = ax_i.twinx()
+    ax_d.plot(fi, idle_drift.mean(1).numpy(), color="tab:orange", linewidth=0.8, label="brightness drift")
+    ax_d.axhspan(-IDLE_DRIFT_LEVELS, IDLE_DRIFT_LEVELS, color="tab:orange", alpha=0.1)
+    ax_d.set_ylabel("brightness drift (gray levels)")
+    lines = ax_i.get_legend_handles_labels()
+    more = ax_d.get_legend_handles_labels()
+    ax_i.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
+
+    mo = result["motion"]
+    ax_v.plot(
+        x[1:], curves["motion_real"][1:].mean(1).numpy(), color="black", linewidth=0.8, label="real game"
+    )
+    ax_v.plot(
+        x[1:], curves["motion_gen"][1:].mean(1).numpy(), color="tab:blue", linewidth=0.8, label="neural world"
+    )
+    ax_v.set_xlabel("frames after the real context")
+    ax_v.set_ylabel("mean |frame - previous frame| (levels)")
+    ax_v.set_title(f"motion: ratio {mo['ratio']} (band {mo['band'][0]}-{mo['band'][1]})")
+
+    for ax in (ax_p, ax_m, ax_v):
+        ax.legend(fontsize=8)
+    for ax in (ax_p, ax_m, ax_i, ax_v):
         ax.grid(alpha=0.3)
-        ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save(fig, path)
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 15, scale: int = 4) -> Path:

@@ -1,9 +1,35 @@
 """NeuralWorld vs GameWorld on the same seeded explorer keys, from the same real start frames (docs/design.md §11).
 
-Writes a JSON of PSNR/SSIM at fixed horizons (with a copy-last-frame baseline so the numbers mean
-something), an idle run (no keys: no collapse), action following (an inverse-dynamics model trained on
-the real game reads the keys back from real and from generated frame pairs), a loop test and a long run
-(probes.py); plots: PSNR vs horizon, loop strip, long-run statistics; a real | generated mp4.
+The world under test holds `EvalConfig.world_batch` games, all started from the same real context: rows
+[0, B) follow the explorer's keys (B = sequences), rows [B, 2B) get no keys (idle), rows [2B, 3B) get the
+explorer keys of another sequence (controllability; with >= 2 sequences). scores.py turns the curves
+into verdicts; probes.py holds the loop test and the long run; plots.py draws them.
+
+The JSON (`evaluate`'s result; horizons and idle frames are string keys, PSNR in dB):
+- psnr, ssim: {horizon: mean over sequences} of the model against the real frame at that horizon.
+- baseline_copy_last: {psnr, ssim}, the same for repeating the last real context frame.
+- margin_over_copy_last: {horizon: psnr - copy-last psnr}; >= 1 dB passes.
+- verdict: {horizon: one line, "pass: ..." or "FAIL (what fails): ..."}: the margin, the motion ratio
+  over the frames leading to the horizon, and controllability at it.
+- pass: {horizons: {horizon: bool}, idle, motion, controllability, all}.
+- motion: real_mean_abs_diff, generated_mean_abs_diff (levels 0-255, to the previous frame of the same
+  world, from frame 2 on), ratio (generated / real; 0.8-1.2 passes), ratio_by_horizon {horizon: ratio
+  over the frames since the previous horizon; null at 1}, band, pass, verdict.
+- controllability: psnr_true_keys, psnr_shuffled_keys, margin_db {horizon: true - shuffled; > 0 passes},
+  sequences {horizon: how many sequences' real views differ at that horizon between the true and the
+  shuffled keys (the real game is run on both): the figures average over those}, shuffle (how), pass,
+  verdict; null with one sequence or `controllability=False`.
+- idle: frames, psnr_last (the last idle frame against the true, unchanged view, mean over sequences;
+  >= 30 passes), psnr_last_min, drift (mean gray level of the last drift_frames frames minus the true
+  view's, gray levels 0-255, mean over sequences), drift_abs (mean |drift|; <= 3 passes), psnr_curve
+  {idle frame: PSNR}, pass, verdict; kept for older readers: psnr_last_vs_start (= psnr_last),
+  mean/std_first/last, real_mean_range, real_std, in_range and collapsed (the old pixel-statistics
+  check, which a view dissolving into stripes passes).
+- action_accuracy: real / generated {per_key, exact, pairs}, frames, idm (idm.py); null when skipped.
+- loop: frames_each_way, turn_180_and_back / walk_and_back {psnr_end_vs_real, ...} (probes.py).
+- long_run: frames, fps, nan, in_range, minutes_in_range, per_minute [...] (probes.py).
+- checkpoint, device, steps, sequences, context_frames, idle_frames, level, seed, seconds; files
+  {plot, video, loop, long_run} when written.
 """
 
 from __future__ import annotations
@@ -17,7 +43,7 @@ from pathlib import Path
 import torch
 
 from worldsim.data import Explorer
-from worldsim.evaluation import plots
+from worldsim.evaluation import plots, scores
 from worldsim.evaluation.idm import accuracy, effective_keys, get_idm
 from worldsim.evaluation.probes import FPS, long_run, loop_test
 from worldsim.game import GameWorld
@@ -28,7 +54,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvalConfig:
-    sequences: int = 8  # B: explorer key sequences run side by side
+    sequences: int = 64  # B: explorer key sequences run side by side (the full eval is meant for a GPU)
     horizons: tuple[int, ...] = (1, 8, 32, 128, 512)
     context_frames: int = 4  # real frames the neural world starts from
     idle_frames: int = 2000
@@ -40,6 +66,8 @@ class EvalConfig:
     loop: bool = True  # the loop test (turn 180 degrees and back; walk forward and back)
     loop_sequences: int = 8  # games per loop (at most `sequences`)
     long_frames: int = 18_000  # frames of the long run (0: none)
+    long_sequences: int = 16  # games of the long run (at most the world's games)
+    controllability: bool = True  # B more games on shuffled keys (needs >= 2 sequences)
 
     def __post_init__(self) -> None:
         if self.sequences < 1 or self.context_frames < 1:
@@ -48,8 +76,11 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.horizons must be positive frame counts, got {self.horizons}")
         if self.idle_frames < 1:
             raise ValueError(f"EvalConfig.idle_frames must be >= 1, got {self.idle_frames}")
-        if self.loop_sequences < 1:
-            raise ValueError(f"EvalConfig.loop_sequences must be >= 1, got {self.loop_sequences}")
+        if self.loop_sequences < 1 or self.long_sequences < 1:
+            raise ValueError(
+                f"EvalConfig.loop_sequences and long_sequences must be >= 1, got "
+                f"{self.loop_sequences} and {self.long_sequences}"
+            )
         if self.long_frames < 0:
             raise ValueError(f"EvalConfig.long_frames must be >= 0 (0 = no long run), got {self.long_frames}")
         if self.idm_steps < 1:
@@ -57,18 +88,26 @@ class EvalConfig:
 
     @classmethod
     def quick(cls, seed: int = 0) -> EvalConfig:
+        """4 sequences to 128 frames and 300 idle frames (10 s): under 3 minutes on 2 CPU cores."""
         return cls(
-            sequences=4, horizons=(1, 8, 32, 128), context_frames=4, idle_frames=128, seed=seed,
+            sequences=4, horizons=(1, 8, 32, 128), context_frames=4, idle_frames=300, seed=seed,
             long_frames=0, loop_sequences=2,
         )  # fmt: skip
 
+    @property
+    def shuffled(self) -> bool:
+        """Whether the run holds the shuffled-key rows: rolling keys across sequences needs two."""
+        return self.controllability and self.sequences > 1
+
+    @property
+    def world_batch(self) -> int:
+        """Games the world under test must hold: explorer rows, idle rows, shuffled-key rows."""
+        return (3 if self.shuffled else 2) * self.sequences
+
 
 def _start(game, neural, explorer, cfg: EvalConfig, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reset the game, walk `context_frames` real frames with explorer keys, start the neural world on them.
-
-    The neural world holds 2B games: rows [0, B) follow the explorer, rows [B, 2B) idle; both halves
-    start from the same real context, so one batched step serves both runs.
-    """
+    """Reset the game, walk `context_frames` real frames with explorer keys, start every row group of the
+    neural world on them (one batched step then serves the explorer, idle and shuffled-key runs)."""
     frames = [game.reset(seeds)]
     keys = [torch.zeros(len(seeds), game.num_keys, dtype=torch.bool, device=game.device)]
     for _ in range(cfg.context_frames - 1):
@@ -77,10 +116,23 @@ def _start(game, neural, explorer, cfg: EvalConfig, seeds: list[int]) -> tuple[t
         frames.append(game.step(k))
     ctx = torch.stack(frames, 1)  # [B,F,H,W,3]
     ctx_keys = torch.stack(keys, 1)  # [B,F,K]
+    groups = cfg.world_batch // cfg.sequences
     neural.reset_from_frames(
-        ctx.repeat(2, 1, 1, 1, 1).to(neural.device), ctx_keys.repeat(2, 1, 1).to(neural.device)
+        ctx.repeat(groups, 1, 1, 1, 1).to(neural.device), ctx_keys.repeat(groups, 1, 1).to(neural.device)
     )
     return ctx, ctx_keys
+
+
+def _at_context(game, seeds: list[int], ctx_keys: torch.Tensor):
+    """`game` reset to `seeds` and walked through the context keys `[G,F,K]` again: the same real
+    context as the first run (the game is deterministic)."""
+    game.reset(seeds)
+    for i in range(1, ctx_keys.shape[1]):
+        game.step(ctx_keys[:, i])
+    return game
+
+
+SHUFFLE = "sequences rolled by one: each gets the keys of the sequence before it"
 
 
 @torch.no_grad()
@@ -92,20 +144,28 @@ def evaluate(
     checkpoint: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Fidelity and idle evaluation of `neural` (a NeuralWorld of 2 x cfg.sequences games) on the default level."""
+    """Fidelity, idle, motion and controllability of `neural` (a World of `cfg.world_batch` games with
+    `reset_from_frames`, e.g. a NeuralWorld) against the real game on the default level."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
     B, dev = cfg.sequences, neural.device
-    if neural.batch_size != 2 * B:
+    if neural.batch_size != cfg.world_batch:
         raise ValueError(
-            f"the neural world steps {neural.batch_size} games; evaluate needs 2 x sequences = {2 * B} "
-            f"(explorer rows + idle rows)"
+            f"the neural world steps {neural.batch_size} games; evaluate needs {cfg.world_batch} "
+            f"(explorer rows, idle rows{', shuffled-key rows' if cfg.shuffled else ''}: {B} each)"
         )
-    game = GameWorld(batch_size=B, size=(neural.height, neural.width), level="default", device=dev)
+
+    def new_game(batch: int) -> GameWorld:
+        return GameWorld(batch_size=batch, size=(neural.height, neural.width), level="default", device=dev)
+
+    game = new_game(B)
     seeds = [cfg.seed + i for i in range(B)]
     explorer = Explorer(B, game.num_keys, cfg.seed, dev)
     ctx, ctx_keys = _start(game, neural, explorer, cfg, seeds)
+    # the real game on the shuffled keys too: where its view is the true one, no world can tell them apart
+    if cfg.shuffled:
+        game_shuffled = _at_context(new_game(B), seeds, ctx_keys)
     start = ctx[:, -1]
     idm = None
     if cfg.action:
@@ -115,10 +175,20 @@ def evaluate(
         )  # fmt: skip
         logits_real, logits_gen, act_keys, act_valid = [], [], [], []
 
-    T, n = max(cfg.horizons), max(max(cfg.horizons), cfg.idle_frames)
-    curves = {k: torch.zeros(T, B) for k in ("psnr", "ssim", "base_psnr", "base_ssim")}
-    motion_real, motion_gen = torch.zeros(T), torch.zeros(T)
-    idle_mean, idle_std = torch.zeros(cfg.idle_frames), torch.zeros(cfg.idle_frames)
+    T, n, F = max(cfg.horizons), max(max(cfg.horizons), cfg.idle_frames), cfg.idle_frames
+    names = (
+        "psnr",
+        "ssim",
+        "base_psnr",
+        "base_ssim",
+        "shuffled_psnr",
+        "views_differ",
+        "motion_real",
+        "motion_gen",
+    )
+    curves = {k: torch.zeros(T, B, device=dev) for k in names}  # [frame, sequence]; to the host at the end
+    idle_curves = {k: torch.zeros(F, B, device=dev) for k in ("psnr", "gray")}
+    idle_mean, idle_std = torch.zeros(F, device=dev), torch.zeros(F, device=dev)
     no_keys = torch.zeros(B, game.num_keys, dtype=torch.bool, device=dev)
     idle_rows = list(range(B, 2 * B))
     prev_real, prev_gen, idle_last = start, start, start
@@ -128,41 +198,61 @@ def evaluate(
         if i < T:
             keys = explorer.act(game.blocked)
             real = game.step(keys)
-            out = neural.step(torch.cat([keys, no_keys]))  # [2B,H,W,3]: explorer rows, then idle rows
-            gen, idle = out[:B], out[B:]
-            curves["psnr"][i] = psnr(gen, real).cpu()
-            curves["ssim"][i] = ssim(gen, real).cpu()
-            curves["base_psnr"][i] = psnr(start, real).cpu()
-            curves["base_ssim"][i] = ssim(start, real).cpu()
+            shuffled = [keys.roll(1, 0)] if cfg.shuffled else []
+            out = neural.step(torch.cat([keys, no_keys, *shuffled]))  # [3B,H,W,3]: explorer, idle, shuffled
+            if cfg.shuffled:
+                curves["shuffled_psnr"][i] = psnr(out[2 * B :], real)
+                curves["views_differ"][i] = (game_shuffled.step(shuffled[0]) != real).flatten(1).any(1)
+            gen, idle = out[:B], out[B : 2 * B]
+            curves["psnr"][i], curves["ssim"][i] = psnr(gen, real), ssim(gen, real)
+            curves["base_psnr"][i], curves["base_ssim"][i] = psnr(start, real), ssim(start, real)
             if idm is not None:
                 logits_real.append(idm(prev_real, real).cpu())
                 logits_gen.append(idm(prev_gen, gen).cpu())
                 act_keys.append(effective_keys(keys, neural.key_names).cpu())
                 act_valid.append((~game.blocked).cpu())  # a blocked move shows no motion in the real game
-            motion_real[i] = (real.float() - prev_real.float()).abs().mean().cpu()
-            motion_gen[i] = (gen.float() - prev_gen.float()).abs().mean().cpu()
+            curves["motion_real"][i] = (real.float() - prev_real.float()).abs().flatten(1).mean(1)
+            curves["motion_gen"][i] = (gen.float() - prev_gen.float()).abs().flatten(1).mean(1)
             prev_real, prev_gen = real, gen
             video.append(torch.cat([real[:V], gen[:V]], dim=2).flatten(0, 1).cpu().numpy())  # [V*H, 2W, 3]
         else:
             idle = neural.step(no_keys, slots=idle_rows)
-        if i < cfg.idle_frames:
+        if i < F:
             f = idle.float()
-            idle_mean[i] = f.mean().cpu()
-            idle_std[i] = f.std(dim=(1, 2, 3)).mean().cpu()
+            idle_mean[i], idle_std[i] = f.mean(), f.std(dim=(1, 2, 3)).mean()
+            idle_curves["psnr"][i], idle_curves["gray"][i] = psnr(idle, start), scores.gray_mean(idle)
             idle_last = idle
+    curves = {k: v.cpu() for k, v in curves.items()}
+    idle_curves = {k: v.cpu() for k, v in idle_curves.items()}
 
-    def at(name: str) -> dict[str, float]:
-        return {str(h): round(curves[name][h - 1].mean().item(), 3) for h in cfg.horizons}
-
+    p, s, bp, bs, margin = scores.horizon_section(curves, cfg.horizons)
+    motion = scores.motion_section(curves["motion_real"], curves["motion_gen"], cfg.horizons)
+    control = (
+        scores.controllability_section(
+            curves["psnr"], curves["shuffled_psnr"], curves["views_differ"], cfg.horizons, SHUFFLE
+        )
+        if cfg.shuffled
+        else None
+    )
+    idle = scores.idle_section(
+        start, idle_last, idle_curves["psnr"], idle_curves["gray"], idle_mean.cpu(), idle_std.cpu()
+    )
+    verdict, passed = scores.horizon_verdicts(margin, motion, control)
+    ok = {"horizons": passed, "idle": idle["pass"], "motion": motion["pass"],
+          "controllability": None if control is None else control["pass"]}  # fmt: skip
+    ok["all"] = (
+        all(passed.values()) and idle["pass"] and motion["pass"] and ok["controllability"] is not False
+    )
     result = {
-        "psnr": at("psnr"),
-        "ssim": at("ssim"),
-        "baseline_copy_last": {"psnr": at("base_psnr"), "ssim": at("base_ssim")},
-        "motion": {
-            "real_mean_abs_diff": round(motion_real.mean().item(), 3),
-            "generated_mean_abs_diff": round(motion_gen.mean().item(), 3),
-        },
-        "idle": _idle_summary(start, idle_last, idle_mean, idle_std),
+        "psnr": p,
+        "ssim": s,
+        "baseline_copy_last": {"psnr": bp, "ssim": bs},
+        "margin_over_copy_last": margin,
+        "verdict": verdict,
+        "pass": ok,
+        "motion": motion,
+        "controllability": control,
+        "idle": idle,
         "action_accuracy": None,
         "loop": None,
         "long_run": None,
@@ -171,6 +261,7 @@ def evaluate(
         "steps": getattr(neural, "steps", None),
         "sequences": B,
         "context_frames": cfg.context_frames,
+        "idle_frames": F,
         "level": "default",
         "seed": cfg.seed,
         "seconds": None,
@@ -183,75 +274,53 @@ def evaluate(
             "frames": T,
             "idm": {k: idm_info.get(k) for k in ("size", "heldout_real", "path")},
         }
+
     loop = None
     if cfg.loop:
-
-        def new_game(batch: int) -> GameWorld:
-            return GameWorld(
-                batch_size=batch, size=(neural.height, neural.width), level="default", device=dev
-            )
-
         L = max(1, min(cfg.loop_sequences, B))
         loop = loop_test(neural, new_game, (ctx[:L], ctx_keys[:L]), seeds[:L])
         result["loop"] = {k: v for k, v in loop.items() if k != "frames"}
     long_stats = None
-    if cfg.long_frames:  # all 2B games of the neural world: the same real start, 2B explorer paths
-        game2 = GameWorld(batch_size=2 * B, size=(neural.height, neural.width), level="default", device=dev)
-        game2.reset(seeds + seeds)
-        for i in range(1, cfg.context_frames):  # the same real context again (deterministic game)
-            game2.step(ctx_keys[:, i].repeat(2, 1))
-        explorer_long = Explorer(2 * B, game2.num_keys, cfg.seed + 7919, dev)
-        context2 = (ctx.repeat(2, 1, 1, 1, 1), ctx_keys.repeat(2, 1, 1))
+    if cfg.long_frames:  # the first games of the neural world: the real starts again, new explorer paths
+        G = min(cfg.long_sequences, cfg.world_batch)
+        pick = [g % B for g in range(G)]
+        game2 = _at_context(new_game(G), [seeds[g] for g in pick], ctx_keys[pick])
+        explorer_long = Explorer(G, game2.num_keys, cfg.seed + 7919, dev)
         result["long_run"], long_stats = long_run(
-            neural, game2, explorer_long, context2, cfg.long_frames, progress
+            neural, game2, explorer_long, (ctx[pick], ctx_keys[pick]), cfg.long_frames, progress
         )
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        files = {"plot": str(out_dir / "psnr_vs_horizon.png")}
-        plots.plot_horizons(
-            curves, out_dir / "psnr_vs_horizon.png", title=f"{checkpoint}: fidelity vs the real game"
+        result["files"] = _write_files(
+            Path(out_dir), cfg, checkpoint, curves, idle_curves, start, result, video, loop, long_stats
         )
-        files["video"] = str(plots.write_video(video, out_dir / "real_vs_generated.mp4"))
-        if loop is not None and "frames" in loop:
-            labels = [
-                f"{n}: {c}"
-                for n in ("turn", "walk")
-                for c in ("start", "real mid", "gen mid", "real end", "gen end")
-            ]
-            plots.save_strip(loop["frames"], labels, out_dir / "loop.png")
-            files["loop"] = str(out_dir / "loop.png")
-        if long_stats is not None:
-            plots.plot_long_run(
-                long_stats,
-                out_dir / "long_run.png",
-                FPS,
-                f"{checkpoint}: {cfg.long_frames} frames vs the real game",
-            )
-            files["long_run"] = str(out_dir / "long_run.png")
-        result["files"] = files
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
 
-def _idle_summary(start: torch.Tensor, last: torch.Tensor, means: torch.Tensor, stds: torch.Tensor) -> dict:
-    # The real game does not move without keys: the start frame is the truth for every idle frame.
-    real_mean = start.float().mean(dim=(1, 2, 3))
-    real_std = start.float().std(dim=(1, 2, 3)).mean().item()
-    mean_lo, mean_hi = real_mean.min().item(), real_mean.max().item()
-    # "In range": the mean brightness stays within 40 levels of the real start frames' and the
-    # contrast never collapses below 30% of theirs (a blank or flat frame fails).
-    in_range = bool(((means >= mean_lo - 40) & (means <= mean_hi + 40)).all())
-    collapsed = bool(stds.min() < 0.3 * real_std)
-    return {
-        "frames": len(means),
-        "mean_first": round(means[0].item(), 2),
-        "mean_last": round(means[-1].item(), 2),
-        "std_first": round(stds[0].item(), 2),
-        "std_last": round(stds[-1].item(), 2),
-        "real_mean_range": [round(mean_lo, 2), round(mean_hi, 2)],
-        "real_std": round(real_std, 2),
-        "psnr_last_vs_start": round(psnr(last, start).mean().item(), 3),
-        "in_range": in_range,
-        "collapsed": collapsed,
-    }
+def _write_files(out_dir: Path, cfg, checkpoint, curves, idle_curves, start, result, video, loop, long_stats):
+    """The summary plot, the real | generated video, the loop strip and the long-run plot."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"plot": str(out_dir / "psnr_vs_horizon.png")}
+    drift = idle_curves["gray"] - scores.gray_mean(start).cpu()  # [F,B] gray levels vs the true view
+    plots.plot_summary(
+        curves, idle_curves["psnr"], drift, result, out_dir / "psnr_vs_horizon.png",
+        title=f"{checkpoint}: against the real game ({cfg.sequences} sequences)",
+    )  # fmt: skip
+    files["video"] = str(plots.write_video(video, out_dir / "real_vs_generated.mp4"))
+    if loop is not None and "frames" in loop:
+        labels = [
+            f"{n}: {c}"
+            for n in ("turn", "walk")
+            for c in ("start", "real mid", "gen mid", "real end", "gen end")
+        ]
+        plots.save_strip(loop["frames"], labels, out_dir / "loop.png")
+        files["loop"] = str(out_dir / "loop.png")
+    if long_stats is not None:
+        plots.plot_long_run(
+            long_stats,
+            out_dir / "long_run.png",
+            FPS,
+            f"{checkpoint}: {cfg.long_frames} frames vs the real game",
+        )
+        files["long_run"] = str(out_dir / "long_run.png")
+    return files

@@ -29,6 +29,9 @@ from worldsim.train import common, resume
 log = logging.getLogger(__name__)
 
 START_SEEDS = 16  # spawn points stored as start latents
+# the parts of a `worldsim eval` JSON a card carries (the honest verdicts with the raw figures)
+EVAL_KEYS = ("psnr", "ssim", "baseline_copy_last", "margin_over_copy_last", "verdict", "pass", "motion",
+             "controllability", "idle", "device", "action_accuracy", "loop", "long_run")  # fmt: skip
 
 
 def _storage(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -70,11 +73,7 @@ def export(
     metrics = {"teacher": state.get("metrics", {}), "autoencoder": state.get("autoencoder_metrics", {})}
     metrics.update(train_metrics or {})
     if eval_result:
-        metrics["eval"] = {
-            k: eval_result[k]
-            for k in ("psnr", "ssim", "baseline_copy_last", "idle", "device")
-            if k in eval_result
-        }
+        metrics["eval"] = {k: eval_result[k] for k in EVAL_KEYS if k in eval_result}
     out_path = Path(out_path)
     save_checkpoint(
         out_path,

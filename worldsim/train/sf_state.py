@@ -15,7 +15,7 @@ from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.config import ModelConfig
 from worldsim.model.dit import DiT
 from worldsim.train import common
-from worldsim.train.export import START_SEEDS, _storage, start_latents, write_card
+from worldsim.train.export import EVAL_KEYS, START_SEEDS, _storage, start_latents, write_card
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,7 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
     metrics = {"teacher": info.get("metrics", {}), "autoencoder": info.get("autoencoder_metrics", {}),
                "self_forcing": state.get("metrics", {}), "teacher_source": info.get("source")}  # fmt: skip
     if eval_result:
-        metrics["eval"] = {k: eval_result[k] for k in ("psnr", "ssim", "baseline_copy_last", "idle", "device",
-                           "action_accuracy", "loop", "long_run") if k in eval_result}  # fmt: skip
+        metrics["eval"] = {k: eval_result[k] for k in EVAL_KEYS if k in eval_result}
     out_path = Path(out_path)
     save_checkpoint(out_path, config=cfg, dit=_storage(state["ema"], torch.bfloat16),
                     autoencoder=_storage(ae.state_dict(), torch.bfloat16), start_latents=z,
