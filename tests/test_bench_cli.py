@@ -123,3 +123,9 @@ def test_bench_train_compare_writes_a_chart_beside_its_json(tmp_path, monkeypatc
     png = out.with_suffix(".png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 5000  # two labelled bars, not an empty canvas
     assert not LONG_DECIMAL.search(capsys.readouterr().out)
+
+
+def test_bench_cli_prints_the_help_time_and_that_no_torch_loaded(capsys):
+    assert main(["bench", "cli", "--runs", "1"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("worldsim --help: median ") and line.endswith("torch loaded: False"), line

@@ -1,4 +1,4 @@
-"""`worldsim bench game|neural|serve|train`: speed benchmarks that print a table and optionally write JSON
+"""`worldsim bench game|neural|serve|train|cli`: speed benchmarks that print a table and optionally write JSON
 (never timed tests). Each target has its own flags; the benchmark itself lives in worldsim/bench/<target>.py.
 
 The old one-list spelling (`bench --world neural ...`, `bench --serve`, `bench --train`) still parses,
@@ -72,6 +72,10 @@ def add_train_arguments(p) -> None:
     p.add_argument("--clip-frames", type=int, default=None, help="frames per clip (default 1.5 x window)")
 
 
+def add_cli_arguments(p) -> None:
+    p.add_argument("--runs", type=int, default=5, help="fresh interpreters to time (default 5)")
+
+
 TARGETS = {
     "game": ("frames/s of the batched raycaster (physics + render)", add_game_arguments),
     "neural": ("frames/s, latency and memory of the neural world's per-frame step", add_neural_arguments),
@@ -80,6 +84,10 @@ TARGETS = {
         add_serve_arguments,
     ),
     "train": ("the teacher's training step: clips/s, ms per part, FLOP use on CUDA", add_train_arguments),
+    "cli": (
+        "how long `worldsim --help` takes in a fresh interpreter, and whether it loads torch",
+        add_cli_arguments,
+    ),
 }
 
 
@@ -99,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="measure speed: the real game, the neural world, the server under load, or training",
-        description="Speed benchmarks: `worldsim bench game|neural|serve|train --help` lists each one's flags.",
+        description="Speed benchmarks: `worldsim bench game|neural|serve|train|cli --help` lists each one's flags.",
     )
     targets = p.add_subparsers(dest="target", metavar="<target>")
     for name, (help_line, add_arguments) in TARGETS.items():
