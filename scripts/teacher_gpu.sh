@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Teacher training at full speed on one GPU, in stages that fit a lent machine's limits:
 #
-#   OUT=/tmp/o scripts/teacher_gpu.sh bench     # bench --train --compare, tiny and base presets (~6 min)
+#   OUT=/tmp/o scripts/teacher_gpu.sh bench     # bench train --compare, tiny and base presets (~6 min)
 #   OUT=/tmp/o scripts/teacher_gpu.sh train     # start the tiny and base teacher runs in the background
 #   OUT=/tmp/o scripts/teacher_gpu.sh status    # where the runs are (tail of their logs)
 #   OUT=/tmp/o scripts/teacher_gpu.sh collect   # the compact train states + metrics into $OUT
@@ -47,7 +47,7 @@ case "${1:-}" in
   bench)
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/bench.log"
     for p in tiny base; do
-      python3 -m worldsim bench --train --compare --preset "$p" --device cuda --seconds "${BENCH_S:-8}" \
+      python3 -m worldsim bench train --compare --preset "$p" --device cuda --seconds "${BENCH_S:-8}" \
         --json "$OUT/bench_train_$p.json" 2>&1 | grep -v "^W" | tee -a "$OUT/bench.log"
     done
     ;;

@@ -58,7 +58,7 @@ fi
 
 if has export; then
   stage "export"
-  python -m worldsim.train.export "$RUN_DIR/teacher/teacher.pt" "$OUT/$PRESET.safetensors" \
+  python -m worldsim train export "$RUN_DIR/teacher/teacher.pt" "$OUT/$PRESET.safetensors" \
     --autoencoder-metrics "$RUN_DIR/ae/autoencoder.json" 2>&1 | tee "$RUN_DIR/export.log"
 fi
 
@@ -68,7 +68,7 @@ if has eval; then
   python -m worldsim eval --checkpoint "$OUT/$PRESET.safetensors" --quick --device "$DEVICE" \
     --json "$OUT/eval.json" --out "$RUN_DIR/eval" $EVAL_ARGS 2>&1 | tee "$RUN_DIR/eval.log"
   # The card carries the eval figures too.
-  python -m worldsim.train.export --card-only "$RUN_DIR/teacher/teacher.pt" "$OUT/$PRESET.safetensors" \
+  python -m worldsim train export --card-only "$RUN_DIR/teacher/teacher.pt" "$OUT/$PRESET.safetensors" \
     --autoencoder-metrics "$RUN_DIR/ae/autoencoder.json" --eval-json "$OUT/eval.json"
 fi
 

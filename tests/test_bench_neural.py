@@ -1,4 +1,4 @@
-"""`worldsim bench --world neural`: the single run and the `--compare --quick` table, on CPU."""
+"""`worldsim bench neural`: the single run and the `--compare --quick` table, on CPU."""
 
 import argparse
 import json
@@ -44,6 +44,8 @@ def test_compare_quick_covers_sessions_and_anchors(tmp_path, capsys):
     assert all(x["fps"] > 0 and x["vs_eager"] == 1.0 for x in rows)  # CPU: eager rows only
     table = capsys.readouterr().out
     assert "self-forcing (quick)" in table and "x eager" in table
+    png = out.with_suffix(".png").read_bytes()  # the bar chart beside the JSON
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
 
 
 def test_bad_arguments_are_user_errors():

@@ -13,12 +13,12 @@ from worldsim.errors import UserError
 from worldsim.model import get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.train.flow import encode_clips
+from worldsim.train.options import add_store_arguments
 from worldsim.train.store import (
     RENDER_CHUNK,
     LatentBatches,
     LatentStore,
     StoreSpec,
-    add_store_arguments,
     dataset_source,
     game_source,
     store_spec,

@@ -1,3 +1,7 @@
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 from models import train_args
@@ -93,3 +97,68 @@ def test_teacher_resume_continues_from_saved_step(ae_path, tmp_path):
     assert second["hparams"]["lr"] == 1e-3  # the run's own hyperparameters win on resume
     # the optimizer went on from its saved state (Adam's step count), not from a fresh one
     assert all(int(st["step"]) == 9 for st in second["opt"]["state"].values())
+
+
+def test_export_verb_writes_the_bf16_and_the_8bit_file_with_cards(teacher_run, tmp_path, capsys):
+    """`worldsim train export STATE OUT --int8 --eval-json F`: OUT is the 8-bit file that ships, made from
+    the bf16 export beside it; each has its card; one "wrote" line per file; both play."""
+    from worldsim.checkpoint import load_checkpoint
+    from worldsim.cli import main
+    from worldsim.neural import NeuralWorld
+
+    out, _ = teacher_run
+    ev = tmp_path / "eval.json"
+    ev.write_text(json.dumps({"psnr": {"1": 21.5}, "ssim": {"1": 0.5}, "device": "cpu"}))
+    ship = tmp_path / "mine.safetensors"
+    assert (
+        main(["train", "export", str(out / "teacher.pt"), str(ship), "--int8", "--eval-json", str(ev)]) == 0
+    )
+    wrote = [line for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    bf16 = tmp_path / "mine-bf16.safetensors"
+    assert len(wrote) == 2 and str(bf16) in wrote[0] and str(ship) in wrote[1], wrote
+    full, small = load_checkpoint(bf16), load_checkpoint(ship)
+    assert small.metrics["weights"] == "int8" and small.metrics["quantized_from"] == full.sha256
+    assert small.metrics["eval"]["psnr"] == {"1": 21.5} and small.config.to_dict() == full.config.to_dict()
+    assert any(t.dtype == torch.int8 for t in small.tensors["dit"].values())
+    assert not any(t.dtype == torch.int8 for t in full.tensors["dit"].values())
+    assert "8 bits" in ship.with_suffix(".md").read_text() and "21.5" in ship.with_suffix(".md").read_text()
+    assert "8 bits" not in bf16.with_suffix(".md").read_text()
+    for path in (bf16, ship):
+        world = NeuralWorld.from_checkpoint(str(path), device="cpu", batch_size=1)
+        frames = world.reset([0])
+        assert world.step(torch.zeros(1, world.num_keys, dtype=torch.bool)).shape == frames.shape
+
+
+def test_export_module_entry_point_still_works(teacher_run, tmp_path):
+    from worldsim.checkpoint import load_checkpoint
+
+    out, _ = teacher_run
+    target = tmp_path / "plain.safetensors"
+    run = subprocess.run(
+        [sys.executable, "-m", "worldsim.train.export", str(out / "teacher.pt"), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("wrote ") == 1 and "wrote" not in run.stderr  # once, not also in a log line
+    assert target.with_suffix(".md").is_file() and load_checkpoint(target).metrics["teacher"]["steps"] == 40
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["/nonexistent/teacher.pt", "x.safetensors"], "STATE"),
+        (["STATE", "x.safetensors", "--eval-json", "/nonexistent/eval.json"], "--eval-json"),
+        (["STATE", "x.safetensors", "--int8", "--card-only"], "--card-only"),
+    ],
+)
+def test_export_verb_bad_input_is_a_one_line_error(teacher_run, tmp_path, argv, flag, capsys):
+    from worldsim.cli import main
+
+    argv = [str(teacher_run[0] / "teacher.pt") if a == "STATE" else a for a in argv]
+    argv = [str(tmp_path / a) if a == "x.safetensors" else a for a in argv]
+    assert main(["train", "export", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err, err
+    assert not (tmp_path / "x.safetensors").exists()

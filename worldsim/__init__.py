@@ -44,14 +44,42 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'worldsim' has no attribute {name!r}")
 
 
-def _register_envs() -> None:
-    try:
-        import gymnasium  # optional where only training runs (a GPU machine without it)
-    except ImportError:
-        return
-    from worldsim.registration import register
+class _ThenRegister(importlib.abc.Loader):
+    """gymnasium's own loader, then worldsim's ids registered into the module it made."""
 
-    register(gymnasium)  # by name: the worlds and torch load when an env is made
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self.loader.exec_module(module)
+        from worldsim.registration import register
+
+        register(module)  # by name: the worlds and torch load when an env is made
+
+    def __getattr__(self, name: str):  # resource readers and the like: the real loader's
+        return getattr(self.loader, name)
 
 
-_register_envs()
+class _RegisterWithGymnasium(importlib.abc.MetaPathFinder):
+    """Registers the ids when gymnasium is imported, before or after worldsim: importing gymnasium here
+    would cost `worldsim --help` and a headless server half their start-up (it loads numpy and more)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "gymnasium":
+            return None
+        sys.meta_path.remove(self)  # once: the finders after this one find the real package
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenRegister(spec.loader)
+        return spec
+
+
+if "gymnasium" in sys.modules:
+    from worldsim.registration import register as _register
+
+    _register(sys.modules["gymnasium"])
+else:
+    sys.meta_path.insert(0, _RegisterWithGymnasium())

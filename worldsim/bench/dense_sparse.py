@@ -8,7 +8,7 @@ import logging
 
 import torch
 
-from worldsim.bench.timing import DTYPES, measure_world, reset_memory
+from worldsim.bench.timing import DTYPES, fps_text, measure_world, reset_memory
 from worldsim.engine.attention import cached_attention
 from worldsim.errors import UserError
 from worldsim.graph_world import GraphWorld
@@ -102,7 +102,7 @@ def sparse_rows(
                         **r,
                     }
                     rows.append(row)
-                    log.info("%s %s S=%d %s: %s fps", label, dtype, S, mode, r.get("fps"))
+                    log.info("%s %s S=%d %s: %s frames/s", label, dtype, S, mode, fps_text(r.get("fps")))
                     if on_row is not None:
                         on_row(row)
     return rows

@@ -1,4 +1,4 @@
-"""`worldsim bench --world game`: frames per second of the batched raycaster (physics + render)."""
+"""`worldsim bench game`: frames per second of the batched raycaster (physics + render)."""
 
 from __future__ import annotations
 

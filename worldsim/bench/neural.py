@@ -1,4 +1,4 @@
-"""`worldsim bench --world neural`: frames/s, per-frame latency p50/p99 and GPU memory of the neural
+"""`worldsim bench neural`: frames/s, per-frame latency p50/p99 and GPU memory of the neural
 world's per-frame step; `--compare` times eager vs CUDA graph, bf16 vs fp32, sessions 1/16/64 and the
 anchor-shape presets in one process and prints one table (`--quick`: toy sizes, runs on CPU).
 
@@ -15,9 +15,11 @@ import logging
 import torch
 
 from worldsim.bench.dense_sparse import sparse_rows
+from worldsim.bench.plot import bar_chart, chart_path
 from worldsim.bench.timing import (
     DTYPES,
     environment,
+    fps_text,
     measure_world,
     memory_mib,
     reset_memory,
@@ -158,7 +160,7 @@ def compare(
                         log.error("%s %s S=%d %s failed: %s", label, dt, S, mode, e)
                         r = {"sessions": S, "error": f"{type(e).__name__}: {e}"[:300]}
                     rows.append({"model": label, "dtype": dt, "mode": mode, **r})
-                    log.info("%s %s S=%d %s: %s fps", label, dt, S, mode, r.get("fps"))
+                    log.info("%s %s S=%d %s: %s frames/s", label, dt, S, mode, fps_text(r.get("fps")))
                     result()
     if cuda or quick:
         for name in ANCHOR_NAMES:
@@ -178,7 +180,7 @@ def compare(
                     log.error("%s %s failed: %s", name, mode, e)
                     r = {"sessions": 1, "error": f"{type(e).__name__}: {e}"[:300]}
                 rows.append({"model": name + (" (quick)" if quick else ""), "dtype": dt, "mode": mode, **r})
-                log.info("%s %s: %s latent fps", name, mode, r.get("fps"))
+                log.info("%s %s: %s latent frames/s", name, mode, fps_text(r.get("fps")))
                 result()
     else:
         log.info("anchor shapes skipped: 1.1B-parameter models are timed on CUDA only (use --quick on CPU)")
@@ -191,6 +193,14 @@ def compare(
 
     sparse_rows(device=device, seconds=seconds, quick=quick, modes=modes + ring, dtype=dtypes[0], on_row=add)
     return result()
+
+
+def chart(rows: list[dict], json_path: str) -> None:
+    """The comparison's frames/s as bars beside its JSON (rows that failed are left out)."""
+    done = [r for r in rows if "fps" in r]
+    labels = [f"{r['model'][:24]} {r['dtype']} {r['mode']} S={r['sessions']}" for r in done]
+    bar_chart(labels, [r["fps"] for r in done], chart_path(json_path),
+              title="worldsim bench neural --compare", unit="frames/s (all sessions)")  # fmt: skip
 
 
 def format_table(rows: list[dict]) -> str:
@@ -227,7 +237,7 @@ DTYPE_ROUNDS = 3  # --dtype both: fp32 and bf16 rows alternate this many times (
 
 
 def one_row(args: argparse.Namespace, device: torch.device, quick: bool, dtype, seconds: float) -> dict:
-    """One configuration of `worldsim bench --world neural` as a table row."""
+    """One configuration of `worldsim bench neural` as a table row."""
     graph = device.type == "cuda" and not getattr(args, "eager", False)
     fused = bool(getattr(args, "kernels", False))
     reset_memory(device)
@@ -275,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
             device=device, checkpoint=args.checkpoint, seconds=args.seconds, quick=quick, json_path=args.json
         )
         print(format_table(result["rows"]))
+        if args.json:
+            chart(result["rows"], args.json)
     elif getattr(args, "dtype", "auto") == "both":
         rows = dtype_ab(args, device, quick)
         print(format_table(rows))

@@ -1,4 +1,4 @@
-"""`worldsim bench --serve`: a server and N real-time clients (one process each) on loopback.
+"""`worldsim bench serve`: a server and N real-time clients (one process each) on loopback.
 
 Each client sends keys every frame interval at its own phase and shows the newest frame; the JSON
 has per-client fps, input-to-frame latency (client clock) and dropped frames, plus the server's view.

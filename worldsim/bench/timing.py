@@ -102,6 +102,11 @@ def environment(device: torch.device) -> dict:
     }
 
 
+def fps_text(fps: float | None) -> str:
+    """A frames/s figure for a log line: one decimal, or "-" for a row that failed."""
+    return "-" if fps is None else f"{fps:.1f}"
+
+
 def write_json_logged(path: str, obj: dict) -> None:
     """`obj` to `path` atomically (a reader never sees half a file), and say so."""
     write_json(obj, path)

@@ -1,4 +1,4 @@
-"""`worldsim bench --train`: the teacher's training throughput (clips/s, ms per part, DiT FLOP use).
+"""`worldsim bench train`: the teacher's training throughput (clips/s, ms per part, DiT FLOP use).
 
 One variant is one way of feeding and running the teacher's step: `live` renders clips with the game and
 encodes them every step (the training path before the latent store), `store` samples windows from the
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from worldsim.bench.plot import bar_chart, chart_path
 from worldsim.device import resolve_device
 from worldsim.errors import UserError
 
@@ -297,4 +298,7 @@ def run(args: argparse.Namespace) -> int:
         with open(tmp, "w") as f:
             json.dump(result, f, indent=2)
         os.replace(tmp, args.json)
+        if len(rows) > 1:
+            bar_chart([r["variant"] for r in rows], [r["clips_per_second"] for r in rows], chart_path(args.json),
+                      title=f"worldsim bench train --compare ({preset}, batch {batch})", unit="clips/s")  # fmt: skip
     return 0

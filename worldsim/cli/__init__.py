@@ -1,6 +1,7 @@
 """`worldsim <verb>`: each verb lives in its own module under worldsim/cli/ with `register(sub)`.
 
-Verb modules keep heavy imports (torch, pygame, zmq) inside their handlers so that `--help` is fast.
+Verb modules keep heavy imports (torch, pygame, zmq) inside their handlers so that `--help` is fast:
+building the parser loads none of them (tests/test_cli_imports.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import sys
 
 from worldsim.cli.options import checkpoint_verification
-from worldsim.device import resolve_device
 from worldsim.errors import UserError
 
 # Modules that register verbs, in the order `--help` lists them.
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if getattr(args, "device", None) is not None:  # every verb's --device, checked once up front
+            from worldsim.device import resolve_device  # torch: only a verb that runs loads it
+
             resolve_device(args.device)
         with checkpoint_verification(args):
             return int(args.func(args) or 0)

@@ -7,9 +7,7 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 
-from worldsim.checkpoint import set_verify_default
 from worldsim.errors import UserError
-from worldsim.game.config import MAX_FRAME_SIDE
 
 
 def add_no_verify(p: argparse.ArgumentParser) -> None:
@@ -27,6 +25,8 @@ def checkpoint_verification(args: argparse.Namespace) -> Iterator[None]:
     if not getattr(args, "no_verify", False):
         yield
         return
+    from worldsim.checkpoint import set_verify_default  # torch: loaded when a verb runs, not for --help
+
     set_verify_default(False)
     try:
         yield
@@ -36,6 +36,8 @@ def checkpoint_verification(args: argparse.Namespace) -> Iterator[None]:
 
 def check_frame_size(size: int, flag: str = "--size") -> None:
     """A frame side the game can render without exhausting memory (it allocates per pixel)."""
+    from worldsim.game.config import MAX_FRAME_SIDE  # worldsim.game loads torch: not for --help
+
     if not 8 <= size <= MAX_FRAME_SIDE:
         raise UserError(
             f"{flag} {size}: frames must be 8 to {MAX_FRAME_SIDE} pixels a side; 64 or 128 are the usual"

@@ -7,13 +7,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from worldsim.bench.timing import measure_world
-from worldsim.checkpoint import default_checkpoint
 from worldsim.cli.options import add_no_verify, check_frame_size
-from worldsim.device import default_device
 from worldsim.errors import UserError
 from worldsim.serve.protocol import MAX_SEED
-from worldsim.worlds import world_factory
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +151,8 @@ def _default_device(args: argparse.Namespace, world: str | None) -> str:
         return args.device
     if world == "game":
         return "cpu"  # one game renders faster on the CPU than a GPU launch costs
+    from worldsim.device import default_device  # torch: loaded when play runs, not for --help
+
     return str(default_device())
 
 
@@ -177,6 +175,8 @@ def choose_world(args: argparse.Namespace) -> tuple[str, str | None]:
         return "game", None
     if args.world == "neural" or args.checkpoint:
         return "neural", args.checkpoint
+    from worldsim.checkpoint import default_checkpoint  # torch: loaded when play runs, not for --help
+
     device = _default_device(args, None)
     found = default_checkpoint(device)
     if found is None:
@@ -236,6 +236,7 @@ def _replay_seed(spec: str | None) -> int | None:
 def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | None):
     """The frame source and what must be stopped after it (an embedded server, if any)."""
     from worldsim.controllers.sources import ClientSource, WorldSource
+    from worldsim.worlds import world_factory  # torch: loaded when play runs, not for --help
 
     if args.connect:
         return ClientSource(args.connect, args.fps), None
@@ -265,6 +266,8 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
 def vs_bench_line(summary, world, seconds: float) -> str:
     """Time `world` stepping flat out (the benchmark's own loop) right after play, in the same process
     and thread setting, and say play's frames/s as a ratio of it."""
+    from worldsim.bench.timing import measure_world  # torch: loaded when play runs, not for --help
+
     bench = measure_world(world, seconds)
     ratio = summary.fps / bench["fps"] if bench["fps"] > 0 else float("nan")
     return f"bench of the same world: {bench['fps']:.1f} frames/s; play / bench = {ratio:.2f}"

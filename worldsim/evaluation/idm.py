@@ -24,6 +24,7 @@ from worldsim.data import Explorer
 from worldsim.device import resolve_device
 from worldsim.game import GameWorld
 from worldsim.train.common import write_json
+from worldsim.train.options import add_idm_arguments as add_arguments
 from worldsim.world import KEY_NAMES, OPPOSITE_KEYS
 
 log = logging.getLogger(__name__)
@@ -269,16 +270,6 @@ def get_idm(
 # ---------------------------------------------------------------------------------------------------
 # Entry point: `worldsim train idm` (stage module protocol: add_arguments + main) or python -m
 # ---------------------------------------------------------------------------------------------------
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"), help="frame size")
-    p.add_argument("--steps", type=int, default=3000, help="training batches (default 3000)")
-    p.add_argument("--batch", type=int, default=64, help="games per batch (default 64)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    p.add_argument("--seed", type=int, default=0, help="spawn and explorer seed")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
-    p.add_argument("--out", default=None, help="output .safetensors (default: the runs/idm cache)")
 
 
 def main(args) -> int:

@@ -17,6 +17,7 @@ from worldsim.metrics import psnr
 from worldsim.model.autoencoder import AE_PRESETS, Autoencoder, AutoencoderConfig, frames_to_model
 from worldsim.model.config import PRESETS
 from worldsim.train import common, distributed, resume
+from worldsim.train.options import add_autoencoder_arguments as add_arguments  # noqa: F401 (stage protocol)
 
 log = logging.getLogger(__name__)
 
@@ -296,14 +297,6 @@ def _save(path, args, ae, opt, cfg, step, history, evals, metrics=None) -> None:
         },
         path,
     )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    common.add_common_arguments(p, steps=3000, batch=64, lr=1e-3)
-    p.add_argument("--heldout", type=int, default=256, help="held-out frames for PSNR (other seeds)")
-    p.add_argument("--init", default=None, metavar="CHECKPOINT",
-                   help="start from this autoencoder: a shipped checkpoint (name or .safetensors, 8-bit or "
-                        "float) or an autoencoder.pt")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:

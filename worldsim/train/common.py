@@ -25,23 +25,6 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------------
 
 
-def add_common_arguments(p: argparse.ArgumentParser, *, steps: int, batch: int, lr: float) -> None:
-    p.add_argument("--preset", default="tiny", help="model size preset: test, tiny, base (default tiny)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if present)")
-    p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
-    p.add_argument(
-        "--minutes", type=float, default=None, help="also stop after this many minutes of training"
-    )
-    p.add_argument("--batch", type=int, default=batch, help=f"batch size (default {batch})")
-    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
-    p.add_argument("--seed", type=int, default=0, help="data and init seed")
-    p.add_argument("--out", required=True, help="output directory (train state, plots, metrics)")
-    p.add_argument("--resume", action="store_true", help="continue from the train state in --out")
-    p.add_argument("--ckpt-every", type=int, default=500, help="save the train state every N steps")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs every --log-every steps)")
-    p.add_argument("--log-every", type=int, default=100, help="log a line every N steps")
-
-
 def check_positive(**values: float | int | None) -> None:
     for name, v in values.items():
         if v is not None and v <= 0:

@@ -1,7 +1,10 @@
 """Export a teacher train state to a shipped checkpoint (safetensors) and write its model card.
 
-    python -m worldsim.train.export RUN/teacher/teacher.pt checkpoints/tiny.safetensors \
+    worldsim train export RUN/teacher/teacher.pt checkpoints/tiny.safetensors [--int8] \
         [--autoencoder-metrics RUN/ae/autoencoder.json] [--eval-json eval.json] [--card-only]
+
+(`python -m worldsim.train.export` takes the same arguments.) With `--int8` the named file is the 8-bit
+one that ships (`worldsim.engine.quant.export_int8`) and the bf16 export goes beside it as NAME-bf16.
 
 The checkpoint holds the EMA DiT, the autoencoder, start latents (encoded real spawn frames of the
 default level), the config and the training metrics; weights are stored in bf16 by default (the
@@ -20,18 +23,26 @@ from pathlib import Path
 import torch
 
 from worldsim.checkpoint import save_checkpoint
+from worldsim.engine.quant import export_int8
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
 from worldsim.model.autoencoder import Autoencoder, frames_to_model
 from worldsim.model.config import ModelConfig
 from worldsim.train import common, resume
+from worldsim.train.options import START_SEEDS, add_export_arguments
 
 log = logging.getLogger(__name__)
 
-START_SEEDS = 16  # spawn points stored as start latents
 # the parts of a `worldsim eval` JSON a card carries (the honest verdicts with the raw figures)
 EVAL_KEYS = ("psnr", "ssim", "baseline_copy_last", "margin_over_copy_last", "verdict", "pass", "motion",
              "controllability", "idle", "device", "action_accuracy", "loop", "long_run")  # fmt: skip
+# The card's storage line for each kind of file
+STORAGE = {
+    "bf16": "EMA weights; matrices/kernels bf16, vectors fp32",
+    "fp32": "EMA weights; every tensor fp32",
+    "int8": "EMA weights in 8 bits: the DiT blocks' linears int8 per output channel; every other matrix and "
+    "convolution int8 per channel, read back as floats; vectors bf16 (`worldsim.engine.quant.export_int8`)",
+}
 
 
 def _storage(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -60,8 +71,10 @@ def export(
     eval_result: dict | None = None,
     dtype: torch.dtype = torch.bfloat16,
     seeds: int = START_SEEDS,
+    int8_path: str | Path | None = None,
 ) -> Path:
-    """Write `out_path` (.safetensors) and its card (`.md` beside it) from a teacher train state."""
+    """Write `out_path` (.safetensors) and its card (`.md` beside it) from a teacher train state; with
+    `int8_path`, also the 8-bit checkpoint made from it, and its card."""
 
     state = resume.load_train_state(state_path)
     if state.get("kind") != "teacher":
@@ -83,8 +96,16 @@ def export(
         start_latents=z,
         metrics=metrics,
     )
-    write_card(out_path, cfg, state, metrics, seeds=seeds)
-    log.info("exported %s (%.2f MiB) and its card", out_path, out_path.stat().st_size / 2**20)
+    write_card(
+        out_path, cfg, state, metrics, seeds=seeds, storage="bf16" if dtype == torch.bfloat16 else "fp32"
+    )
+    written = [out_path]
+    if int8_path is not None:
+        int8_path = export_int8(out_path, int8_path)
+        write_card(int8_path, cfg, state, metrics, seeds=seeds, storage="int8")
+        written.append(int8_path)
+    for path in written:  # debug: the command line says what it wrote, once
+        log.debug("exported %s (%.2f MiB) and its card", path, path.stat().st_size / 2**20)
     return out_path
 
 
@@ -110,7 +131,7 @@ def _fmt(v) -> str:
     return "n/a" if v is None else str(v)
 
 
-def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int) -> Path:
+def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int, storage: str = "bf16") -> Path:
     """A markdown model card beside the checkpoint: what it is, how trained, what was measured, how to reproduce."""
     tm = state.get("metrics", {})
     ae = metrics.get("autoencoder", {})
@@ -133,7 +154,7 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int) -
         f"| sampling | {cfg.steps} steps, {cfg.schedule} schedule (shift {cfg.schedule_shift}), context noise {cfg.context_noise} |",
         f"| keys | {', '.join(cfg.key_names)} |",
         f"| start latents | {seeds} encoded spawn frames of the default level (seeds 0..{seeds - 1}) |",
-        "| storage | EMA weights; matrices/kernels bf16, vectors fp32 |",
+        f"| storage | {STORAGE[storage]} |",
         "",
         "## How it was trained",
         "",
@@ -195,45 +216,66 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int) -
     return card
 
 
+def bf16_path(int8_path: str | Path) -> Path:
+    """Where `--int8` puts the bf16 export the 8-bit file is made from: NAME-bf16.safetensors beside it."""
+    p = Path(int8_path)
+    return p.with_name(f"{p.stem}-bf16{p.suffix or '.safetensors'}")
+
+
+def _read_json(path: str | None, flag: str) -> dict | None:
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{flag} {path}: cannot read it as JSON ({e}); pass the file the run wrote") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """`worldsim train export`: print one line per file written."""
+    if args.card_only and args.int8:
+        raise UserError("--card-only rewrites one card; drop --int8 (or --card-only to export again)")
+    extra = {}
+    if args.autoencoder_metrics:
+        extra["autoencoder"] = _read_json(args.autoencoder_metrics, "--autoencoder-metrics")
+    ev = _read_json(args.eval_json, "--eval-json")
+    if not Path(args.state).is_file():
+        raise UserError(
+            f"STATE {args.state}: no such file; pass the teacher.pt of a `worldsim train teacher` run"
+        )
+    if args.card_only:
+        state = resume.load_train_state(args.state)
+        metrics = {
+            "teacher": state.get("metrics", {}),
+            "autoencoder": state.get("autoencoder_metrics", {}),
+            **extra,
+        }
+        if ev:
+            metrics["eval"] = ev
+        card = write_card(
+            Path(args.out), ModelConfig.from_dict(state["config"]), state, metrics, seeds=args.seeds
+        )
+        print(f"wrote {card}")
+        return 0
+    out = bf16_path(args.out) if args.int8 else Path(args.out)
+    export(args.state, out, train_metrics=extra, eval_result=ev, seeds=args.seeds,
+           dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32,
+           int8_path=args.out if args.int8 else None)  # fmt: skip
+    for path in [out] + ([Path(args.out)] if args.int8 else []):
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB) and its card {path.with_suffix('.md')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m worldsim.train.export", description=__doc__.splitlines()[0])
-    p.add_argument("state", help="teacher.pt (or teacher.state.safetensors, the compact state) of a run")
-    p.add_argument("out", help="output .safetensors path (its card is written beside it as .md)")
-    p.add_argument(
-        "--autoencoder-metrics", default=None, help="autoencoder.json from `worldsim train autoencoder`"
-    )
-    p.add_argument("--eval-json", default=None, help="a `worldsim eval` JSON to put in the card")
-    p.add_argument(
-        "--dtype", choices=["bf16", "fp32"], default="bf16", help="storage of matrices (default bf16)"
-    )
-    p.add_argument("--seeds", type=int, default=START_SEEDS, help="spawn seeds stored as start latents")
-    p.add_argument("--card-only", action="store_true", help="rewrite the card of an existing export")
+    add_export_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    extra = {}
     try:
-        if args.autoencoder_metrics:
-            extra["autoencoder"] = json.loads(Path(args.autoencoder_metrics).read_text())
-        ev = json.loads(Path(args.eval_json).read_text()) if args.eval_json else None
-        if args.card_only:
-            state = resume.load_train_state(args.state)
-            metrics = {
-                "teacher": state.get("metrics", {}),
-                "autoencoder": state.get("autoencoder_metrics", {}),
-                **extra,
-            }
-            if ev:
-                metrics["eval"] = ev
-            write_card(
-                Path(args.out), ModelConfig.from_dict(state["config"]), state, metrics, seeds=args.seeds
-            )
-            return 0
-        export(args.state, args.out, train_metrics=extra, eval_result=ev, seeds=args.seeds,
-               dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32)  # fmt: skip
+        return run(args)
     except (UserError, OSError, ValueError) as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ import torch
 from worldsim.frame import next_frame, prime
 from worldsim.model.kvcache import KVCache
 from worldsim.sampling import sample_euler
-
-CONTEXTS = ("self", "true", "diffusion-forced")
+from worldsim.train.options import CONTEXTS
 
 
 def _write_noise(z: torch.Tensor, level: float | torch.Tensor, gen) -> torch.Tensor | None:

@@ -24,7 +24,9 @@ from worldsim.model.kvcache import KVCache
 from worldsim.sampling import schedule_for
 from worldsim.train import common, resume
 from worldsim.train.dmd import critic_loss, dmd_loss, sample_levels
-from worldsim.train.rollout import CONTEXTS, rollout
+from worldsim.train.options import CONTEXTS
+from worldsim.train.options import add_self_forcing_arguments as add_arguments  # noqa: F401 (stage protocol)
+from worldsim.train.rollout import rollout
 from worldsim.train.sf_state import (
     HPARAMS,
     STATE_FILE,
@@ -209,40 +211,6 @@ def train(args: argparse.Namespace) -> dict:
     common.write_json(metrics, out / "self_forcing.json")
     log.info("self-forcing: %d generator steps in %.0f s", step, seconds)
     return metrics
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    # Small steps: Adam with beta1 = 0 moves every weight by ~lr on its first steps (2 tiny-CPU steps at
-    # 1e-4 moved the critic as far from the teacher as the student is: DMD gradient norm 0.9, vs 0.1 at 1e-5)
-    common.add_common_arguments(p, steps=2_000, batch=8, lr=1e-5)
-    p.add_argument(
-        "--teacher", default=None, help="teacher.pt train state, or a checkpoint name / .safetensors"
-    )
-    p.add_argument("--init", default=None, metavar="CHECKPOINT",
-                   help="start the student from this checkpoint (e.g. a shipped student, 8-bit or float) "
-                        "instead of the teacher's weights; its config must match the teacher's")  # fmt: skip
-    p.add_argument("--context", default="self", choices=CONTEXTS,
-                   help="self: self-forcing (own frames in the cache); true / diffusion-forced: the baseline")  # fmt: skip
-    p.add_argument("--critic-steps", type=int, default=5, help="critic updates per generator update")
-    p.add_argument("--critic-lr", type=float, default=1e-5, help="critic learning rate")
-    p.add_argument("--frames", type=int, default=None, help="rollout frames (default 1.5 x window)")
-    p.add_argument("--context-frames", type=int, default=2, help="real frames the rollouts start from")
-    p.add_argument(
-        "--steps-per-frame", type=int, default=None, help="student sampling steps (default the config's)"
-    )
-    p.add_argument("--regression-weight", type=float, default=0.0,
-                   help="weight of the MSE to the real game's latents on the same keys (0 = off)")  # fmt: skip
-    p.add_argument("--guidance", type=float, default=1.0, help="key guidance of the teacher score")
-    p.add_argument("--t-min", type=float, default=0.02, help="lowest DMD / critic noise level")
-    p.add_argument("--t-max", type=float, default=0.98, help="highest DMD / critic noise level")
-    p.add_argument(
-        "--context-max", type=float, default=0.1, help="diffusion-forced baseline: top context level"
-    )
-    p.add_argument("--ema-decay", type=float, default=0.99, help="EMA decay of the exported student")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip")
-    p.add_argument(
-        "--export", default=None, metavar="FILE", help="after training, export the EMA student here"
-    )
 
 
 def main(args: argparse.Namespace) -> int:

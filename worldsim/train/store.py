@@ -23,6 +23,7 @@ import torch
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.train.flow import encode_clips
+from worldsim.train.options import SOURCES, STORE_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,6 @@ def _open_dataset(folder: str | Path):
 # What a trainer draws from: the store, or clips rendered and encoded live
 # ---------------------------------------------------------------------------------------------------
 
-SOURCES = ("store", "live")
-
 
 class LatentBatches:
     """Training batches of clean latents `[B, F, C, h, w]` (fp32) and keys `[B, F, K]`.
@@ -302,29 +301,6 @@ class LatentBatches:
             "refresh_fraction": s.refresh_fraction,
             "rendered": self.store.rendered,
         }
-
-
-# (trajectories, frames each) by device: a GPU holds a million frames; a CPU fills a small store quickly
-STORE_DEFAULTS = {"cuda": (1024, 512), "cpu": (32, 256)}
-
-
-def add_store_arguments(p) -> None:
-    """The `--source` / `--store-*` / `--data` flags every trainer shares."""
-    p.add_argument("--source", choices=SOURCES, default="store",
-                   help="store (default): latent trajectories encoded once and held on the device; live: render "
-                        "and encode every batch")  # fmt: skip
-    p.add_argument("--data", default=None, metavar="DIR",
-                   help="train on a dataset folder (`worldsim collect`) instead of the built-in game")  # fmt: skip
-    gpu, cpu = STORE_DEFAULTS["cuda"], STORE_DEFAULTS["cpu"]
-    p.add_argument("--store-trajectories", type=int, default=None,
-                   help=f"trajectories in the store (default {gpu[0]} on a GPU, {cpu[0]} on a CPU)")  # fmt: skip
-    p.add_argument("--store-length", type=int, default=None,
-                   help=f"frames per stored trajectory (default {gpu[1]} on a GPU, {cpu[1]} on a CPU; at least a "
-                        f"clip)")  # fmt: skip
-    p.add_argument("--refresh-every", type=int, default=200,
-                   help="re-render part of the store every N steps (default 200; 0 never)")  # fmt: skip
-    p.add_argument("--refresh-fraction", type=float, default=0.05,
-                   help="fraction of the store re-rendered per refresh (default 0.05)")  # fmt: skip
 
 
 def store_spec(args, device: torch.device, clip: int) -> StoreSpec:

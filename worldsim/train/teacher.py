@@ -16,7 +16,8 @@ from worldsim.model.autoencoder import Autoencoder
 from worldsim.train import common, distributed, resume
 from worldsim.train.autoencoder import load_autoencoder
 from worldsim.train.flow import encode_clips, flow_matching_loss, sample_t, train_step, validation_loss
-from worldsim.train.store import LatentBatches, add_store_arguments, store_spec
+from worldsim.train.options import add_teacher_arguments as add_arguments  # noqa: F401 (stage protocol)
+from worldsim.train.store import LatentBatches, store_spec
 
 log = logging.getLogger(__name__)
 
@@ -437,68 +438,6 @@ def _save(
     )  # fmt: skip
     resume.save_compact(resume.compact_path(path.parent, "teacher"), config=cfg, model=weights, ema=averaged,
                         frozen={"autoencoder": ae.state_dict()}, meta=meta)  # fmt: skip
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    common.add_common_arguments(p, steps=20_000, batch=32, lr=5e-4)
-    p.add_argument(
-        "--autoencoder", default=None, metavar="PATH", help="autoencoder.pt from `worldsim train autoencoder`"
-    )
-    p.add_argument(
-        "--clip-frames", type=int, default=None, help="frames per training clip (default 1.5 x window)"
-    )
-    p.add_argument(
-        "--key-dropout", type=float, default=0.1, help="fraction of frames trained with the null key state"
-    )
-    p.add_argument(
-        "--context-prob", type=float, default=0.5, help="fraction of frames at a small (context) noise level"
-    )
-    p.add_argument("--context-max", type=float, default=0.1, help="largest context noise level")
-    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported weights")
-    p.add_argument("--warmup", type=int, default=500, help="LR warmup steps (at most steps/10)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip")
-    p.add_argument("--compile", action="store_true", help="torch.compile the DiT for training")
-    p.add_argument("--attention", choices=["sdpa", "flex"], default=None,
-                   help="attention backend of the training forward (default: the config's; flex needs CUDA "
-                        "and skips the masked tiles of the block-causal mask)")  # fmt: skip
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
-                   help="stop this run after N steps; the LR schedule still spans --steps (a job's time "
-                        "slice: --resume goes on)")  # fmt: skip
-    add_store_arguments(p)
-    p.add_argument(
-        "--init",
-        default=None,
-        metavar="CHECKPOINT",
-        help="start from this teacher's weights (teacher.pt or .safetensors; its config and autoencoder), "
-        "e.g. a dense teacher fine-tuned with --local-window",
-    )
-    p.add_argument(
-        "--window",
-        type=int,
-        default=None,
-        metavar="W",
-        help="attention window in frames (default: the preset's or --init's); the cache deploys the same",
-    )
-    p.add_argument(
-        "--local-window",
-        type=int,
-        default=None,
-        metavar="L",
-        help="sparse attention: local layers see the last L frames (+ sinks); 0 = dense (default: config's)",
-    )
-    p.add_argument(
-        "--global-every",
-        type=int,
-        default=None,
-        metavar="G",
-        help="with --local-window: every G-th layer sees the whole window (0 = all layers local)",
-    )
-    p.add_argument(
-        "--export",
-        default=None,
-        metavar="FILE",
-        help="after training, export the EMA model to FILE (.safetensors)",
-    )
 
 
 def main(args: argparse.Namespace) -> int:
