@@ -2,6 +2,7 @@
 machine's torch and other dependencies seen through --system-site-packages, so nothing is downloaded), and
 play neural frames from it with no source tree in sight."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(args, cwd, timeout=300):
-    out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    env = {
+        k: v for k, v in os.environ.items() if k != "PYTHONPATH"
+    }  # a source tree must not shadow the install
+    out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     assert out.returncode == 0, f"{' '.join(map(str, args))}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
     return out
 

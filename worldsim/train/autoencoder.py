@@ -189,8 +189,11 @@ def _train(args, dist_info, device, out: Path) -> dict:
     # A time budget ends on rank 0's clock: ranks that stopped apart would hang in the next all-reduce.
     sync_budget = dist_info.enabled and args.minutes is not None
     live = resume.MetricsLog(out, enabled=main_rank)
+    stop = resume.StopRequest().install()
     try:
-        while not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget):
+        while not stop.requested and not distributed.agree(
+            budget.done(step), dist_info, device, enabled=sync_budget
+        ):
             frames, _ = next(data)
             x = frames_to_model(frames.flatten(0, 1))  # [B,1,H,W,3] -> [B,3,H,W]
             for g in opt.param_groups:
@@ -221,7 +224,11 @@ def _train(args, dist_info, device, out: Path) -> dict:
                 live.write(**row)
             if step % args.ckpt_every == 0 and main_rank:
                 _save(state_path, args, ae, opt, cfg, step, history, evals)
-    except KeyboardInterrupt:  # Ctrl-C (or SIGINT from a job system): keep what was trained
+    except KeyboardInterrupt:  # a second Ctrl-C: keep what was trained all the same
+        stop.requested = True
+    finally:
+        stop.restore()
+    if stop.requested:
         log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
     bar.close()
     train_seconds = time.monotonic() - t_start

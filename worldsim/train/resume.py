@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -170,6 +172,35 @@ class MetricsLog:
         row = {"time_s": round(time.monotonic() - self.t0, 2), **fields}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM (a job system's time limit) ask a training loop to stop at the next step
+    boundary, so the saved state is always whole (an interrupt inside a step would leave the optimizer a step
+    ahead of the step count); a second Ctrl-C stops at once. Installed from the main thread only."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, object] = {}
+
+    def install(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning(
+            "%s: finishing this step, then saving (Ctrl-C again stops at once)", signal.Signals(signum).name
+        )
 
 
 @contextlib.contextmanager

@@ -128,8 +128,9 @@ def train(args: argparse.Namespace) -> dict:
     bar = common.progress(args.steps, step, args.no_progress, f"self-forcing ({args.context})")
     t_start, start_step, figs = time.monotonic(), step, {}
     interrupted = False
+    stop = resume.StopRequest().install()
     try:
-        while not budget.done(step):
+        while not stop.requested and not budget.done(step):
             ctx_z, ctx_keys, keys, true_z = _batch(data, ae, Fc)
             nc = B * args.critic_steps
             # critic: fake score on the student's own rollouts (one batched rollout, no gradient)
@@ -179,7 +180,11 @@ def train(args: argparse.Namespace) -> dict:
             if step % args.ckpt_every == 0:
                 save_state(state_path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info,
                            step, history)  # fmt: skip
-    except KeyboardInterrupt:  # Ctrl-C (or SIGINT from a job system): keep what was trained
+    except KeyboardInterrupt:  # a second Ctrl-C: keep what was trained all the same
+        interrupted = True
+    finally:
+        stop.restore()
+    if interrupted or stop.requested:
         interrupted = True
         log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
     bar.close()

@@ -200,9 +200,12 @@ def _train(args, dist_info, device, out: Path) -> dict:
     # A time budget ends on rank 0's clock: ranks that stopped apart would hang in the next all-reduce.
     sync_budget = dist_info.enabled and args.minutes is not None
     interrupted = False
+    stop = resume.StopRequest().install()
     try:
-        while step < stop_at and not distributed.agree(
-            budget.done(step), dist_info, device, enabled=sync_budget
+        while (
+            step < stop_at
+            and not stop.requested
+            and not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget)
         ):
             z0, keys = data.next()
             t = sample_t(z0.shape[:2], shift=cfg.schedule_shift, context_prob=args.context_prob,
@@ -245,7 +248,11 @@ def _train(args, dist_info, device, out: Path) -> dict:
                 t_warm = time.monotonic()
             if step % args.ckpt_every == 0 and main_rank:
                 saver(step, history, evals, total, run_budget())
-    except KeyboardInterrupt:  # Ctrl-C (or SIGINT from a job system): keep what was trained
+    except KeyboardInterrupt:  # a second Ctrl-C: keep what was trained all the same
+        interrupted = True
+    finally:
+        stop.restore()
+    if interrupted or stop.requested:
         interrupted = True
         log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
     bar.close()
