@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import deque
 from pathlib import PurePath
 
+import numpy as np
 from worldsim.controllers.bindings import KEY_LABELS, controls
 from worldsim.controllers.frames import ShownFrame, SourceInfo
 
@@ -16,6 +17,15 @@ def model_name(info: SourceInfo) -> str | None:
     if not info.checkpoint:
         return None
     return PurePath(str(info.checkpoint)).stem
+
+
+def blit_frame(screen, image: np.ndarray, scale: int) -> None:
+    """Blit an `[H, W, 3]` uint8 frame scaled up `scale` times (nearest: crisp pixels) at the top left."""
+    import pygame  # heavy, optional: only a window draws
+
+    h, w = image.shape[:2]
+    src = pygame.image.frombuffer(np.ascontiguousarray(image).tobytes(), (w, h), "RGB")
+    screen.blit(pygame.transform.scale(src, (w * scale, h * scale)), (0, 0))
 
 
 class Hud:

@@ -14,7 +14,7 @@ import numpy as np
 from worldsim.controllers.bindings import WINDOW_KEYS, controls
 from worldsim.controllers.frames import FrameSource, ShownFrame
 from worldsim.controllers.headless import PlaySummary, Recorder, bind_bot, record_frame
-from worldsim.controllers.hud import Hud
+from worldsim.controllers.hud import Hud, blit_frame
 
 from worldsim.errors import UserError
 
@@ -167,11 +167,7 @@ class Window:
         import pygame
 
         self._shown = frame
-        h, w = frame.image.shape[:2]
-        image = np.ascontiguousarray(frame.image)
-        src = pygame.image.frombuffer(image.tobytes(), (w, h), "RGB")
-        scaled = pygame.transform.scale(src, (w * self.scale, h * self.scale))  # nearest: crisp pixels
-        self.screen.blit(scaled, (0, 0))
+        blit_frame(self.screen, frame.image, self.scale)
         if self.show_help:
             Hud.draw(self.screen, self._font, Hud.help_lines())
         else:
