@@ -51,7 +51,7 @@ def controls() -> list[tuple[str, str]]:
     rows = [
         (" / ".join(_key_label(n) for n in names), _GAME_KEY_WORDS[k]) for k, names in KEY_BINDINGS.items()
     ]
-    rows.append(("gamepad", "left stick / d-pad move and strafe, right stick / shoulders turn"))
+    rows.append(("gamepad", "sticks or d-pad move, shoulders turn"))
     rows += [
         (" / ".join(_key_label(n) for n in WINDOW_KEYS[k]), words) for k, words in _WINDOW_KEY_WORDS.items()
     ]

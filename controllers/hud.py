@@ -41,6 +41,10 @@ class Hud:
         if frame.latency_ms is not None:
             self._latency_ms = frame.latency_ms
 
+    def restart_fps(self) -> None:
+        """Forget the frame times (after a pause, which would read as a slow stretch)."""
+        self._frame_times.clear()
+
     def lines(self, frame: ShownFrame, info: SourceInfo, *, paused: bool = False) -> list[str]:
         ts = self._frame_times
         fps = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 0.0
@@ -50,7 +54,7 @@ class Hud:
             lines.append(f"model {model}")
         if info.steps is not None:
             lines.append(f"steps {info.steps}")
-        lines.append(f"frame {frame.number}" + ("  PAUSED (. steps)" if paused else ""))
+        lines.append(f"frame {frame.number}" + ("  PAUSED (. = one frame)" if paused else ""))
         lines.append(f"latency {self._latency_ms:4.0f} ms" if self._latency_ms is not None else "latency -")
         held = [KEY_LABELS.get(n, n) for n, k in zip(info.key_names, frame.keys) if k]
         lines.append("keys " + (" ".join(held) if held else "-"))
@@ -58,24 +62,29 @@ class Hud:
         return lines
 
     @staticmethod
-    def help_lines() -> list[str]:
-        """The help overlay: every control, one per line."""
-        rows = controls()
-        width = max(len(k) for k, _ in rows)
-        return ["controls"] + [f"{k:<{width}}  {what}" for k, what in rows]
+    def help_lines() -> list[tuple[str, str]]:
+        """The help overlay: a title, then every control as (keys, what they do)."""
+        return [("controls", "")] + controls()
 
     @staticmethod
-    def draw(screen, font, lines: list[str], pad: int = 4, *, at: tuple[int, int] = (0, 0)) -> None:
-        """Blit `lines` on a translucent box at `at` on the pygame surface `screen` (no display flip)."""
+    def draw(screen, font, lines: list[str] | list[tuple[str, str]], pad: int = 4) -> None:
+        """Blit `lines` (text, or (left, right) rows drawn as two aligned columns) on a translucent box
+        in the top-left corner of the pygame surface `screen` (no display flip)."""
         import pygame
 
-        texts = [font.render(t, True, (255, 255, 255)) for t in lines]
-        box_w = max(t.get_width() for t in texts) + 2 * pad
-        box_h = sum(t.get_height() for t in texts) + 2 * pad
+        white = (255, 255, 255)
+        rows = [(line, "") if isinstance(line, str) else line for line in lines]
+        texts = [(font.render(a, True, white), font.render(b, True, white) if b else None) for a, b in rows]
+        paired = [a.get_width() for a, b in texts if b is not None]
+        right_x = pad + (max(paired) + 2 * pad if paired else 0)  # where the second column starts
+        box_w = max(right_x + b.get_width() if b else pad + a.get_width() for a, b in texts) + pad
+        box_h = sum(a.get_height() for a, _ in texts) + 2 * pad
         box = pygame.Surface((box_w, box_h), pygame.SRCALPHA)
         box.fill((0, 0, 0, 150))
-        screen.blit(box, at)
-        y = at[1] + pad
-        for t in texts:
-            screen.blit(t, (at[0] + pad, y))
-            y += t.get_height()
+        screen.blit(box, (0, 0))
+        y = pad
+        for a, b in texts:
+            screen.blit(a, (pad, y))
+            if b is not None:
+                screen.blit(b, (right_x, y))
+            y += a.get_height()

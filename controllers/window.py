@@ -152,6 +152,7 @@ class Window:
         if act == "pause":
             self.paused = not self.paused
             self.source.set_paused(self.paused)
+            self.hud.restart_fps()
             log.info("paused: . makes one frame, P resumes" if self.paused else "resumed")
         elif act == "step" and self.paused:
             self.source.step_once()

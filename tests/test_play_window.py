@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pygame
 import torch
+from displays import TickSource, play_pause_step_resume
 from worldsim.controllers.sources import WorldSource
 from worldsim.controllers.window import Window
 
@@ -38,20 +39,6 @@ class SpyGame(GameWorld):
 
 def key_event(kind, key):
     pygame.event.post(pygame.event.Event(kind, key=key))
-
-
-class TickSource(WorldSource):
-    """The real WorldSource; `on_tick` runs on the UI thread at every window tick (its poll), a clock
-    for scripts that keeps going while the world is paused and no frame arrives."""
-
-    def __init__(self, *args, on_tick, **kw):
-        super().__init__(*args, **kw)
-        self.on_tick = on_tick
-
-    def poll(self):
-        frame = super().poll()
-        self.on_tick()
-        return frame
 
 
 def test_window_plays_100_frames_from_scripted_key_events():
@@ -142,51 +129,28 @@ def test_closing_the_window_quits():
 
 def test_p_pauses_the_world_and_period_steps_exactly_one_frame():
     world = SpyGame(batch_size=1, size=32)
-    seen, at = [], {}
-    state = {"phase": "play", "ticks": 0}
 
-    def on_frame(frame):
-        seen.append(frame)
-        if len(seen) == 5:
-            key_event(pygame.KEYDOWN, pygame.K_p)
-        if state["phase"] == "resumed" and len(seen) == at["shown_step"] + 10:
-            key_event(pygame.KEYDOWN, pygame.K_ESCAPE)
-
-    def on_tick():  # frame- and tick-driven: however slow the machine, each phase waits its events out
-        state["ticks"] += 1
-        t, phase = state["ticks"], state["phase"]
-        if t > 20000:  # a stuck world: end play so the assertions below say what went wrong
-            key_event(pygame.KEYDOWN, pygame.K_ESCAPE)
-        if phase == "play" and window.paused:
-            state.update(phase="paused", ticks=0)
-            at["made_paused"] = len(world.received)
-        elif phase == "paused" and t == 10:
+    def while_paused(tick):
+        if tick == 10:
             key_event(pygame.KEYDOWN, pygame.K_w)  # held while paused: the single step uses it
-        elif phase == "paused" and t == 40:
-            at["made_idle"], at["shown_idle"] = len(world.received), len(seen)
-            key_event(pygame.KEYDOWN, pygame.K_PERIOD)
-            state.update(phase="step", ticks=0)
-        elif phase == "step" and len(seen) > at["shown_idle"] and "stepped" not in at:
-            at["stepped"], state["ticks"] = seen[-1], 0
-        elif phase == "step" and "stepped" in at and t == 30:
-            at["made_step"], at["shown_step"] = len(world.received), len(seen)
-            key_event(pygame.KEYDOWN, pygame.K_p)
-            state.update(phase="resumed", ticks=0)
 
-    source = TickSource(world, fps=60.0, on_tick=on_tick)
-    window = Window(source, seed=1, scale=2, on_frame=on_frame, max_frames=500, gamepad=False)
-    try:
-        summary = window.run()
-    finally:
-        source.close()
-    assert state["phase"] == "resumed", f"play stopped in phase {state['phase']}"
-    assert at["made_idle"] == at["made_paused"], "the world made no frame in 40 ticks of pause"
-    assert at["made_step"] == at["made_paused"] + 1, "one . makes exactly one frame"
-    assert at["shown_step"] == at["shown_idle"] + 1, "and the window shows exactly that frame"
-    stepped = at["stepped"]
-    assert stepped.number == seen[at["shown_idle"] - 1].number + 1, "the next frame, not a skipped one"
-    assert stepped.keys[FORWARD] and world.received[at["made_step"] - 1][0, FORWARD], "W held while paused"
-    assert summary.frames == len(seen) == at["shown_step"] + 10, "P again resumes real-time play"
+    summary, seen, marks = play_pause_step_resume(
+        WorldSource(world, fps=60.0),
+        made=lambda: len(world.received),
+        while_paused=while_paused,
+        seed=1,
+        scale=2,
+    )
+    (_, made_at_pause), (shown_idle, made_idle), (shown_step, made_step) = (
+        marks[p] for p in ("play", "paused", "step")
+    )
+    assert made_idle == made_at_pause, "the world made no frame in 40 ticks of pause"
+    assert made_step == made_at_pause + 1, "one . makes exactly one frame"
+    assert shown_step == shown_idle + 1, "and the window shows exactly that frame"
+    stepped = marks["stepped"]
+    assert stepped.number == seen[shown_idle - 1].number + 1, "the next frame, not a skipped one"
+    assert stepped.keys[FORWARD] and world.received[made_step - 1][0, FORWARD], "W held while paused"
+    assert summary.frames == len(seen) == shown_step + 10, "P again resumes real-time play"
     numbers = [f.number for f in seen]
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
 
@@ -207,7 +171,7 @@ def test_h_toggles_the_help_overlay_and_the_controls_are_logged(caplog):
             screens.append((window.show_help, pygame.surfarray.array3d(window.screen).copy()))
             key_event(pygame.KEYDOWN, {5: pygame.K_h, 10: pygame.K_F1, 15: pygame.K_ESCAPE}[state["ticks"]])
 
-    source = TickSource(source_world, fps=60.0, on_tick=on_tick)
+    source = TickSource(WorldSource(source_world, fps=60.0), on_tick)
     window = Window(source, scale=4, on_frame=on_frame, max_frames=500, gamepad=False)
     with caplog.at_level(logging.INFO, logger="worldsim.controllers.window"):
         try:
