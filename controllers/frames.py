@@ -35,6 +35,11 @@ class SourceInfo:
     checkpoint_hash: str | None = None
 
 
+def world_label(name: str) -> str:
+    """World class names as the CLI spells them (`--world game|neural`), which recordings also use."""
+    return {"GameWorld": "game", "NeuralWorld": "neural"}.get(name, name)
+
+
 class FrameSource(Protocol):
     """What the window and headless play need from anything that makes frames."""
 
@@ -51,6 +56,12 @@ class FrameSource(Protocol):
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new game; the next frames polled come from it."""
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume real-time play; while paused `poll` hands out only the frames `step_once` asks for."""
+
+    def step_once(self) -> None:
+        """While paused: one more frame under the keys set last."""
 
     def begin_lockstep(self, seed: int | None) -> ShownFrame:
         """Begin lockstep play (headless, bots): reset and return the first frame."""

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from worldsim.controllers.frames import FrameQueue, ShownFrame, SourceInfo
+from worldsim.controllers.frames import FrameQueue, ShownFrame, SourceInfo, world_label
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class WorldSource:
         self.world = world
         described = world.describe()  # the world names itself
         self.info = SourceInfo(
-            world=_label(described["world"]),
+            world=world_label(described["world"]),
             height=int(world.height),
             width=int(world.width),
             key_names=tuple(world.key_names),
@@ -42,6 +42,10 @@ class WorldSource:
         )
         self.queue = FrameQueue(2, keep=lambda item: item[0].reset_seed is not None)  # (frame, input time)
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)  # pause, one step, reset, stop: the parked worker wakes
+        self._paused = False
+        self._parked = False  # the worker is waiting out a pause: it makes no frame until woken
+        self._steps_asked = 0  # single steps asked for while paused and not made yet
         self._keys = np.zeros(len(self.info.key_names), dtype=bool)
         self._keys_time = time.monotonic()
         self._reset_seed: int | None = None
@@ -83,9 +87,44 @@ class WorldSource:
         return frame
 
     def reset(self, seed: int | None = None) -> None:
-        with self._lock:
+        with self._wake:
             self._reset_pending = True
             self._reset_seed = self._seed if seed is None else seed
+            self._wake.notify_all()
+
+    def set_paused(self, paused: bool, timeout_s: float = 30.0) -> None:
+        """Pause (the world makes no frame until `step_once` or resume) or resume real-time play.
+
+        Pausing waits until the worker has finished the frame it is making and parked, so that once it
+        returns the world's frame count stands still: a frame still queued was made before the pause."""
+        with self._wake:
+            self._paused = bool(paused)
+            self._steps_asked = 0
+            self._wake.notify_all()
+            if paused and self._thread is not None:
+                self._wake.wait_for(lambda: self._parked or self._error is not None, timeout_s)
+
+    def step_once(self) -> None:
+        with self._wake:
+            if self._paused:
+                self._steps_asked += 1
+                self._wake.notify_all()
+
+    def _next_job(self) -> tuple[np.ndarray, float, bool, int | None] | None:
+        """Under the lock: the keys, their time and a pending reset for the next frame, waiting out a
+        pause (None once stopped)."""
+        with self._wake:
+            while self._paused and not self._reset_pending and not self._steps_asked:
+                if self._stop.is_set():
+                    return None
+                self._parked = True
+                self._wake.notify_all()
+                self._wake.wait(0.5)
+            self._parked = False
+            if self._paused and not self._reset_pending:
+                self._steps_asked -= 1
+            do_reset, self._reset_pending = self._reset_pending, False
+            return self._keys, self._keys_time, do_reset, self._reset_seed
 
     def _run(self) -> None:
         period = 1.0 / self.info.fps
@@ -97,12 +136,13 @@ class WorldSource:
                     self._stop.wait(delay)
                     if self._stop.is_set():
                         break
-                # A world slower than fps runs flat out; never burst to catch up on missed ticks.
+                job = self._next_job()
+                if job is None:
+                    break
+                keys, input_time, do_reset, seed = job
+                # A world slower than fps runs flat out; never burst to catch up on missed ticks (or
+                # on the time spent paused).
                 next_t = max(next_t + period, time.monotonic())
-                with self._lock:
-                    keys, input_time = self._keys, self._keys_time
-                    do_reset, seed = self._reset_pending, self._reset_seed
-                    self._reset_pending = False
                 if do_reset:
                     frame = self._reset_now(seed)
                 else:
@@ -150,15 +190,12 @@ class WorldSource:
 
     def close(self) -> None:
         self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
         self.world.close()
-
-
-def _label(name: str) -> str:
-    """World class names as the CLI spells them (`--world game|neural`), which recordings also use."""
-    return {"GameWorld": "game", "NeuralWorld": "neural"}.get(name, name)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,6 +222,8 @@ class ClientSource:
         self.info = SourceInfo(world="?", height=0, width=0, key_names=(), fps=self.fps)
         self._sent: dict[int, tuple[float, np.ndarray]] = {}  # input seq -> (time sent, keys)
         self._pending_reset: ShownFrame | None = None
+        self._paused = False
+        self._steps_asked = 0
         self.frames_polled = 0
 
     def _connect(self, mode: str, seed: int | None) -> None:
@@ -193,7 +232,7 @@ class ClientSource:
         self.client = Client(self.addr, mode=mode, fps=self.fps, seed=seed, name=self.name)
         welcome = self.client.connect()
         self.info = SourceInfo(
-            world=_label(str(welcome.get("world", "?"))),
+            world=world_label(str(welcome.get("world", "?"))),
             height=int(welcome["height"]),
             width=int(welcome["width"]),
             key_names=tuple(welcome["key_names"]),
@@ -245,8 +284,23 @@ class ClientSource:
         frame = self.client.poll_frame(timeout_ms=0)
         if frame is None:
             return None
+        if self._paused:  # the server's session keeps running: its frames are skipped, not shown
+            if not self._steps_asked:
+                return None
+            self._steps_asked -= 1
         self.frames_polled += 1
         return self._shown(frame)
+
+    def set_paused(self, paused: bool) -> None:
+        """Freeze (or unfreeze) the picture. A real-time server session has no pause in the protocol, so
+        its world keeps stepping; `step_once` shows its next frame."""
+        if paused and not self._paused:
+            log.info("paused the picture: the server's world keeps running (its frames are skipped)")
+        self._paused, self._steps_asked = bool(paused), 0
+
+    def step_once(self) -> None:
+        if self._paused:
+            self._steps_asked += 1
 
     def reset(self, seed: int | None = None) -> None:
         self._pending_reset = self._reset_frame(seed)

@@ -7,14 +7,18 @@ the sources live in `worldsim.controllers.sources`, headless lockstep play in `w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
+from worldsim.controllers.bindings import WINDOW_KEYS, controls
 from worldsim.controllers.frames import FrameSource, ShownFrame
 from worldsim.controllers.headless import PlaySummary, Recorder, bind_bot, record_frame
-from worldsim.controllers.hud import Hud
+from worldsim.controllers.hud import Hud, blit_frame
 
 from worldsim.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def auto_scale(height: int, width: int, screen: tuple[int, int] | None) -> int:
@@ -26,7 +30,9 @@ def auto_scale(height: int, width: int, screen: tuple[int, int] | None) -> int:
 
 class Window:
     """The pygame window: samples keyboard/gamepad (and bot) keys every UI frame, shows the newest frame
-    scaled up with nearest-neighbour, draws a HUD. Esc or closing the window quits, R resets."""
+    scaled up with nearest-neighbour, draws a HUD. Esc or closing the window quits, R resets, P pauses
+    (the world makes no frames), `.` makes one frame while paused, H or F1 shows the controls (which
+    are also logged when the window opens)."""
 
     def __init__(
         self,
@@ -58,6 +64,9 @@ class Window:
         self.screenshot = screenshot  # saved when play ends (frame + HUD as last drawn)
         self.screen = None
         self.hud = Hud()
+        self.paused = False
+        self.show_help = False
+        self._shown: ShownFrame | None = None  # the frame on screen: redrawn when an overlay changes
 
     def run(self) -> PlaySummary:
         import pygame  # heavy, optional: only a window needs it (its input modules import it too)
@@ -89,15 +98,19 @@ class Window:
             latencies: list[float] = []
             shown, resets = 0, 0
             bot_keys = np.zeros(len(info.key_names), dtype=bool)
+            action = {getattr(pygame, f"K_{n}"): a for a, names in WINDOW_KEYS.items() for n in names}
+            log.info("controls: %s", "; ".join(f"{k} {what}" for k, what in controls()))
             running = True
             while running:
                 for event in pygame.event.get():
-                    quit_key = event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE
-                    if event.type in (pygame.QUIT, pygame.WINDOWCLOSE) or quit_key:
+                    act = action.get(event.key) if event.type == pygame.KEYDOWN else None
+                    if event.type in (pygame.QUIT, pygame.WINDOWCLOSE) or act == "quit":
                         running = False
-                    elif event.type == pygame.KEYDOWN and event.key == pygame.K_r:
+                    elif act == "reset":
                         self.source.reset(self.seed)
                         resets += 1
+                    elif act in ("pause", "step", "help"):
+                        self._window_key(act)
                     else:
                         keyboard.handle_event(event)
                         if pads is not None:
@@ -134,18 +147,32 @@ class Window:
         finally:
             pygame.display.quit()
 
+    def _window_key(self, act: str) -> None:
+        """P, `.` and H/F1: pause or resume the world, one frame while paused, the help overlay."""
+        if act == "pause":
+            self.paused = not self.paused
+            self.source.set_paused(self.paused)
+            self.hud.restart_fps()
+            log.info("paused: . makes one frame, P resumes" if self.paused else "resumed")
+        elif act == "step" and self.paused:
+            self.source.step_once()
+        elif act == "help":
+            self.show_help = not self.show_help
+        if act != "step" and self._shown is not None:  # no new frame comes while paused: redraw now
+            self.draw(self._shown)
+
     def hud_lines(self, frame: ShownFrame) -> list[str]:
-        return self.hud.lines(frame, self.source.info)
+        return self.hud.lines(frame, self.source.info, paused=self.paused)
 
     def draw(self, frame: ShownFrame) -> None:
         import pygame
 
-        h, w = frame.image.shape[:2]
-        image = np.ascontiguousarray(frame.image)
-        src = pygame.image.frombuffer(image.tobytes(), (w, h), "RGB")
-        scaled = pygame.transform.scale(src, (w * self.scale, h * self.scale))  # nearest: crisp pixels
-        self.screen.blit(scaled, (0, 0))
-        Hud.draw(self.screen, self._font, self.hud_lines(frame))
+        self._shown = frame
+        blit_frame(self.screen, frame.image, self.scale)
+        if self.show_help:
+            Hud.draw(self.screen, self._font, Hud.help_lines())
+        else:
+            Hud.draw(self.screen, self._font, self.hud_lines(frame))
         pygame.display.flip()
 
     def save_screenshot(self, path: str) -> None:

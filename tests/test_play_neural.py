@@ -55,4 +55,6 @@ def test_window_hud_shows_the_neural_world_and_its_steps(checkpoint):
         source.close()
     assert summary.world == "neural" and summary.frames == 8
     assert f"steps {world.steps}" in huds[-1] and huds[-1][0].startswith("neural")
+    assert "model random-test" in huds[-1], "the HUD names the model by its checkpoint"
+    assert any(line.startswith("latency ") and line != "latency -" for line in huds[-1])
     assert any(line == "keys W" for hud in huds[2:] for line in hud), "the HUD shows the held key"

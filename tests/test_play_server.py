@@ -5,6 +5,7 @@ import numpy as np
 import pygame
 import pytest
 import torch
+from displays import play_pause_step_resume
 from worldsim.controllers.sources import ClientSource
 from worldsim.controllers.window import Window
 
@@ -90,3 +91,14 @@ def test_embedded_server_and_in_process_play_agree(tmp_path, server):
         if i:
             expected = ref.step(torch.from_numpy(r.keys[None].copy()))[0].numpy()
         assert np.array_equal(r.frame, expected), f"frame {i} differs from the game's"
+
+
+def test_pause_freezes_a_server_session_and_period_shows_one_frame(server):
+    # A real-time session has no pause in the protocol: the server's world runs on, the window shows
+    # no new frame until `.`, which shows exactly one (the newest), and P again resumes.
+    summary, seen, marks = play_pause_step_resume(ClientSource(server.address, fps=60.0), seed=2, scale=1)
+    (shown_paused, _), (shown_idle, _), (shown_step, _) = (marks[p] for p in ("play", "paused", "step"))
+    assert shown_idle == shown_paused, "no frame shown in 40 ticks of pause"
+    assert shown_step == shown_idle + 1, "one . shows exactly one frame"
+    assert marks["stepped"].number > seen[shown_idle - 1].number
+    assert summary.frames == len(seen) == shown_step + 10, "P again resumes"

@@ -1,11 +1,14 @@
 """The real pygame window loop (dummy video driver) on the real game: scripted key events reach the
-world from its worker thread, frames change, R resets, Esc and closing the window quit."""
+world from its worker thread, frames change, R resets, P pauses the world and `.` steps it one frame,
+H toggles the help overlay, Esc and closing the window quit."""
 
+import logging
 import threading
 
 import numpy as np
 import pygame
 import torch
+from displays import TickSource, play_pause_step_resume
 from worldsim.controllers.sources import WorldSource
 from worldsim.controllers.window import Window
 
@@ -122,3 +125,63 @@ def test_closing_the_window_quits():
     finally:
         source.close()
     assert summary.frames == 1
+
+
+def test_p_pauses_the_world_and_period_steps_exactly_one_frame():
+    world = SpyGame(batch_size=1, size=32)
+
+    def while_paused(tick):
+        if tick == 10:
+            key_event(pygame.KEYDOWN, pygame.K_w)  # held while paused: the single step uses it
+
+    summary, seen, marks = play_pause_step_resume(
+        WorldSource(world, fps=60.0),
+        made=lambda: len(world.received),
+        while_paused=while_paused,
+        seed=1,
+        scale=2,
+    )
+    (_, made_at_pause), (shown_idle, made_idle), (shown_step, made_step) = (
+        marks[p] for p in ("play", "paused", "step")
+    )
+    assert made_idle == made_at_pause, "the world made no frame in 40 ticks of pause"
+    assert made_step == made_at_pause + 1, "one . makes exactly one frame"
+    assert shown_step == shown_idle + 1, "and the window shows exactly that frame"
+    stepped = marks["stepped"]
+    assert stepped.number == seen[shown_idle - 1].number + 1, "the next frame, not a skipped one"
+    assert stepped.keys[FORWARD] and world.received[made_step - 1][0, FORWARD], "W held while paused"
+    assert summary.frames == len(seen) == shown_step + 10, "P again resumes real-time play"
+    numbers = [f.number for f in seen]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+
+
+def test_h_toggles_the_help_overlay_and_the_controls_are_logged(caplog):
+    source_world = GameWorld(batch_size=1, size=32)
+    screens, state = [], {"ticks": 0}
+
+    def on_frame(frame):
+        if len(screens) == 0 and not window.paused:
+            key_event(pygame.KEYDOWN, pygame.K_p)  # paused, the picture changes only by the overlay
+
+    def on_tick():
+        if not window.paused:
+            return
+        state["ticks"] += 1
+        if state["ticks"] in (5, 10, 15):
+            screens.append((window.show_help, pygame.surfarray.array3d(window.screen).copy()))
+            key_event(pygame.KEYDOWN, {5: pygame.K_h, 10: pygame.K_F1, 15: pygame.K_ESCAPE}[state["ticks"]])
+
+    source = TickSource(WorldSource(source_world, fps=60.0), on_tick)
+    window = Window(source, scale=4, on_frame=on_frame, max_frames=500, gamepad=False)
+    with caplog.at_level(logging.INFO, logger="worldsim.controllers.window"):
+        try:
+            window.run()
+        finally:
+            source.close()
+    (off, hud), (on, helped), (off_again, hud_again) = screens
+    assert (off, on, off_again) == (False, True, False)
+    assert not np.array_equal(hud, helped), "H draws the help overlay"
+    assert np.array_equal(hud, hud_again), "F1 takes it away, back to the HUD"
+    logged = " ".join(r.getMessage() for r in caplog.records if r.getMessage().startswith("controls:"))
+    for words in ("W / Up forward", "P pause / resume", ". one frame (while paused)", "H / F1", "Esc quit"):
+        assert words in logged, f"{words!r} missing from the controls logged at start"

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="play a world in a window (or headless), with the keyboard, a gamepad or a bot",
         description=(
             "Play in a pygame window: W/S or up/down move, A/D strafe, Q/E or left/right turn, R resets, "
-            "Esc quits; a gamepad works too. The world runs in its own thread and hands its newest frame "
+            "P pauses, . makes one frame while paused, H or F1 shows the controls, Esc quits; a gamepad "
+            "works too. The world runs in its own thread and hands its newest frame "
             "to the window (a remote server's world with --connect). --headless runs lockstep without "
             "a display."
         ),
