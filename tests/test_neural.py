@@ -1,10 +1,12 @@
 """NeuralWorld: a World built from a checkpoint; its cached few-step generation is the model's function."""
 
+import logging
+
 import pytest
 import torch
 from models import assert_frames_close
 
-from worldsim.checkpoint import save_checkpoint
+from worldsim.checkpoint import load_checkpoint, save_checkpoint
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder, model_to_frames
 from worldsim.neural import NeuralWorld
@@ -104,3 +106,14 @@ def test_reset_from_frames(checkpoint):
     assert w.step(torch.zeros(2, 6, dtype=torch.bool)).shape == (2, 32, 32, 3)
     with pytest.raises(ValueError, match="resize"):
         w.reset_from_frames(torch.zeros(2, 16, 16, 3, dtype=torch.uint8))
+
+
+def test_a_load_logs_one_line_naming_what_was_loaded(caplog):
+    with caplog.at_level(logging.INFO):
+        NeuralWorld.from_checkpoint("tiny-student", device="cpu")
+    infos = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    loads = [m for m in infos if m.startswith("loaded ")]
+    assert len(loads) == 1, infos
+    ck = load_checkpoint("tiny-student")
+    assert f"loaded tiny-student (sha256 {ck.sha256[:12]}..." in loads[0] and "on cpu in float32" in loads[0]
+    assert not [m for m in infos if "quantize_int8" in m]  # the layer count is a debug detail
