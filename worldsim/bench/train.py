@@ -22,6 +22,12 @@ import torch
 from worldsim.bench.plot import bar_chart, chart_path
 from worldsim.device import resolve_device
 from worldsim.errors import UserError
+from worldsim.model.autoencoder import Autoencoder
+from worldsim.model.config import get_preset
+from worldsim.model.dit import DiT
+from worldsim.train.common import game_batches
+from worldsim.train.flow import encode_clips, flow_matching_loss, sample_t, train_step
+from worldsim.train.store import LatentStore, StoreSpec, game_source
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +105,6 @@ def measure(
     clip: int | None = None,
 ) -> dict:
     """Time `variant`'s teacher step for ~`seconds` (after warm-up and compilation); parts timed apart."""
-    from worldsim.model.autoencoder import Autoencoder
-    from worldsim.model.config import get_preset
-    from worldsim.model.dit import DiT
-    from worldsim.train.common import game_batches
-    from worldsim.train.flow import encode_clips, sample_t, train_step
-    from worldsim.train.store import LatentStore, StoreSpec, game_source
-
     torch.manual_seed(0)
     cfg = get_preset(preset)
     frames = clip or cfg.window + max(1, cfg.window // 2)
@@ -193,8 +192,6 @@ def measure(
 
 def _parts(data, encode, fwd, model, opt, cfg, amp, device, reps: int = 5) -> dict:
     """Milliseconds per part of a step, each part synced apart (so their sum exceeds the unsynced step)."""
-    from worldsim.train.flow import flow_matching_loss, sample_t
-
     acc = dict.fromkeys(PARTS, 0.0)
     for _ in range(reps):
         _sync(device)
@@ -265,8 +262,6 @@ def summarize(rows: list[dict], device: torch.device) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    from worldsim.model.config import get_preset
-
     preset = args.preset or "tiny"
     try:
         get_preset(preset)

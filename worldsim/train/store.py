@@ -20,8 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldsim.data.dataset import Dataset
+from worldsim.data.loader import GameClips, make_loader, resize_frames
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder
+from worldsim.train.common import game_batches
 from worldsim.train.flow import encode_clips
 from worldsim.train.options import SOURCES, STORE_DEFAULTS
 
@@ -172,8 +175,6 @@ def game_source(
     Every call starts fresh games (new spawns), so a trajectory is one continuous episode of L frames,
     rendered RENDER_CHUNK frames at a time.
     """
-    from worldsim.data.loader import GameClips
-
     calls = [0]
 
     def render(n: int, length: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -192,8 +193,6 @@ def game_source(
 def dataset_source(folder: str | Path, *, size: int, seed: int) -> tuple[TrajectorySource, int]:
     """Trajectories read from a dataset folder (`worldsim collect`): each recorded clip is one trajectory,
     resized to `size` when the dataset's frames differ. Returns the source and the clips' length."""
-    from worldsim.data.loader import resize_frames
-
     ds = _open_dataset(folder)
     rng = np.random.default_rng(seed)
 
@@ -218,8 +217,6 @@ def dataset_source(folder: str | Path, *, size: int, seed: int) -> tuple[Traject
 
 
 def _open_dataset(folder: str | Path):
-    from worldsim.data.dataset import Dataset
-
     if not Path(folder).is_dir():
         raise UserError(f"--data {folder} is not a folder; make a dataset with `worldsim collect`")
     return Dataset(folder)
@@ -269,9 +266,6 @@ class LatentBatches:
                 )
             self.store = LatentStore(ae, render, spec, num_keys=num_keys, device=device, seed=seed)
         else:
-            from worldsim.data.loader import make_loader
-            from worldsim.train.common import game_batches
-
             if data is not None:
                 self._clips = make_loader(
                     data, batch=batch, frames=frames, size=size[0], device=device, seed=seed

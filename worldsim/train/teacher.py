@@ -11,12 +11,16 @@ from pathlib import Path
 
 import torch
 
+from worldsim.checkpoint import load_checkpoint
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder
+from worldsim.model.config import ModelConfig, get_preset
+from worldsim.model.dit import DiT
 from worldsim.train import common, distributed, resume
 from worldsim.train.autoencoder import load_autoencoder
 from worldsim.train.flow import encode_clips, flow_matching_loss, sample_t, train_step, validation_loss
 from worldsim.train.options import add_teacher_arguments as add_arguments  # noqa: F401 (stage protocol)
+from worldsim.train.sf_state import load_teacher
 from worldsim.train.store import LatentBatches, store_spec
 
 log = logging.getLogger(__name__)
@@ -25,8 +29,6 @@ STATE_FILE = "teacher.pt"
 
 
 def build_dit(cfg):
-    from worldsim.model.dit import DiT
-
     return DiT(cfg)
 
 
@@ -41,8 +43,6 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def _train(args, dist_info, device, out: Path) -> dict:
-    from worldsim.model.config import ModelConfig, get_preset
-
     main_rank = dist_info.is_main
     state_path = out / STATE_FILE
     torch.manual_seed(args.seed)
@@ -338,8 +338,6 @@ def _check_resume_mask(cfg, args) -> None:
 
 def _load_init(args, device):
     """(config, DiT state dict, autoencoder, its metrics) from --init: a teacher.pt or a checkpoint."""
-    from worldsim.train.sf_state import load_teacher
-
     if str(args.init).endswith(".pt") and not Path(args.init).is_file():
         raise UserError(
             f"--init {args.init}: no such file; pass the teacher.pt of a `worldsim train teacher` run "
@@ -364,8 +362,6 @@ def _load_autoencoder(source: str, device: torch.device):
     if str(source).endswith(".pt"):
         ae = load_autoencoder(source, device)
         return ae, common.load_state(source, flag="--autoencoder").get("metrics", {})
-    from worldsim.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(source)
     ae = Autoencoder(ckpt.config.autoencoder)
     ae.load_state_dict(ckpt.float_state("autoencoder"))
