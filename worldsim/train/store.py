@@ -24,7 +24,7 @@ from worldsim.data.dataset import Dataset
 from worldsim.data.loader import GameClips, make_loader, resize_frames
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder
-from worldsim.train.common import game_batches
+from worldsim.train import common
 from worldsim.train.flow import encode_clips
 from worldsim.train.options import SOURCES, STORE_DEFAULTS
 
@@ -271,7 +271,9 @@ class LatentBatches:
                     data, batch=batch, frames=frames, size=size[0], device=device, seed=seed
                 )
             else:
-                self._clips = game_batches(batch=batch, frames=frames, size=size, device=device, seed=seed)
+                self._clips = common.game_batches(
+                    batch=batch, frames=frames, size=size, device=device, seed=seed
+                )
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.store is not None:
