@@ -227,9 +227,8 @@ def _train(args, dist_info, device, out: Path) -> dict:
     except KeyboardInterrupt:  # a second Ctrl-C: keep what was trained all the same
         stop.requested = True
     finally:
-        stop.restore()
-    if stop.requested:
-        log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
+        stop.restore()  # also when the loop raised: the process's own Ctrl-C comes back
+    stop.finish(step)
     bar.close()
     train_seconds = time.monotonic() - t_start
 

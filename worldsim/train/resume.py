@@ -194,6 +194,13 @@ class StopRequest:
             signal.signal(sig, handler)
         self._old.clear()
 
+    def finish(self, step: int) -> bool:
+        """Put the old handlers back; True (logged) when the loop ended on a stop request."""
+        self.restore()
+        if self.requested:
+            log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
+        return self.requested
+
     def _handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt

@@ -127,7 +127,6 @@ def train(args: argparse.Namespace) -> dict:
     budget = common.Budget(args.steps, args.minutes)
     bar = common.progress(args.steps, step, args.no_progress, f"self-forcing ({args.context})")
     t_start, start_step, figs = time.monotonic(), step, {}
-    interrupted = False
     stop = resume.StopRequest().install()
     try:
         while not stop.requested and not budget.done(step):
@@ -181,12 +180,10 @@ def train(args: argparse.Namespace) -> dict:
                 save_state(state_path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info,
                            step, history)  # fmt: skip
     except KeyboardInterrupt:  # a second Ctrl-C: keep what was trained all the same
-        interrupted = True
+        stop.requested = True
     finally:
-        stop.restore()
-    if interrupted or stop.requested:
-        interrupted = True
-        log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
+        stop.restore()  # also when the loop raised: the process's own Ctrl-C comes back
+    interrupted = stop.finish(step)
     bar.close()
     seconds = time.monotonic() - t_start
     last = {k: float(f"{v[-1]:.4g}") for k, v in history.items() if k != "step" and v}

@@ -199,7 +199,6 @@ def _train(args, dist_info, device, out: Path) -> dict:
 
     # A time budget ends on rank 0's clock: ranks that stopped apart would hang in the next all-reduce.
     sync_budget = dist_info.enabled and args.minutes is not None
-    interrupted = False
     stop = resume.StopRequest().install()
     try:
         while (
@@ -249,12 +248,10 @@ def _train(args, dist_info, device, out: Path) -> dict:
             if step % args.ckpt_every == 0 and main_rank:
                 saver(step, history, evals, total, run_budget())
     except KeyboardInterrupt:  # a second Ctrl-C: keep what was trained all the same
-        interrupted = True
+        stop.requested = True
     finally:
-        stop.restore()
-    if interrupted or stop.requested:
-        interrupted = True
-        log.warning("interrupted at step %d: saving the train state (--resume continues it)", step)
+        stop.restore()  # also when the loop raised: the process's own Ctrl-C comes back
+    interrupted = stop.finish(step)
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # host sync: the timing covers the queued steps
