@@ -11,16 +11,14 @@ from pathlib import Path
 
 import torch
 
-from worldsim.checkpoint import load_checkpoint
 from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.config import ModelConfig, get_preset
 from worldsim.model.dit import DiT
 from worldsim.train import common, distributed, resume
-from worldsim.train.autoencoder import load_autoencoder
+from worldsim.train import teacher_start as start
 from worldsim.train.flow import encode_clips, flow_matching_loss, sample_t, train_step, validation_loss
 from worldsim.train.options import add_teacher_arguments as add_arguments  # noqa: F401 (stage protocol)
-from worldsim.train.sf_state import load_teacher
 from worldsim.train.store import LatentBatches, store_spec
 
 log = logging.getLogger(__name__)
@@ -65,10 +63,10 @@ def _train(args, dist_info, device, out: Path) -> dict:
         ae = Autoencoder(cfg.autoencoder)
         ae.load_state_dict(state["autoencoder"])
         ae = ae.to(device).eval()
-        _check_resume_mask(cfg, args)
+        start.check_resume_mask(cfg, args)
         budget_before = state.get("budget")
     elif args.init:
-        cfg, init, ae, ae_metrics, budget_before = _load_init(args, device)
+        cfg, init, ae, ae_metrics, budget_before = start.load_init(args, device)
     else:
         try:
             cfg = get_preset(args.preset)
@@ -79,14 +77,14 @@ def _train(args, dist_info, device, out: Path) -> dict:
                 "--autoencoder is required: the autoencoder.pt of `worldsim train autoencoder`, or a shipped "
                 "checkpoint whose autoencoder to use (e.g. --autoencoder tiny)"
             )
-        ae, ae_metrics = _load_autoencoder(args.autoencoder, device)
+        ae, ae_metrics = start.load_autoencoder(args.autoencoder, device)
         if ae.cfg != cfg.autoencoder:
             log.warning(
                 "the autoencoder's config differs from preset %s's; using the autoencoder's", args.preset
             )
             cfg = cfg.replace(autoencoder=ae.cfg)
     if state is None:
-        cfg = _with_mask(cfg, args)
+        cfg = start.with_mask(cfg, args)
     for p in ae.parameters():
         p.requires_grad_(False)
 
@@ -305,65 +303,6 @@ def _train(args, dist_info, device, out: Path) -> dict:
     distributed.barrier(dist_info)  # no rank returns before the train state is on disk
     log.info("teacher: %d steps in %.0f s, ema val loss %.4f", step, seconds, v)
     return metrics
-
-
-def _with_mask(cfg, args):
-    """The config with the command line's sparse-attention fields (None: keep the config's)."""
-    changes = {
-        k: getattr(args, k)
-        for k in ("window", "local_window", "global_every")
-        if getattr(args, k, None) is not None
-    }
-    if not changes:
-        return cfg
-    try:
-        return cfg.replace(**changes)
-    except ValueError as e:
-        raise UserError(f"--window/--local-window/--global-every: {e}") from e
-
-
-def _check_resume_mask(cfg, args) -> None:
-    for k in ("window", "local_window", "global_every"):
-        given = getattr(args, k, None)
-        if given is not None and given != getattr(cfg, k):
-            flag = "--" + k.replace("_", "-")
-            raise UserError(
-                f"{flag} {given}: the run being resumed trains with {k}={getattr(cfg, k)}; drop {flag} "
-                f"or start a new --out with --init from this run's teacher.pt"
-            )
-
-
-def _load_init(args, device):
-    """(config, DiT state dict, autoencoder, its metrics) from --init: a teacher.pt or a checkpoint."""
-    if str(args.init).endswith(".pt") and not Path(args.init).is_file():
-        raise UserError(
-            f"--init {args.init}: no such file; pass the teacher.pt of a `worldsim train teacher` run "
-            f"or a shipped checkpoint (.safetensors)"
-        )
-    try:
-        cfg, dit, ae, info = load_teacher(args.init, device)
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"--init {args.init}: {e}") from e
-    if args.autoencoder:
-        log.warning("--init %s: using its own autoencoder, not --autoencoder %s", args.init, args.autoencoder)
-    log.info(
-        "--init %s: starting from its %s weights and autoencoder (--preset is ignored)", args.init, cfg.name
-    )
-    state = {k: v.detach().clone() for k, v in dit.state_dict().items()}
-    budget = info.get("metrics", {}).get("budget")  # what the weights it starts from had cost
-    return cfg, state, ae, info.get("autoencoder_metrics", {}), budget
-
-
-def _load_autoencoder(source: str, device: torch.device):
-    """(frozen autoencoder, its metrics) from an autoencoder.pt or a shipped checkpoint's autoencoder."""
-    if str(source).endswith(".pt"):
-        ae = load_autoencoder(source, device)
-        return ae, common.load_state(source, flag="--autoencoder").get("metrics", {})
-    ckpt = load_checkpoint(source)
-    ae = Autoencoder(ckpt.config.autoencoder)
-    ae.load_state_dict(ckpt.float_state("autoencoder"))
-    log.info("--autoencoder %s: the autoencoder of checkpoint %s", source, ckpt.path)
-    return ae.to(device).eval(), ckpt.metrics.get("autoencoder", {})
 
 
 def _compiled(wrapped, model, data, cfg, args, amp, device):
