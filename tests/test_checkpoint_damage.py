@@ -37,6 +37,7 @@ from worldsim.engine.quant import int8_tensors, quantize_int8
 from worldsim.errors import UserError
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
+from worldsim.storage8 import quantize_stored
 
 SAME_SIZE = {"BF16": ["F16", "I16", "U16"], "F32": ["I32", "U32"], "I8": ["U8", "BOOL", "F8_E4M3"]}
 
@@ -52,7 +53,7 @@ def _export(path, max_file_bytes=None):
     start = torch.randn(4, cfg.latent_channels, *cfg.latent_hw)
     return ck.save_checkpoint(
         path, config=cfg, dit=int8_tensors(quantize_int8(dit)),
-        autoencoder=ck.quantize_stored(ae_state, min_numel=256), start_latents=start,
+        autoencoder=quantize_stored(ae_state, min_numel=256), start_latents=start,
         max_file_bytes=max_file_bytes,
     )  # fmt: skip
 

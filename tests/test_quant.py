@@ -6,12 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from worldsim.checkpoint import (
-    Q8_SCALE,
-    load_checkpoint,
-    quantize_stored,
-    save_checkpoint,
-)
+from worldsim.checkpoint import load_checkpoint, save_checkpoint
 from worldsim.engine.quant import (
     Int8Linear,
     dequantize,
@@ -26,6 +21,7 @@ from worldsim.game import GameWorld
 from worldsim.model import DiT, get_preset
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.neural import NeuralWorld
+from worldsim.storage8 import Q8_SCALE, quantize_stored
 from worldsim.worlds import fastest_world
 
 

@@ -9,7 +9,7 @@ from the GPU machine) is written as `<name>.safetensors` (metadata + the first t
 truncated or swapped part is a clear error and the main file's hash identifies the whole checkpoint.
 8-bit storage outside the DiT (the autoencoder of an 8-bit export): a float tensor `k` may be stored as
 int8 `k` plus per-slice scales `k.q8scale` (one per index of dim 0); `load_checkpoint` turns the pair back
-into a float tensor, so everything that reads checkpoints sees float weights.
+into a float tensor (worldsim/storage8.py), so everything that reads checkpoints sees float weights.
 Integrity (worldsim/checkpoint_check.py): the metadata holds a content hash of the tensors (parts
 included) and the metadata, checked at load; every tensor is checked against the config (names, shapes,
 dtypes, finite values) before a module is built. `verify=False` (the CLI's `--no-verify`) skips the
@@ -31,7 +31,6 @@ from torch import nn
 
 from worldsim.checkpoint_check import (
     HASH_KEY,
-    Q8_SCALE,
     check_hash,
     check_tensors,
     content_hash,
@@ -41,6 +40,7 @@ from worldsim.checkpoint_check import (
 from worldsim.device import default_device
 from worldsim.errors import UserError
 from worldsim.model.config import ModelConfig
+from worldsim.storage8 import dequantize_linear_state, dequantize_stored
 
 log = logging.getLogger(__name__)
 
@@ -364,67 +364,6 @@ def stamp_content_hash(name_or_path: str | os.PathLike) -> bool:
 
     _write_atomic(path, own, meta, save_file, check=unchanged)
     return True
-
-
-def quantize_stored(state: Mapping[str, torch.Tensor], *, min_numel: int = 4096) -> dict[str, torch.Tensor]:
-    """`state` with every float tensor of >= 2 dims and >= `min_numel` elements stored as int8 plus
-    `.q8scale` scales per index of dim 0 (symmetric, max-abs); the rest unchanged. Inverse: the load."""
-    out: dict[str, torch.Tensor] = {}
-    for k, t in state.items():
-        if not (t.is_floating_point() and t.dim() >= 2 and t.numel() >= min_numel):
-            out[k] = t
-            continue
-        w = t.float()
-        scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127.0
-        out[k] = (w / scale.view(-1, *[1] * (w.dim() - 1))).round().clamp(-127, 127).to(torch.int8)
-        out[k + Q8_SCALE] = scale.to(t.dtype)
-    return out
-
-
-def dequantize_linear_state(state: Mapping[str, torch.Tensor], *, where: str = "") -> dict[str, torch.Tensor]:
-    """`state` with every int8 `X.weight` + `X.scale [out]` pair as one fp32 `X.weight`; floats as fp32."""
-    out: dict[str, torch.Tensor] = {}
-    for k, t in state.items():
-        if k.endswith(".scale") and k[: -len(".scale")] + ".weight" in state:
-            w = state[k[: -len(".scale")] + ".weight"]
-            if w.dtype == torch.int8:
-                continue  # folded into its weight below
-        if t.dtype == torch.int8 and k.endswith(".weight"):
-            scale = state.get(k[: -len(".weight")] + ".scale")
-            if scale is None or scale.shape != (t.shape[0],):
-                raise UserError(
-                    f"{where}/{k} is int8 {tuple(t.shape)} without one scale per row beside it; the file is "
-                    f"damaged: re-export it"
-                )
-            out[k] = t.float() * scale.float()[:, None]
-            continue
-        out[k] = t.float() if t.is_floating_point() else t
-    return out
-
-
-def dequantize_stored(path: Path, group: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of `quantize_stored`: each int8 + `.q8scale` pair as the float tensor it stands for
-    (errors name `path` and `group`)."""
-    if not any(k.endswith(Q8_SCALE) for k in state):
-        return state
-    out: dict[str, torch.Tensor] = {}
-    for k, t in state.items():
-        if k.endswith(Q8_SCALE):
-            if k[: -len(Q8_SCALE)] not in state:
-                raise UserError(
-                    f"{path}: {group}/{k} has no int8 tensor beside it; the file is damaged: re-export it"
-                )
-            continue
-        scale = state.get(k + Q8_SCALE)
-        if scale is not None:
-            if t.dtype != torch.int8 or scale.shape != (t.shape[0],):
-                raise UserError(
-                    f"{path}: {group}/{k} is stored as {t.dtype} {tuple(t.shape)} with scales "
-                    f"{tuple(scale.shape)}; an 8-bit tensor needs int8 and one scale per row: re-export it"
-                )
-            t = (t.float() * scale.float().view(-1, *[1] * (t.dim() - 1))).to(scale.dtype)
-        out[k] = t
-    return out
 
 
 def _load_parts(path: Path, parts_json: str, verify: bool) -> dict[str, torch.Tensor]:

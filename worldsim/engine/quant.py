@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldsim.checkpoint import load_checkpoint, load_module, quantize_stored, save_checkpoint
+from worldsim.checkpoint import load_checkpoint, load_module, save_checkpoint
 from worldsim.engine.fp8 import quantize_fp8
 from worldsim.model.dit import DiT
+from worldsim.storage8 import quantize_stored
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from worldsim.checkpoint import dequantize_stored, load_checkpoint, quantize_stored, save_checkpoint
+from worldsim.checkpoint import load_checkpoint, save_checkpoint
 from worldsim.errors import UserError
+from worldsim.storage8 import dequantize_stored, quantize_stored
 from worldsim.train import common
 
 log = logging.getLogger(__name__)
