@@ -187,6 +187,22 @@ class Dataset:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
+    def split(self, name: str) -> np.ndarray:
+        """Clip indices of split `name`: "train" or "heldout" (what eval scores and no trainer reads).
+
+        Held out: the last tenth of the clips (at least one), so a model is scored on frames it never saw;
+        a dataset of one clip has no held-out part (eval on it asks for more clips).
+        """
+        n = len(self)
+        held = 0 if n < 2 else max(1, n // 10)
+        if name == "train":
+            return np.arange(n - held)
+        if name == "heldout":
+            if held == 0:
+                raise UserError(f"{self.path} holds {n} clip; eval needs >= 2 (one is held out): collect more")
+            return np.arange(n - held, n)
+        raise ValueError(f"split must be 'train' or 'heldout', got {name!r}")
+
     def clip(self, i: int, start: int = 0, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Frames [F', H, W, 3] uint8 and keys [F', K] bool of clip i, frames start..start+length (copies)."""
         s = int(np.searchsorted(self._starts, i, side="right") - 1)

@@ -111,8 +111,9 @@ def _dataset_loader(
 ) -> Iterator:
     rng = np.random.default_rng(seed)
     device = torch.device(device)
+    train = ds.split("train")  # held-out clips are for eval --data only
     while True:
-        idx = rng.integers(0, len(ds), batch)
+        idx = rng.choice(train, batch)
         starts = rng.integers(0, ds.frames - frames + 1, batch)
         pairs = [ds.clip(int(i), int(s), frames) for i, s in zip(idx, starts)]
         f = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)  # [B, F, H, W, 3]

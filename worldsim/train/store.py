@@ -202,7 +202,8 @@ def dataset_source(folder: str | Path, *, size: int, seed: int) -> tuple[Traject
                 f"--store-length {length} is longer than the dataset's clips ({ds.frames} frames in {folder}); "
                 f"pass --store-length <= {ds.frames}"
             )
-        idx = rng.permutation(len(ds))[:n] if n <= len(ds) else rng.integers(0, len(ds), n)
+        train = ds.split("train")  # the held-out clips stay unseen: eval --data scores on them
+        idx = rng.permutation(train)[:n] if n <= len(train) else rng.choice(train, n)
         starts = rng.integers(0, ds.frames - length + 1, n)
         for t0 in range(0, length, RENDER_CHUNK):  # chunks bound the frames held and encoded at once
             m = min(RENDER_CHUNK, length - t0)
