@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from worldsim.model.autoencoder import Autoencoder, frames_to_model
+from worldsim.train.corrupt import ContextRecipe, sample_levels
 
 
 def sample_t(
@@ -17,17 +18,10 @@ def sample_t(
     device: torch.device,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Independent noise level per frame (diffusion forcing).
-
-    Logit-normal t, shifted toward noise by `shift` (as the deployed schedule). A fraction `context_prob`
-    of frames get a small level in [0, context_max] instead: at inference the context is (nearly) clean,
-    so every frame should often see near-clean frames before it, not only other noisy ones.
-    """
-    u = torch.randn(shape, device=device, generator=generator).sigmoid()
-    t = shift * u / (1 + (shift - 1) * u)
-    ctx = torch.rand(shape, device=device, generator=generator) < context_prob
-    t_ctx = torch.rand(shape, device=device, generator=generator) * context_max
-    return torch.where(ctx, t_ctx, t)
+    """Independent noise level per frame (diffusion forcing), the plain recipe: `corrupt.sample_levels`
+    with a fraction `context_prob` of frames at a context level in [0, context_max]."""
+    recipe = ContextRecipe(prob=context_prob, max=context_max)
+    return sample_levels(shape, shift=shift, recipe=recipe, device=device, generator=generator)[0]
 
 
 def flow_matching_loss(
@@ -37,20 +31,26 @@ def flow_matching_loss(
     keys: torch.Tensor,
     drop_keys: torch.Tensor | None,
     noise: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MSE between the predicted and true velocity v = noise - x0 at x_t = (1 - t) x0 + t noise.
 
-    z0 [B,F,C,h,w] clean latents, t [B,F], keys [B,F,K] bool, drop_keys [B,F] bool (null key state).
+    z0 [B,F,C,h,w] clean latents, t [B,F], keys [B,F,K] bool, drop_keys [B,F] bool (null key state),
+    mask [B,F] (1 = in the loss; the corrupted context frames of corrupt.py are 0) or None (all).
     """
     if noise is None:
         noise = torch.randn_like(z0)
     tt = t[:, :, None, None, None].to(z0.dtype)  # [B,F] -> [B,F,1,1,1]
     x_t = (1 - tt) * z0 + tt * noise
     v = model(x_t, t, keys, drop_keys)
-    return (v.float() - (noise - z0).float()).pow(2).mean()
+    err = (v.float() - (noise - z0).float()).pow(2)
+    if mask is None:
+        return err.mean()
+    per_frame = err.flatten(2).mean(2)  # [B,F]
+    return (per_frame * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def train_step(fwd, model, opt, z0, t, keys, drop, *, grad_clip: float, amp, noise=None):
+def train_step(fwd, model, opt, z0, t, keys, drop, *, grad_clip: float, amp, noise=None, mask=None):
     """One optimizer step; returns (loss, grad norm) as tensors (no host sync).
 
     `fwd` is what runs the forward (the model, or its DDP / compiled wrapper), `model` the plain module
@@ -58,7 +58,7 @@ def train_step(fwd, model, opt, z0, t, keys, drop, *, grad_clip: float, amp, noi
     returns, so the clip and the step see the gradient of the whole global batch, as one process would.
     """
     with amp:
-        loss = flow_matching_loss(fwd, z0, t, keys, drop, noise)
+        loss = flow_matching_loss(fwd, z0, t, keys, drop, noise, mask)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

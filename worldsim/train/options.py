@@ -71,6 +71,18 @@ def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
         "--context-prob", type=float, default=0.5, help="fraction of frames at a small (context) noise level"
     )
     p.add_argument("--context-max", type=float, default=0.1, help="largest context noise level")
+    p.add_argument("--context-aug-prob", type=float, default=0.0,
+                   help="fraction of context frames at a strong level in [0, --context-aug-max] instead (the "
+                        "recipe for long rollouts: 0.3)")  # fmt: skip
+    p.add_argument("--context-aug-max", type=float, default=0.5, help="largest strong context level (0.5)")
+    p.add_argument("--context-offset", type=float, default=0.0,
+                   help="std of a per-channel colour offset added to --context-offset-prob of the context frames "
+                        "(left out of the loss): a guard against slow brightness drift (recipe: 0.3)")  # fmt: skip
+    p.add_argument("--context-offset-prob", type=float, default=0.25,
+                   help="fraction of context frames that get the offset (0.25)")  # fmt: skip
+    p.add_argument("--own-prob", type=float, default=0.0,
+                   help="fraction of each batch's rows whose context frames are the model's own one-pass "
+                        "predictions (no gradient; left out of the loss; recipe: 0.25)")  # fmt: skip
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported weights")
     p.add_argument("--warmup", type=int, default=500, help="LR warmup steps (at most steps/10)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip")

@@ -17,6 +17,7 @@ from worldsim.model.config import ModelConfig, get_preset
 from worldsim.model.dit import DiT
 from worldsim.train import common, distributed, resume
 from worldsim.train import teacher_start as start
+from worldsim.train.corrupt import ContextRecipe, corrupt_context, sample_levels
 from worldsim.train.flow import encode_clips, flow_matching_loss, sample_t, train_step, validation_loss
 from worldsim.train.options import add_teacher_arguments as add_arguments  # noqa: F401 (stage protocol)
 from worldsim.train.store import LatentBatches, store_spec
@@ -180,6 +181,8 @@ def _train(args, dist_info, device, out: Path) -> dict:
     )
     if not evals:
         evals.append([0, validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)])  # untrained baseline
+    recipe = context_recipe(args)
+    plain = common.unwrap(model)  # the own-prediction pass: eager, no gradient, outside DDP's bookkeeping
     budget = common.Budget(args.steps, args.minutes)  # compile time counts: the run cannot overrun
     stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
     fwd = _compiled(ddp, model, data, cfg, args, amp, device) if args.compile else ddp
@@ -205,8 +208,9 @@ def _train(args, dist_info, device, out: Path) -> dict:
             and not distributed.agree(budget.done(step), dist_info, device, enabled=sync_budget)
         ):
             z0, keys = data.next()
-            t = sample_t(z0.shape[:2], shift=cfg.schedule_shift, context_prob=args.context_prob,
-                         context_max=args.context_max, device=device)  # fmt: skip
+            t, ctx = sample_levels(z0.shape[:2], shift=cfg.schedule_shift, recipe=recipe, device=device)
+            with amp:
+                z_in, mask = corrupt_context(plain, z0, ctx, keys, recipe)
             drop = torch.rand(t.shape, device=device) < args.key_dropout
             if args.minutes is not None and step - start_step in (50, 200, 1000):
                 # Time budget: fit the cosine schedule to the steps the remaining minutes allow.
@@ -220,7 +224,8 @@ def _train(args, dist_info, device, out: Path) -> dict:
             )
             for grp in opt.param_groups:
                 grp["lr"] = lr
-            loss, gnorm = train_step(fwd, model, opt, z0, t, keys, drop, grad_clip=args.grad_clip, amp=amp)
+            loss, gnorm = train_step(fwd, model, opt, z_in, t, keys, drop, grad_clip=args.grad_clip, amp=amp,
+                                     mask=mask)  # fmt: skip
             common.ema_update(ema, model, min(args.ema_decay, (1 + step) / (10 + step)))
             step += 1
             bar.update(1)
@@ -305,6 +310,15 @@ def _train(args, dist_info, device, out: Path) -> dict:
     return metrics
 
 
+def context_recipe(args: argparse.Namespace) -> ContextRecipe:
+    """The context noise and corruptions the flags ask for (train/corrupt.py), checked."""
+    recipe = ContextRecipe(prob=args.context_prob, max=args.context_max, aug_prob=args.context_aug_prob,
+                           aug_max=args.context_aug_max, offset=args.context_offset,
+                           offset_prob=args.context_offset_prob, own_prob=args.own_prob)  # fmt: skip
+    recipe.check()
+    return recipe
+
+
 def _compiled(wrapped, model, data, cfg, args, amp, device):
     """torch.compile(wrapped), tried on one training batch first; on failure, `wrapped` eagerly (logged)."""
     fwd = torch.compile(wrapped, dynamic=False)  # static shapes: the store's clips never change size
@@ -347,6 +361,11 @@ HPARAMS = (
     "key_dropout",
     "context_prob",
     "context_max",
+    "context_aug_prob",
+    "context_aug_max",
+    "context_offset",
+    "context_offset_prob",
+    "own_prob",
     "ema_decay",
     "warmup",
     "grad_clip",
