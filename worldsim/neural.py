@@ -124,12 +124,15 @@ class NeuralWorld(World):
         batch_size: int = 1,
         steps: int | None = None,
         weights: str = "fp",
+        context_noise: float | None = None,
         **kwargs,
     ) -> NeuralWorld:
         """Load a shipped checkpoint (a bare name, a path, or None = the best one for `device`).
 
         `weights`: "fp" (the file's float weights), "int8" (per-channel int8 DiT weights) or "fp8"
         (e4m3 W8A8, activation scales per pass calibrated at load); an int8 file loads either way.
+        `context_noise`: the noise level finished frames enter the cache at, instead of the checkpoint's
+        (a model trained on noised context may hold longer with some; scripts/context_noise.py measures).
         """
         if weights not in WEIGHTS:
             raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
@@ -144,6 +147,10 @@ class NeuralWorld(World):
                 )
         ckpt = load_checkpoint(name_or_path)
         cfg = ckpt.config
+        if context_noise is not None:
+            if not 0.0 <= context_noise < 1.0:
+                raise UserError(f"context_noise must be in [0, 1), got {context_noise}")
+            cfg = cfg.replace(context_noise=float(context_noise))
         dit = load_dit(ckpt, weights="fp" if weights == "fp8" else weights)  # fp8: calibrated below
         ae = load_module(Autoencoder(cfg.autoencoder), ckpt, "autoencoder")
         start = ckpt.tensors.get("start", {})
