@@ -3,8 +3,10 @@
 #
 #   OUT=/tmp/o scripts/teacher_gpu.sh bench     # bench train --compare, tiny and base presets (~6 min)
 #   OUT=/tmp/o scripts/teacher_gpu.sh train     # start the tiny and base teacher runs in the background
+#   OUT=/tmp/o scripts/teacher_gpu.sh recipe    # start the tiny teacher on the context recipe (corrupt.py)
 #   OUT=/tmp/o scripts/teacher_gpu.sh status    # where the runs are (tail of their logs)
 #   OUT=/tmp/o scripts/teacher_gpu.sh collect   # the compact train states + metrics into $OUT
+#   OUT=/tmp/o scripts/teacher_gpu.sh export    # each run's 8-bit checkpoint + card into $OUT
 #
 # Runs live in $RUN (default /tmp/wsrun), outside the checkout: a later call that carries paths into the
 # checkout must not replace a running job's folder. `train` takes the fastest variant the bench measured
@@ -62,12 +64,27 @@ case "${1:-}" in
     start_run base --preset base --autoencoder base --clip-frames 64 --context-max 0.5 \
       --batch 32 --steps 200000 --ckpt-every 1000 --refresh-fraction 0.02 $bf
     ;;
+  recipe)
+    # tiny from the shipped window-32 teacher, on the recipe for long rollouts: context levels <= 0.1 with
+    # 30% of the context frames up to 0.5, colour offsets on a quarter of the context frames, a quarter of
+    # the rows on the model's own predictions; clips of 3 windows. Flags: the H200's fastest variant.
+    start_run tinyr --init tiny --window 32 --local-window 8 --global-every 4 --clip-frames 96 \
+      --context-max 0.1 --context-aug-prob 0.3 --context-aug-max 0.5 --context-offset 0.3 --own-prob 0.25 \
+      --lr 2e-4 --warmup 200 --batch 64 --steps 200000 --ckpt-every 500 ${RECIPE_FLAGS:---compile --attention flex}
+    ;;
+  export)
+    for d in "$RUN"/*/; do
+      name=$(basename "$d"); [ -f "$d/teacher.pt" ] || continue
+      python3 -m worldsim train export "$d/teacher.pt" "$RUN/export/$name.safetensors" --int8 2>&1 | tail -n 2 | tee -a "$OUT/export.log"
+      cp "$RUN/export/$name.safetensors" "$RUN/export/$name.md" "$OUT/" 2>/dev/null
+    done
+    ;;
   status)
     for f in "$RUN"/*.log; do echo "== $f"; tail -n 3 "$f"; done 2>&1 | tee "$OUT/status.log"
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader | tee -a "$OUT/status.log"
     ;;
   collect)
-    for name in tiny32 base; do
+    for name in ${NAMES:-tiny32 base tinyr}; do
       d="$RUN/$name"
       [ -d "$d" ] || continue
       cp "$d"/teacher.state*.safetensors "$OUT/" 2>/dev/null && for f in "$OUT"/teacher.state*; do
