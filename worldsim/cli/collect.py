@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "compressed shards with a manifest (meta.json: env, keys, size, counts, policy, frame skip)."
         ),
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="new dataset folder (meta.json + compressed .npz shards)")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="new dataset folder (meta.json + compressed .npz shards)"
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--from-recording", nargs="+", metavar="FILE", help=".wsrec recordings of the real game")
     src.add_argument("--env", metavar="ID", help="a Gymnasium env id, e.g. CartPole-v1 or ALE/Breakout-v5")
