@@ -173,3 +173,14 @@ def test_collect_breakout_fires_at_each_start(tmp_path):
     assert f.std(axis=(1, 2, 3)).min() > 0 and not np.array_equal(f[0], f[-1]), "the game moves"
     meta_bytes = sum(s["bytes"] for s in ds.meta["shards"])
     assert meta_bytes < f[0].nbytes * ds.meta["frame_count"] / 10, "compressed well below raw"
+
+
+def test_collect_help_states_the_policy_mix(capsys):
+    from worldsim.data.policy import MIX, SEGMENT
+
+    with pytest.raises(SystemExit):
+        cli_main(["collect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{SEGMENT[0]}-{SEGMENT[1]}-step segments" in text
+    for name, fraction in MIX.items():
+        assert f"{fraction:.0%}" in text, name

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from worldsim.cli.options import check_frame_size
-from worldsim.data.policy import MIX
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Default: render clips from the real game with the scripted explorer. --from-recording cuts "
             ".wsrec recordings of the game into clips; --env ID (or --world gym:ID) plays a Gymnasium env "
             "(rgb_array render, Discrete or MultiBinary actions) with a policy mix of 16-48-step segments: "
-            f"random actions ({MIX['random']:.0%} of the steps), sticky keys held 2-12 steps ({MIX['sticky']:.0%}) "
-            f"and one action held through the segment ({MIX['burst']:.0%}); envs with FIRE press it at every episode start and lost life. "
+            "random actions (25% of the steps), sticky keys held 2-12 steps (55%) and one action held "
+            "through the segment (20%: worldsim/data/policy.py MIX); envs with FIRE press it at every episode start and lost life. "
             "Episodes restart inside clips; the reset frame is flagged and has all keys off. The dataset is "
             "compressed shards with a manifest (meta.json: env, keys, size, counts, policy, frame skip)."
         ),
