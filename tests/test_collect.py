@@ -165,6 +165,8 @@ def test_collect_breakout_fires_at_each_start(tmp_path):
     ds = Dataset(out)
     assert ds.key_names == ["NOOP", "FIRE", "RIGHT", "LEFT"] and ds.meta["frame_skip"] == 4
     assert ds.meta["fps"] == 15.0 and ds.meta["policy"]["fire"]
+    # the emulator's own sticky actions are off: every recorded key is the action played
+    assert ds.meta["env_kwargs"] == {"repeat_action_probability": 0.0}
     k = np.concatenate([ds.clip(i)[1] for i in range(len(ds))])
     assert (k.sum(1) <= 1).all() and k.any(0).all(), "one-hot, every action played"
     assert k[1, 1], "FIRE right after the reset frame launches the ball"

@@ -111,3 +111,21 @@ def test_teacher_and_export_carry_the_datasets_keys_and_manifest(autoencoder, ca
         and len(err.splitlines()) == 1
     )
     assert ds.key_names == ["action_0", "action_1"]
+
+
+def test_a_breakout_dataset_gives_a_teacher_of_its_four_actions(autoencoder, tmp_path):
+    pytest.importorskip("ale_py")
+    data = tmp_path / "breakout"
+    argv = ["collect", "--env", "ALE/Breakout-v5", "--out", str(data), "--clips", "8", "--frames", "12",
+            "--size", "32"]  # fmt: skip
+    assert cli_main(argv) == 0
+    run = tmp_path / "teacher"
+    argv = ["train", "teacher", *TRAIN, "--autoencoder", str(autoencoder / "autoencoder.pt"), "--data", str(data),
+            "--store-trajectories", "2", "--refresh-every", "0", "--out", str(run)]  # fmt: skip
+    assert cli_main(argv) == 0
+    state = torch.load(run / "teacher.pt", weights_only=True)
+    assert state["config"]["key_names"] == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+    from worldsim.model.config import ModelConfig
+
+    cfg = ModelConfig.from_dict(state["config"])
+    assert cfg.num_keys == 4 and state["metrics"]["dataset"]["env"] == "ALE/Breakout-v5"

@@ -64,13 +64,21 @@ def open_env(env_id: str, frame_skip: int | None) -> tuple[object, int, int]:
     try:
         spec = gymnasium.spec(env_id)
         ale = "ale_py" in str(spec.entry_point)
-        kwargs = {"frameskip": frame_skip} if ale and frame_skip is not None else {}
-        env = gymnasium.make(env_id, render_mode="rgb_array", **kwargs)
+        env = gymnasium.make(env_id, render_mode="rgb_array", **env_kwargs(ale, frame_skip))
     except gymnasium.error.Error as e:
         raise UserError(f"--env {env_id}: {e}") from None
     if ale:
         return env, 1, int(env.spec.kwargs.get("frameskip", 1)) if env.spec else 1
     return env, frame_skip or 1, frame_skip or 1
+
+
+def env_kwargs(ale: bool, frame_skip: int | None) -> dict:
+    """What collect changes in an env's own settings. ALE: no sticky actions in the emulator (v5 repeats the
+    previous action a quarter of the time, so a recorded key would not be the one played; the policy mix
+    holds keys itself), and the frame skip asked for."""
+    if not ale:
+        return {}
+    return {"repeat_action_probability": 0.0, **({} if frame_skip is None else {"frameskip": frame_skip})}
 
 
 def action_meanings(env: object) -> list[str] | None:
@@ -183,9 +191,8 @@ def collect_env(
 
         names = key_names_for(env.action_space, env_id, action_meanings(env))
         discrete = isinstance(env.action_space, spaces.Discrete)
-        fps = env.metadata.get("render_fps")
-        if "ale_py" in str(getattr(env.spec, "entry_point", "")):
-            fps = ATARI_HZ
+        ale = "ale_py" in str(getattr(env.spec, "entry_point", ""))
+        fps = ATARI_HZ if ale else env.metadata.get("render_fps")
         obs, _ = env.reset(seed=seed)
         _frame(env, obs, env_id)  # a wrong render fails here, before any worker starts
     finally:
@@ -201,6 +208,7 @@ def collect_env(
     header = {"key_names": names, "height": size, "width": size, "frames": frames,
               "fps": None if fps is None else fps / skip, "source": f"gymnasium env={env_id} seed={seed} policy mix",
               "env": env_id, "seed": seed, "frame_skip": skip, "workers": workers,
+              "env_kwargs": env_kwargs(ale, frame_skip),
               "policy": {**describe_mix(), "fire": base["fire"] is not None, "steps": steps}}  # fmt: skip
     episodes = sum(p["episodes"] for p in parts)
     log.info("--env %s: %d clips from %d episodes", env_id, clips, episodes)
