@@ -119,3 +119,70 @@ def test_collect_env_errors_name_the_fix(tmp_path, capsys):
     assert "--env NoSuchEnv-v0" in capsys.readouterr().err
     assert cli_main(["collect", "--out", str(tmp_path / "r"), "--clips", "0"]) == 2
     assert "--clips must be an int >= 1" in capsys.readouterr().err
+
+
+def _episodes_restart_cleanly(ds):
+    """Every recorded reset frame begins a new episode id with all keys off; ids change only there."""
+    resets = 0
+    prev = None
+    for i in range(len(ds)):
+        e, r = ds.episodes(i)
+        _, k = ds.clip(i)
+        for t in range(ds.frames):
+            if r[t]:
+                resets += 1
+                assert not k[t].any(), "the reset frame has all keys off"
+                assert prev is None or e[t] != prev
+            elif prev is not None:
+                assert e[t] == prev, "the episode id changes only at a reset frame"
+            prev = e[t]
+    return resets
+
+
+def test_collect_cartpole_in_two_workers_records_episodes(tmp_path):
+    out = tmp_path / "cp"
+    argv = ["collect", "--world", "gym:CartPole-v1", "--out", str(out), "--clips", "4", "--frames", "40",
+            "--size", "16", "--workers", "2", "--frame-skip", "2", "--seed", "5"]  # fmt: skip
+    assert cli_main(argv) == 0
+    ds = Dataset(out)
+    m = ds.meta
+    assert (m["env"], m["frame_skip"], m["workers"], m["seed"], m["fps"]) == ("CartPole-v1", 2, 2, 5, 25.0)
+    assert m["policy"]["mix"] == {"random": 0.25, "sticky": 0.55, "burst": 0.2} and not m["policy"]["fire"]
+    assert {s["file"][:9] for s in m["shards"]} == {"shard-w00", "shard-w01"}
+    # random CartPole falls within ~10-40 steps (here 2 env steps per frame): 160 frames hold many episodes
+    assert m["episode_count"] >= 4 and _episodes_restart_cleanly(ds) == m["episode_count"]
+    # the two workers played with seeds of their own: their first clips differ
+    assert not np.array_equal(ds.clip(0)[0], ds.clip(2)[0])
+    assert cli_main(["collect", "--world", "CartPole-v1", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_collect_breakout_fires_at_each_start(tmp_path):
+    pytest.importorskip("ale_py")
+    out = tmp_path / "bo"
+    argv = ["collect", "--env", "ALE/Breakout-v5", "--out", str(out), "--clips", "12", "--frames", "32",
+            "--size", "32"]  # fmt: skip
+    assert cli_main(argv) == 0
+    ds = Dataset(out)
+    assert ds.key_names == ["NOOP", "FIRE", "RIGHT", "LEFT"] and ds.meta["frame_skip"] == 4
+    assert ds.meta["fps"] == 15.0 and ds.meta["policy"]["fire"]
+    # the emulator's own sticky actions are off: every recorded key is the action played
+    assert ds.meta["env_kwargs"] == {"repeat_action_probability": 0.0}
+    k = np.concatenate([ds.clip(i)[1] for i in range(len(ds))])
+    assert (k.sum(1) <= 1).all() and k.any(0).all(), "one-hot, every action played"
+    assert k[1, 1], "FIRE right after the reset frame launches the ball"
+    assert _episodes_restart_cleanly(ds) == ds.meta["episode_count"] >= 1
+    f = ds.clip(len(ds) - 1)[0]
+    assert f.std(axis=(1, 2, 3)).min() > 0 and not np.array_equal(f[0], f[-1]), "the game moves"
+    meta_bytes = sum(s["bytes"] for s in ds.meta["shards"])
+    assert meta_bytes < f[0].nbytes * ds.meta["frame_count"] / 10, "compressed well below raw"
+
+
+def test_collect_help_states_the_policy_mix(capsys):
+    from worldsim.data.policy import MIX, SEGMENT
+
+    with pytest.raises(SystemExit):
+        cli_main(["collect", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{SEGMENT[0]}-{SEGMENT[1]}-step segments" in text
+    for name, fraction in MIX.items():
+        assert f"{fraction:.0%}" in text, name

@@ -113,9 +113,20 @@ def test_loader_errors_name_the_problem(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no meta.json"):
         make_loader(str(tmp_path / "empty"), batch=1, frames=1)
-    np.save(tmp_path / "ds" / "shard-00001-keys.npy", np.zeros((2, 10, 4), bool))
-    with pytest.raises(UserError, match=r"shard-00001-keys.npy: expected bool \[N, 10, 3\]"):
-        Dataset(tmp_path / "ds")
+    # a v1 folder (raw .npy shards) still reads, and its shape errors name the file
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    np.save(v1 / "s-frames.npy", np.zeros((2, 10, 6, 8, 3), np.uint8))
+    np.save(v1 / "s-keys.npy", np.zeros((2, 10, 4), bool))
+    meta = {"format": "worldsim-dataset", "version": 1, "key_names": ["a", "b", "c"], "height": 6, "width": 8,
+            "frames": 10, "source": "t", "count": 2,
+            "shards": [{"frames": "s-frames.npy", "keys": "s-keys.npy", "clips": 2}]}  # fmt: skip
+    (v1 / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=r"s-keys.npy: expected bool \[N, 10, 3\]"):
+        Dataset(v1)
+    np.save(v1 / "s-keys.npy", np.ones((2, 10, 3), bool))
+    ds = Dataset(v1)
+    assert ds.clip(1)[1].all() and ds.episodes(1)[0].tolist() == [1] * 10 and not ds.episodes(1)[1].any()
 
 
 def test_game_loader_shapes_dtypes_determinism():

@@ -47,11 +47,16 @@ def collect_game(
         source=f"game level={level_name} seed={seed} explorer",
     )
     with tqdm(total=clips, unit="clip", desc="collect game", disable=not progress) as bar:
-        done = 0
+        done, first_id = 0, -batch
         while done < clips:
             f, k = source.next_clip()
             n = min(batch, clips - done)
-            writer.add(f[:n], k[:n])  # host copy: the dataset lives on disk
+            if source.respawned:  # every game begins an episode: ids first_id .. first_id + batch - 1
+                first_id += batch
+            episode = np.repeat(np.arange(first_id, first_id + n)[:, None], frames, 1)
+            reset = np.zeros((n, frames), bool)
+            reset[:, 0] = source.respawned
+            writer.add(f[:n], k[:n], episode, reset)  # host copy: the dataset lives on disk
             done += n
             bar.update(n)
     return writer.close()
@@ -76,6 +81,7 @@ def collect_recordings(
         raise UserError("--from-recording needs at least one .wsrec file")
     writer: DatasetWriter | None = None
     first: dict | None = None
+    episode = 0  # the id of the episode being read
     for path in tqdm(paths, unit="file", desc="collect recordings", disable=not progress):
         reader = RecordingReader(path)
         h = reader.header
@@ -109,16 +115,22 @@ def collect_recordings(
             )
         clip_f: list[np.ndarray] = []
         clip_k: list[np.ndarray] = []
-        made = 0
+        clip_r: list[bool] = []
+        made, start = 0, True
         for rec in reader:
             if rec.reset_seed is not None or rec.after_gap:  # a new episode or a damaged span: never stitch
-                clip_f, clip_k = [], []
+                clip_f, clip_k, clip_r = [], [], []
+                episode += 1
             clip_f.append(rec.frame)
             clip_k.append(rec.keys)
+            clip_r.append(start or rec.reset_seed is not None)  # the first frame of a recording began one
+            start = False
             if len(clip_f) == frames:
-                writer.add(np.stack(clip_f)[None], np.stack(clip_k)[None])
-                clip_f, clip_k = [], []
+                ids = np.full((1, frames), episode)
+                writer.add(np.stack(clip_f)[None], np.stack(clip_k)[None], ids, np.array(clip_r)[None])
+                clip_f, clip_k, clip_r = [], [], []
                 made += 1
+        episode += 1  # the next recording is another episode
         if made == 0:
             log.warning("%s: %d frames give no full clip of %d frames", path, reader.records_read, frames)
     return writer.close()

@@ -107,13 +107,13 @@ def resize_frames(frames: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _dataset_loader(
-    ds: Dataset, batch: int, frames: int, size: int | None, device: Any, seed: int
+    ds: Dataset, batch: int, frames: int, size: int | None, device: Any, seed: int, split: str = "train"
 ) -> Iterator:
     rng = np.random.default_rng(seed)
     device = torch.device(device)
-    train = ds.split("train")  # held-out clips are for eval --data only
+    clips = ds.split(split)  # training reads "train": the held-out clips are for scoring only
     while True:
-        idx = rng.choice(train, batch)
+        idx = rng.choice(clips, batch)
         starts = rng.integers(0, ds.frames - frames + 1, batch)
         pairs = [ds.clip(int(i), int(s), frames) for i, s in zip(idx, starts)]
         f = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)  # [B, F, H, W, 3]
@@ -128,16 +128,18 @@ def make_loader(
     *,
     batch: int,
     frames: int,
-    size: int = 64,
+    size: int | None = 64,
     device: Any = "cpu",
     seed: int = 0,
     level: Any = "default",
+    split: str = "train",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (frames uint8 [B, F, H, W, 3], keys bool [B, F, K]) on `device`, forever.
 
     source="game": rendered on the fly by GameWorld + Explorer on `device` (level: "default", a Level, or
     an int procedural seed). Any other source is a dataset folder: random clips, and random windows of
-    `frames` inside longer clips, resized to `size` if the dataset's frames differ. Deterministic per seed.
+    `frames` inside longer clips of its `split` ("train", or "heldout" for scoring), resized to `size` if the
+    dataset's frames differ (None: as recorded). Deterministic per seed.
     """
     if batch < 1 or frames < 1:
         raise UserError(f"make_loader needs batch >= 1 and frames >= 1, got batch={batch}, frames={frames}")
@@ -154,6 +156,6 @@ def make_loader(
         raise UserError(
             f"frames={frames} is longer than the dataset's clips ({ds.frames} frames in {source}); pass frames <= {ds.frames}"
         )
-    if (ds.height, ds.width) != (size, size):
+    if size is not None and (ds.height, ds.width) != (size, size):
         log.info("dataset %s is %dx%d: resizing clips to %dx%d", source, ds.width, ds.height, size, size)
-    return _dataset_loader(ds, batch, frames, size, device, seed)
+    return _dataset_loader(ds, batch, frames, size, device, seed, split)

@@ -1,4 +1,5 @@
-"""Train the frame autoencoder on game frames rendered on the fly (docs/design.md §7.1)."""
+"""Train the frame autoencoder on game frames rendered on the fly, or on a dataset's frames with --data
+(docs/design.md §7.1)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worldsim.data.loader import make_loader
 from worldsim.errors import UserError
 from worldsim.metrics import psnr
 from worldsim.model.autoencoder import AE_PRESETS, Autoencoder, AutoencoderConfig, frames_to_model
 from worldsim.model.config import PRESETS
-from worldsim.train import common, distributed, resume
+from worldsim.train import common, datasets, distributed, resume
 from worldsim.train.options import add_autoencoder_arguments as add_arguments  # noqa: F401 (stage protocol)
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,12 @@ def _train(args, dist_info, device, out: Path) -> dict:
         cfg, init_state, init_metrics = _load_init(args.init)
     else:
         cfg = autoencoder_config(args.preset)
+    ds = datasets.open_data(getattr(args, "data", None))
+    if ds is not None and state is None and not args.init:  # the dataset's frames set the size
+        try:
+            cfg = dataclasses.replace(cfg, image_size=datasets.image_size(ds))
+        except ValueError as e:
+            raise UserError(f"--data {ds.path}: its {ds.width}x{ds.height} frames do not fit: {e}") from None
     ae = Autoencoder(cfg).to(device)  # same seed on every rank; DDP broadcasts rank 0's weights anyway
     opt = torch.optim.AdamW(ae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     step, history, evals = 0, {"step": [], "loss": [], "l1": [], "edge": []}, []
@@ -162,18 +170,18 @@ def _train(args, dist_info, device, out: Path) -> dict:
         dist_info.world_size,
         args.batch,
     )
-    # Held-out frames come from other seeds than training ever uses (the same on every rank).
-    held = collect_frames(
-        common.game_batches(batch=32, frames=4, size=size, device=device, seed=10_000_019 + args.seed),
-        args.heldout,
-    )
-    data = common.game_batches(
-        batch=args.batch,
-        frames=1,
-        size=size,
-        device=device,
-        seed=distributed.rank_seed(args.seed * 1_000 + step, dist_info),
-    )
+    # Held-out frames come from other seeds than training ever uses, or from the dataset's held-out split
+    # (the same on every rank).
+    data_seed = distributed.rank_seed(args.seed * 1_000 + step, dist_info)
+    held_batches = datasets.scoring_batches(ds, batch=32, frames=4 if ds is None else min(4, ds.frames),
+                                            size=size, device=device, seed=10_000_019 + args.seed,
+                                            flag="--heldout")  # fmt: skip
+    if ds is not None:
+        side = None if (ds.height, ds.width) == size else size[0]  # resized to the autoencoder's frames
+        data = make_loader(str(ds.path), batch=args.batch, frames=1, size=side, device=device, seed=data_seed)
+    else:
+        data = common.game_batches(batch=args.batch, frames=1, size=size, device=device, seed=data_seed)
+    held = collect_frames(held_batches, args.heldout)
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.type == "cuda"
@@ -251,6 +259,7 @@ def _train(args, dist_info, device, out: Path) -> dict:
         "heldout_psnr_db": round(p, 2),
         "params_encoder": sum(q.numel() for q in ae.encoder.parameters()),
         "params_decoder": sum(q.numel() for q in ae.decoder.parameters()),
+        "dataset": None if ds is None else ds.manifest,  # None: frames rendered by the game
     }
     if main_rank:  # timed and written once, while the other ranks wait (they would share the CPU)
         metrics["decode_ms_per_frame_cpu"] = round(decode_ms_per_frame(ae, torch.device("cpu")), 3)

@@ -82,7 +82,12 @@ def export(
     cfg = ModelConfig.from_dict(state["config"])
     ae = Autoencoder(cfg.autoencoder)
     ae.load_state_dict(state["autoencoder"])
-    frames, z = start_latents(ae, list(range(seeds)))
+    recorded = state.get("start_frames", {}).get("frames")  # a dataset run: its episodes' first frames
+    if recorded is not None:
+        seeds = min(seeds, len(recorded))
+        z = ae.cpu().eval().encode(frames_to_model(recorded[:seeds])).float()
+    else:
+        _, z = start_latents(ae, list(range(seeds)))
     metrics = {"teacher": state.get("metrics", {}), "autoencoder": state.get("autoencoder_metrics", {})}
     metrics.update(train_metrics or {})
     if eval_result:
@@ -127,6 +132,22 @@ def _budget_lines(tm: dict) -> list[str]:
     ]
 
 
+def _dataset_lines(data: dict | None) -> list[str]:
+    """The card's lines on the dataset the model learned from (its manifest), none for the built-in game."""
+    if not data:
+        return []
+    policy = data.get("policy") or {}
+    mix = ", ".join(f"{k} {v:.0%}" for k, v in (policy.get("mix") or {}).items())
+    return [
+        f"- Data: dataset `{Path(str(data.get('path', '?'))).name}` (format v{data.get('version')}): "
+        f"{data.get('source')}; {data.get('count')} clips of {data.get('frames')} frames "
+        f"({data.get('frame_count')} frames, {data.get('episode_count')} episodes) at "
+        f"{data.get('width')}x{data.get('height')}, frame skip {_fmt(data.get('frame_skip'))}, {_fmt(data.get('fps'))} fps"
+        + (f"; policy mix {mix}{', FIRE at each start' if policy.get('fire') else ''}" if mix else "")
+        + "; the held-out tenth of its clips never trained on.",
+    ]
+
+
 def _fmt(v) -> str:
     return "n/a" if v is None else str(v)
 
@@ -136,14 +157,23 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int, s
     tm = state.get("metrics", {})
     ae = metrics.get("autoencoder", {})
     ev = metrics.get("eval", {})
+    ae_frames = "the dataset's training frames" if ae.get("dataset") else "frames rendered on the fly"
+    data = tm.get("dataset")  # the manifest of the dataset it was trained on (None: the built-in game)
+    world = (
+        "the worldsim raycaster's default level"
+        if not data
+        else f"`{data.get('env') or data.get('source')}` (dataset)"
+    )
+    starts = (f"{seeds} encoded spawn frames of the default level (seeds 0..{seeds - 1})" if not data
+              else f"{seeds} encoded episode-start frames of the dataset's training split")  # fmt: skip
     sha = hashlib.sha256(out_path.read_bytes()).hexdigest()[:16]
     n_params = sum(v.numel() for v in state["ema"].values() if v.is_floating_point())
     h, w = cfg.image_hw
     lines = [
         f"# worldsim checkpoint `{out_path.stem}`",
         "",
-        f"A block-causal video diffusion transformer (DiT) that generates the next {h}x{w} frame of the worldsim",
-        "raycaster's default level from the frames so far and the keys pressed (docs/design.md §4).",
+        f"A block-causal video diffusion transformer (DiT) that generates the next {h}x{w} frame of {world}",
+        "from the frames so far and the keys pressed (docs/design.md §4).",
         "",
         "| | |",
         "|---|---|",
@@ -153,13 +183,14 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int, s
         f"| attention | block-causal, {cfg.block_frames}-frame blocks, window {cfg.window} frames, {cfg.sinks} sink frames |",
         f"| sampling | {cfg.steps} steps, {cfg.schedule} schedule (shift {cfg.schedule_shift}), context noise {cfg.context_noise} |",
         f"| keys | {', '.join(cfg.key_names)} |",
-        f"| start latents | {seeds} encoded spawn frames of the default level (seeds 0..{seeds - 1}) |",
+        f"| start latents | {starts} |",
         f"| storage | {STORAGE[storage]} |",
         "",
         "## How it was trained",
         "",
+        *_dataset_lines(data),
         f"- Autoencoder: {_fmt(ae.get('steps'))} steps, batch {_fmt(ae.get('batch'))}, L1 + MSE + image-gradient loss on",
-        f"  frames rendered on the fly ({_fmt(ae.get('device'))}); {_fmt(ae.get('params_encoder'))} encoder /",
+        f"  {ae_frames} ({_fmt(ae.get('device'))}); {_fmt(ae.get('params_encoder'))} encoder /",
         f"  {_fmt(ae.get('params_decoder'))} decoder parameters.",
         "- Teacher: rectified flow with diffusion forcing (independent noise level per frame, logit-normal,",
         f"  {int(100 * state.get('hparams', {}).get('context_prob', 0.5))}% of frames at a small context level), key dropout "

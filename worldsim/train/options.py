@@ -50,7 +50,11 @@ def add_store_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_autoencoder_arguments(p: argparse.ArgumentParser) -> None:
     add_common_arguments(p, steps=3000, batch=64, lr=1e-3)
-    p.add_argument("--heldout", type=int, default=256, help="held-out frames for PSNR (other seeds)")
+    p.add_argument("--heldout", type=int, default=256,
+                   help="held-out frames for PSNR (other seeds; with --data: the dataset's held-out split)")  # fmt: skip
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="train on the frames of a dataset folder (`worldsim collect`; its train split, at its frame "
+                        "size) instead of the built-in game")  # fmt: skip
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this autoencoder: a shipped checkpoint (name or .safetensors, 8-bit or "
                         "float) or an autoencoder.pt")  # fmt: skip

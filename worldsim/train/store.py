@@ -204,6 +204,7 @@ def dataset_source(folder: str | Path, *, size: int, seed: int) -> tuple[Traject
             )
         train = ds.split("train")  # the held-out clips stay unseen: eval --data scores on them
         idx = rng.permutation(train)[:n] if n <= len(train) else rng.choice(train, n)
+        idx = np.sort(idx)  # in file order: each shard decodes once per group even past the cache budget
         starts = rng.integers(0, ds.frames - length + 1, n)
         for t0 in range(0, length, RENDER_CHUNK):  # chunks bound the frames held and encoded at once
             m = min(RENDER_CHUNK, length - t0)

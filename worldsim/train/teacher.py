@@ -15,7 +15,7 @@ from worldsim.errors import UserError
 from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.config import ModelConfig, get_preset
 from worldsim.model.dit import DiT
-from worldsim.train import common, distributed, resume
+from worldsim.train import common, datasets, distributed, resume
 from worldsim.train import teacher_start as start
 from worldsim.train.corrupt import ContextRecipe, corrupt_context, sample_levels
 from worldsim.train.flow import encode_clips, flow_matching_loss, sample_t, train_step, validation_loss
@@ -86,6 +86,12 @@ def _train(args, dist_info, device, out: Path) -> dict:
             cfg = cfg.replace(autoencoder=ae.cfg)
     if state is None:
         cfg = start.with_mask(cfg, args)
+    ds = datasets.open_data(args.data)
+    if ds is not None:  # the keys the dataset recorded; a run that already has keys must match them
+        origin = (
+            f"--resume {state_path}" if state is not None else f"--init {args.init}" if args.init else None
+        )
+        cfg = datasets.with_keys(cfg, ds, fresh=origin is None, origin=origin)
     for p in ae.parameters():
         p.requires_grad_(False)
 
@@ -147,17 +153,12 @@ def _train(args, dist_info, device, out: Path) -> dict:
         args.source,
     )
 
-    # A fixed held-out batch (other seeds), fixed noise and levels: a comparable validation loss.
+    # A fixed held-out batch (other seeds, or the dataset's held-out split), fixed noise and levels: a
+    # comparable validation loss.
     g = torch.Generator(device=device).manual_seed(1234)
-    val_frames, val_keys = next(
-        common.game_batches(
-            batch=min(16, args.batch),
-            frames=clip,
-            size=cfg.image_hw,
-            device=device,
-            seed=20_000_033 + args.seed,
-        )
-    )
+    val_batches = datasets.scoring_batches(ds, batch=min(16, args.batch), frames=clip, size=cfg.image_hw,
+                                           device=device, seed=20_000_033 + args.seed, flag="--clip-frames")  # fmt: skip
+    val_frames, val_keys = next(val_batches)
     val_z = encode_clips(ae, val_frames)
     val_t = sample_t(val_z.shape[:2], shift=cfg.schedule_shift, context_prob=args.context_prob,
                      context_max=args.context_max, device=device, generator=g)  # fmt: skip
@@ -192,7 +193,8 @@ def _train(args, dist_info, device, out: Path) -> dict:
     model.train()
     t_start, start_step, t_warm = time.monotonic(), step, None
     t_log, step_log = t_start, step
-    saver = functools.partial(_save, state_path, args, cfg, model, ema, opt, ae, ae_metrics)
+    starts = None if ds is None else {"frames": datasets.start_frames(ds, cfg.image_hw[0])}
+    saver = functools.partial(_save, state_path, args, cfg, model, ema, opt, ae, ae_metrics, starts)
 
     def run_budget(metrics_now=None) -> dict:
         return resume.add_run(budget_before, steps=step - start_step, seconds=time.monotonic() - t_start,
@@ -285,6 +287,7 @@ def _train(args, dist_info, device, out: Path) -> dict:
         "context_prob": args.context_prob,
         "context_max": args.context_max,
         "data": data.describe(),
+        "dataset": None if ds is None else ds.manifest,  # None: trajectories rendered by the game
         "train_seconds_this_run": round(seconds, 1),
         "steps_per_second": round((step - start_step) / max(seconds, 1e-6), 2),
         "clips_per_second": round(
@@ -374,9 +377,25 @@ HPARAMS = (
 
 
 def _save(
-    path, args, cfg, model, ema, opt, ae, ae_metrics, step, history, evals, total, budget, metrics=None
+    path,
+    args,
+    cfg,
+    model,
+    ema,
+    opt,
+    ae,
+    ae_metrics,
+    starts,
+    step,
+    history,
+    evals,
+    total,
+    budget,
+    metrics=None,
 ) -> None:
-    """The full train state (teacher.pt) and the compact one beside it (resume.py)."""
+    """The full train state (teacher.pt) and the compact one beside it (resume.py); `starts`: the
+    dataset's episode-start frames the export encodes as start latents (None: the game's spawns)."""
+    extra = {} if starts is None else {"start_frames": starts}
     meta = {
         "kind": "teacher",
         "hparams": {k: getattr(args, k) for k in (*HPARAMS, "steps")},
@@ -391,11 +410,11 @@ def _save(
     weights, averaged = common.unwrap(model).state_dict(), ema.state_dict()
     common.atomic_save(
         {**meta, "config": cfg.to_dict(), "model": weights, "ema": averaged, "opt": opt.state_dict(),
-         "autoencoder": ae.state_dict()},
+         "autoencoder": ae.state_dict(), **extra},
         path,
     )  # fmt: skip
     resume.save_compact(resume.compact_path(path.parent, "teacher"), config=cfg, model=weights, ema=averaged,
-                        frozen={"autoencoder": ae.state_dict()}, meta=meta)  # fmt: skip
+                        frozen={"autoencoder": ae.state_dict(), **extra}, meta=meta)  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
