@@ -3,7 +3,8 @@ batch and critic steps (each mode at its own default rollout shape: streamed chu
 fresh rollouts of 1.5 windows). Prints a table and the ratio.
 
     python scripts/bench_streaming.py                               # test preset, a random teacher, CPU
-    python scripts/bench_streaming.py --teacher tiny --device cuda --steps 30 --batch 16
+    python scripts/bench_streaming.py --teacher tiny --device cuda --steps 30 --batch 16 --chunk 8
+(other flags go to both runs)
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="generator steps per mode")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--critic-steps", type=int, default=5)
+    p.add_argument("--chunk", type=int, default=None, help="streamed frames per step (default half a window)")
     a, extra = p.parse_known_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         teacher = a.teacher or str(_random_teacher(tmp))
         rows = []
-        for name, flags in (("streamed", []), ("fresh", ["--rollout-frames", "0"])):
+        chunk = ["--chunk", str(a.chunk)] if a.chunk else []
+        for name, flags in (("streamed", chunk), ("fresh", ["--rollout-frames", "0"])):
             parser = argparse.ArgumentParser()
             add_self_forcing_arguments(parser)
             argv = ["--teacher", teacher, "--device", a.device, "--steps", str(a.steps), "--batch", str(a.batch),

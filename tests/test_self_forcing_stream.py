@@ -156,6 +156,7 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
         (["--rollout-frames", "32", "--frames", "6"], "--frames 6 sets fresh rollouts"),
         (["--rollout-frames", "30", "--chunk", "4"], "--chunk 4"),
         (["--rollout-frames", "32", "--idle-fraction", "1.5"], "--idle-fraction"),
+        (["--rollout-frames", "0", "--chunk", "2"], "--chunk 2 shapes streamed rollouts"),
     ],
 )
 def test_streaming_flags_refused(teacher_ckpt, tmp_path, flags, match):  # noqa: F811

@@ -84,6 +84,11 @@ def _settings(
                 "did not hold; pass --idle-fraction 0 (its recorded idle stretches still train)"
             )
     else:
+        for flag, v in (("--chunk", args.chunk), ("--idle-fraction", args.idle_fraction)):
+            if v is not None:
+                raise UserError(
+                    f"{flag} {v} shapes streamed rollouts; drop it or stream (--rollout-frames N)"
+                )
         args.frames = args.frames or default_frames(cfg)
     if args.regression_weight is None:
         args.regression_weight = 1.0 if R else 0.0

@@ -10,7 +10,8 @@ generates the next `chunk` frames of every row with `continue_rollout`, gradient
 Rows restart staggered (the first rollout of row r is cut short by r/rows of its length), so a batch holds
 rollouts at all depths. A fraction of the rollouts is idle: no key held for the whole rollout, the truth
 the last context frame held still (the game's view does not change while no key is held); the rest
-follow the explorer's mix of the windows drawn (which has idle stretches of its own).
+follow the explorer's mix of the windows drawn (which has idle stretches of its own). The streams are
+not part of a train state: a resumed run begins them afresh (staggered again).
 Shapes: B rows, Hc history frames, R rollout frames, F chunk frames, C h w latent, K keys.
 """
 
