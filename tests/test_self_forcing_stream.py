@@ -178,10 +178,16 @@ def dataset(tmp_path_factory):
 
 
 def test_self_forcing_on_a_dataset(teacher_ckpt, dataset, tmp_path):  # noqa: F811
-    out = tmp_path / "sf"
-    assert _cli(teacher_ckpt, out, "--data", str(dataset), "--rollout-frames", "32", "--steps", "2") == 0
+    from worldsim.neural import NeuralWorld
+
+    out, student = tmp_path / "sf", tmp_path / "student.safetensors"
+    argv = ["--data", str(dataset), "--rollout-frames", "32", "--steps", "2", "--export", str(student)]
+    assert _cli(teacher_ckpt, out, *argv) == 0
     m = json.loads((out / "self_forcing.json").read_text())
     assert m["data"]["path"] == str(dataset) and m["idle_fraction"] == 0.0 and m["data"]["length"] == 40
+    assert m["data"]["manifest"]["frames"] == 40 and m["data"]["manifest"]["count"] == 6
+    world = NeuralWorld.from_checkpoint(student, device="cpu", batch_size=1)
+    assert world.reset(0) is not None
     # 3 history + 33 frames do not fit clips of 40 frames: the message says which flag to change
     with pytest.raises(UserError, match="lower --rollout-frames to <= 37"):
         _train_args(

@@ -30,7 +30,7 @@ from worldsim.train import common, resume
 from worldsim.train.dmd import critic_loss, dmd_loss, sample_levels
 from worldsim.train.options import CONTEXTS
 from worldsim.train.options import add_self_forcing_arguments as add_arguments  # noqa: F401 (stage protocol)
-from worldsim.train.sf_data import FreshRollouts, StreamedRollouts, clip_frames, open_data
+from worldsim.train.sf_data import FreshRollouts, StreamedRollouts, clip_frames, dataset_manifest, open_data
 from worldsim.train.sf_state import (
     HPARAMS,
     STATE_FILE,
@@ -249,7 +249,12 @@ def train(args: argparse.Namespace) -> dict:
         "idle_fraction": args.idle_fraction if R else None,
         "mean_rollout_depth": round(depth_sum / max(step - start_step, 1), 1),
         "context_noise": cfg.context_noise,
-        "data": {"path": args.data, **data.describe(), **(rollouts.describe() if R else {})},
+        "data": {
+            "path": args.data,
+            **data.describe(),
+            **(rollouts.describe() if R else {}),
+            **({"manifest": dataset_manifest(args.data)} if args.data else {}),
+        },
         "lr": args.lr,
         "critic_lr": args.critic_lr,
         "regression_weight": args.regression_weight,

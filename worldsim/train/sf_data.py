@@ -59,6 +59,13 @@ def open_data(args: argparse.Namespace, cfg: ModelConfig, ae, device: torch.devi
                          seed=seed, spec=spec, data=args.data)  # fmt: skip
 
 
+def dataset_manifest(folder) -> dict:
+    """The dataset's own description (its meta.json without the shard list), for the metrics and card."""
+    from worldsim.data.dataset import Dataset
+
+    return {k: v for k, v in Dataset(folder).meta.items() if k != "shards"}
+
+
 class FreshRollouts:
     """Every iteration: new real clips, rolled out from their first Fc frames (one batched rollout for the
     critic's fakes, one with gradient for the generator)."""
