@@ -119,6 +119,34 @@ def test_idle_fraction_holds_and_idle_rollouts_hold_still():
     assert abs(frac - 0.15) < 0.04, frac  # 1,280 rollouts: sd 0.010, so 4 sd
 
 
+@pytest.mark.parametrize("merged", [True, False])
+def test_streamed_rollouts_give_critic_fakes_and_generator_frames(merged):
+    """Both ways of streaming the two kinds of rows (merged: the GPU's default) give B x critic-steps
+    detached fakes and B generator rows with gradient, the generator's rows at staggered depths."""
+    import argparse
+
+    from worldsim.train.sf_data import StreamedRollouts
+
+    cfg, dit, _ = _models(7)
+    dit.requires_grad_(True)
+    B, cs, R, F = 4, 2, 8, 2
+    args = argparse.Namespace(batch=B, critic_steps=cs, rollout_frames=R, chunk=F, context_frames=2,
+                              idle_fraction=0.0)  # fmt: skip
+    windows = RandomWindows(cfg, 3 + R)
+    data = argparse.Namespace(next=lambda: windows(B))
+    s = StreamedRollouts(
+        args, cfg, data, schedule_for(cfg), torch.device("cpu"), torch.float32, 0, merged=merged
+    )
+    for _ in range(R // F + 1):
+        fake = s.critic(dit)
+        gen = s.generator(dit)
+    assert fake.x0.shape[0] == B * cs and not fake.x0.requires_grad
+    assert gen.x0.shape[0] == B and gen.x0.requires_grad
+    assert len(set(gen.depth.tolist())) > 1  # not all generator rows at one depth
+    grads = torch.autograd.grad(gen.x0.pow(2).mean(), list(dit.parameters()), allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
 def test_windows_hand_out_each_drawn_window_once():
     batches = iter([(torch.arange(3)[:, None], torch.arange(3)[:, None]) for _ in range(3)])
     w = Windows(lambda: next(batches))

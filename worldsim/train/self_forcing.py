@@ -177,7 +177,7 @@ def train(args: argparse.Namespace) -> dict:
     stop = resume.StopRequest().install()
     try:
         while not stop.requested and not budget.done(step):
-            # critic: fake score on the student's own rollouts (one batched rollout, no gradient)
+            # critic: fake score on the student's own rollouts (one batched rollout, detached)
             with amp:
                 fake = rollouts.critic(student)
             for c in range(args.critic_steps):

@@ -104,30 +104,54 @@ class FreshRollouts:
 
 
 class StreamedRollouts:
-    """Critic and generator rows each stream their own rollouts (streaming.Streams)."""
+    """Critic and generator rows stream their rollouts (streaming.Streams).
 
-    def __init__(
-        self, args, cfg: ModelConfig, data: LatentBatches, schedule, device, dtype, seed: int
-    ) -> None:
+    `merged` (the default on a GPU): one batch of B x (critic steps + 1) rows, advanced together with
+    gradient through the exit passes, the generator's rows every (critic steps + 1)-th: at our sizes a
+    GPU pass costs its launches, not its rows, so one rollout for both halves the rollout's passes (the
+    critic's rows carry gradient nobody asks for: free on a GPU, 1 + critic steps times the exit passes'
+    backward on a CPU, which therefore streams the two kinds of rows apart, the critic's without gradient).
+    """
+
+    def __init__(self, args, cfg: ModelConfig, data: LatentBatches, schedule, device, dtype, seed: int,
+                 merged: bool | None = None) -> None:  # fmt: skip
         self.cfg, self.schedule = cfg, schedule
+        self.merged = device.type == "cuda" if merged is None else merged
         draw = Windows(data.next)
         kw = dict(rollout_frames=args.rollout_frames, chunk=args.chunk, context_frames=args.context_frames,
                   idle_fraction=args.idle_fraction, context_noise=cfg.context_noise, device=device, dtype=dtype)  # fmt: skip
-        self.fakes = Streams(cfg, args.batch * args.critic_steps, draw, seed=seed, **kw)
-        self.gen = Streams(cfg, args.batch, draw, seed=seed + 1, **kw)
+        B, cs = args.batch, args.critic_steps
+        if self.merged:
+            self.all = Streams(cfg, B * (cs + 1), draw, seed=seed, **kw)
+            rows = torch.arange(B * (cs + 1), device=device)
+            gen = rows % (cs + 1) == cs  # interleaved: the staggered depths spread over both kinds of rows
+            self._fake_rows, self._gen_rows = rows[~gen], rows[gen]
+            self._gen: Chunk | None = None
+        else:
+            self.fakes = Streams(cfg, B * cs, draw, seed=seed, **kw)
+            self.gen = Streams(cfg, B, draw, seed=seed + 1, **kw)
+
+    def _advance(self, streams: Streams, model, grad: bool) -> Chunk:
+        return streams.advance(model, self.schedule, exit_steps=_exits(streams.F, self.cfg.steps), grad=grad)
 
     def critic(self, model) -> Chunk:
+        if self.merged:
+            both = self._advance(self.all, model, True)
+            self._gen = both.select(self._gen_rows)
+            return both.select(self._fake_rows, detach=True)
         with torch.no_grad():
-            return self.fakes.advance(model, self.schedule, exit_steps=_exits(self.fakes.F, self.cfg.steps))
+            return self._advance(self.fakes, model, False)
 
     def generator(self, model) -> Chunk:
-        return self.gen.advance(
-            model, self.schedule, exit_steps=_exits(self.gen.F, self.cfg.steps), grad=True
-        )
+        if self.merged:
+            gen, self._gen = self._gen, None
+            return gen
+        return self._advance(self.gen, model, True)
 
     def describe(self) -> dict:
-        s = self.gen
-        return {"rollouts": s.rollouts, "idle_rollouts": s.idle_rollouts, "history_frames": s.Hc}
+        s = self.all if self.merged else self.gen
+        return {"rollouts": s.rollouts, "idle_rollouts": s.idle_rollouts, "history_frames": s.Hc,
+                "merged": self.merged}  # fmt: skip
 
 
 def clip_frames(args: argparse.Namespace, cfg: ModelConfig) -> int:

@@ -41,6 +41,13 @@ class Chunk:
     true_z: torch.Tensor  # [B,F,C,h,w] the true latents on the same keys
     depth: torch.Tensor  # [B] frames each row had generated before this chunk (host)
 
+    def select(self, rows: torch.Tensor, *, detach: bool = False) -> Chunk:
+        """The chunk of some rows (long, on the chunk's device); `detach`: their frames without gradient."""
+        x0 = self.x0.index_select(0, rows)
+        pick = (self.ctx_z, self.ctx_keys, self.keys)
+        return Chunk(*(t.index_select(0, rows) for t in pick), x0.detach() if detach else x0,
+                     self.true_z.index_select(0, rows), self.depth[rows.cpu()])  # fmt: skip
+
 
 def history_frames(cfg: ModelConfig, context_frames: int) -> int:
     """Frames of context before a chunk: a full window for its first frame (window - 1), at least the
