@@ -141,6 +141,9 @@ def add_self_forcing_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-fraction", type=float, default=None,
                    help="streaming: fraction of rollouts with no key held throughout (default 0.15; 0 with "
                         "--data: a recording has no frames for keys it did not hold)")  # fmt: skip
+    p.add_argument("--separate-critic-rollouts", action="store_true",
+                   help="streaming on a GPU: roll the critic's rows apart from the generator's (a CPU always "
+                        "does); twice the rollout passes, 1 / (critic steps + 1) of the exit passes' memory")  # fmt: skip
     p.add_argument("--frames", type=int, default=None,
                    help="fresh rollouts (no streaming): rollout frames per iteration (default 1.5 x window)")  # fmt: skip
     p.add_argument("--context-frames", type=int, default=2, help="real frames the rollouts start from")

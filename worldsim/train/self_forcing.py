@@ -153,7 +153,8 @@ def train(args: argparse.Namespace) -> dict:
     data = open_data(args, cfg, ae, device, clip=clip_frames(args, cfg), source=source, seed=seed,
                      batch=B if R else B * (args.critic_steps + 1))  # fmt: skip
     if R:
-        rollouts = StreamedRollouts(args, cfg, data, schedule, device, dtype, seed)
+        merged = cuda and not args.separate_critic_rollouts
+        rollouts = StreamedRollouts(args, cfg, data, schedule, device, dtype, seed, merged=merged)
         log.info(
             "self-forcing (streamed) %s: %d-step student, rollouts of %d frames (%.1f windows) in chunks of "
             "%d, %d real context frames, %.0f%% idle, batch %d, %d critic steps per generator step, data %s, "

@@ -106,17 +106,18 @@ class FreshRollouts:
 class StreamedRollouts:
     """Critic and generator rows stream their rollouts (streaming.Streams).
 
-    `merged` (the default on a GPU): one batch of B x (critic steps + 1) rows, advanced together with
+    `merged` (the default on a GPU, unless --separate-critic-rollouts): one batch of B x (critic steps + 1) rows, advanced together with
     gradient through the exit passes, the generator's rows every (critic steps + 1)-th: at our sizes a
     GPU pass costs its launches, not its rows, so one rollout for both halves the rollout's passes (the
     critic's rows carry gradient nobody asks for: free on a GPU, 1 + critic steps times the exit passes'
     backward on a CPU, which therefore streams the two kinds of rows apart, the critic's without gradient).
+    The graph of the exit passes holds every row's cached K/V: merged, 1 + critic steps times the memory.
     """
 
     def __init__(self, args, cfg: ModelConfig, data: LatentBatches, schedule, device, dtype, seed: int,
-                 merged: bool | None = None) -> None:  # fmt: skip
+                 merged: bool = False) -> None:  # fmt: skip
         self.cfg, self.schedule = cfg, schedule
-        self.merged = device.type == "cuda" if merged is None else merged
+        self.merged = merged
         draw = Windows(data.next)
         kw = dict(rollout_frames=args.rollout_frames, chunk=args.chunk, context_frames=args.context_frames,
                   idle_fraction=args.idle_fraction, context_noise=cfg.context_noise, device=device, dtype=dtype)  # fmt: skip
