@@ -2,11 +2,16 @@
 across training iterations, one chunk at a time, for `rollout_frames` frames before it restarts from real
 context.
 
-Each row holds a KV cache row (its generated frames as detached K/V, as inference holds them), the last
-`history` frames before its next chunk (what the DMD scores see as context: real frames before the
-restart, generated ones after) and its plan: the keys of its whole rollout and the true latents the real
-game (or a dataset) gives for them, so the regression term is there at every depth. An iteration
-generates the next `chunk` frames of every row with `continue_rollout`, gradient only through them.
+Each row holds a KV cache row (its generated frames as detached K/V, as inference holds them; the
+training rollout writes every frame with its own pass, so no pending block waits between iterations),
+the last `history` frames before its next chunk (what the DMD scores see as context: a window of real
+frames at a restart, of which the student's cache gets the last `context_frames` as inference starts;
+generated frames after) and its plan: the keys of its whole rollout and the true latents the real game
+(or a dataset) gives for them, so the regression term is there at every depth. An iteration generates
+the next `chunk` frames of every row with `continue_rollout`, gradient only through them.
+The chunk defaults to half a window: the scores see history + chunk = 1.5 windows, the clip length the
+fresh rollouts always scored, while the rollout generates a third of the frames per step; a smaller
+chunk buys more steps per second on a GPU (the passes are launch-bound) at fewer frames scored per step.
 Rows restart staggered (the first rollout of row r is cut short by r/rows of its length), so a batch holds
 rollouts at all depths. A fraction of the rollouts is idle: no key held for the whole rollout, the truth
 the last context frame held still (the game's view does not change while no key is held); the rest
