@@ -1,9 +1,10 @@
 """Distribution matching distillation (DMD / DMD2) losses for the self-forcing student (docs/design.md §7.3).
 
 The teacher is the real score, a critic trained on the student's own rollouts the fake score. Both see
-the generated clip after the real context (clean context frames, generated frames noised at an
-independent level each: diffusion forcing, as the teacher was trained), through the full-clip
-`DiT.forward` with the deployed block-causal window. Flow convention of sampling.py:
+the generated clip after its context (the frames before it: real, or generated earlier in a streamed
+rollout), through the full-clip `DiT.forward` with the deployed block-causal window. The context is
+noised at the context noise level as the cache holds it (the teacher was trained on context noised at
+the level it is told), the generated frames at an independent level each (diffusion forcing). Flow convention of sampling.py:
 x_t = (1 - t) x0 + t noise, v = noise - x0, so x0 = x_t - t v.
 Shapes: B batch, Fc context frames, F generated frames, C h w latents, K keys.
 """
@@ -18,6 +19,14 @@ from worldsim.sampling import add_noise
 def _clip(ctx_z, ctx_keys, x, keys):
     """Context then generated frames: latents `[B,Fc+F,C,h,w]`, keys `[B,Fc+F,K]`."""
     return torch.cat([ctx_z, x], 1), torch.cat([ctx_keys, keys], 1)
+
+
+def _context(ctx_z: torch.Tensor, context_noise: float) -> torch.Tensor:
+    """The context latents at the context noise level (fresh noise: as a cache write noises them)."""
+    if context_noise == 0.0:
+        return ctx_z
+    t = torch.full(ctx_z.shape[:2], context_noise, device=ctx_z.device, dtype=ctx_z.dtype)
+    return add_noise(ctx_z, torch.randn_like(ctx_z), t)
 
 
 def _levels(ctx_z: torch.Tensor, t: torch.Tensor, context_noise: float) -> torch.Tensor:
@@ -51,7 +60,7 @@ def dmd_loss(
     Fc = ctx_z.shape[1]
     with torch.no_grad():
         xt = add_noise(x0.detach(), torch.randn_like(x0), t)
-        z, k = _clip(ctx_z, ctx_keys, xt, keys)
+        z, k = _clip(_context(ctx_z, context_noise), ctx_keys, xt, keys)
         tt = _levels(ctx_z, t, context_noise)
         v_real = teacher(z, tt, k)[:, Fc:]
         if guidance != 1.0:
@@ -82,6 +91,6 @@ def critic_loss(
     Fc = ctx_z.shape[1]
     x0 = x0.detach()
     noise = torch.randn_like(x0)
-    z, k = _clip(ctx_z, ctx_keys, add_noise(x0, noise, t), keys)
+    z, k = _clip(_context(ctx_z, context_noise), ctx_keys, add_noise(x0, noise, t), keys)
     v = critic(z, _levels(ctx_z, t, context_noise), k)[:, Fc:]
     return (v.float() - (noise - x0).float()).pow(2).mean()

@@ -148,13 +148,30 @@ def add_self_forcing_arguments(p: argparse.ArgumentParser) -> None:
                    help="self: self-forcing (own frames in the cache); true / diffusion-forced: the baseline")  # fmt: skip
     p.add_argument("--critic-steps", type=int, default=5, help="critic updates per generator update")
     p.add_argument("--critic-lr", type=float, default=1e-5, help="critic learning rate")
-    p.add_argument("--frames", type=int, default=None, help="rollout frames (default 1.5 x window)")
+    p.add_argument("--rollout-frames", type=int, default=None, metavar="N",
+                   help="streaming (--context self): each batch row continues its rollout across iterations "
+                        "for N frames before it restarts from real context (default 256 on a GPU, 8 windows "
+                        "on a CPU; 0: a fresh rollout of --frames every iteration)")  # fmt: skip
+    p.add_argument("--chunk", type=int, default=None, metavar="F",
+                   help="streaming: frames generated (and backpropagated) per iteration (default half a window)")  # fmt: skip
+    p.add_argument("--idle-fraction", type=float, default=None,
+                   help="streaming: fraction of rollouts with no key held throughout (default 0.15; 0 with "
+                        "--data: a recording has no frames for keys it did not hold)")  # fmt: skip
+    p.add_argument("--separate-critic-rollouts", action="store_true",
+                   help="streaming on a GPU: roll the critic's rows apart from the generator's (a CPU always "
+                        "does); twice the rollout passes, 1 / (critic steps + 1) of the exit passes' memory")  # fmt: skip
+    p.add_argument("--frames", type=int, default=None,
+                   help="fresh rollouts (no streaming): rollout frames per iteration (default 1.5 x window)")  # fmt: skip
     p.add_argument("--context-frames", type=int, default=2, help="real frames the rollouts start from")
+    p.add_argument("--context-noise", type=float, default=None,
+                   help="noise level of the frames written to the cache, in training and in the exported "
+                        "config (default: the teacher's)")  # fmt: skip
     p.add_argument(
         "--steps-per-frame", type=int, default=None, help="student sampling steps (default the config's)"
     )
-    p.add_argument("--regression-weight", type=float, default=0.0,
-                   help="weight of the MSE to the real game's latents on the same keys (0 = off)")  # fmt: skip
+    p.add_argument("--regression-weight", type=float, default=None,
+                   help="weight of the MSE to the true latents on the same keys (the game's, or --data's "
+                        "recorded frames); default 1.0 when streaming, else 0 (off)")  # fmt: skip
     p.add_argument("--guidance", type=float, default=1.0, help="key guidance of the teacher score")
     p.add_argument("--t-min", type=float, default=0.02, help="lowest DMD / critic noise level")
     p.add_argument("--t-max", type=float, default=0.98, help="highest DMD / critic noise level")
@@ -166,6 +183,10 @@ def add_self_forcing_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--export", default=None, metavar="FILE", help="after training, export the EMA student here"
     )
+    add_store_arguments(p)
+    # unset: the store when streaming (windows of hundreds of frames, drawn at every restart), live clips
+    # for fresh rollouts (short clips: rendering them costs less than filling a store)
+    p.set_defaults(source=None)
 
 
 def add_idm_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,8 @@ carries gradient into the previous frame's cache write. Training differences, an
   * `context` = "self" writes the student's own frames into the cache (self-forcing); "true" writes
     the real game's latents and "diffusion-forced" writes them noised at a random level: the baselines
     that train on ground-truth history.
+`rollout` primes the cache with real context and generates; `continue_rollout` generates on from what
+the cache already holds, so a streamed rollout (streaming.py) is the same rollout cut into chunks.
 Shapes: B batch, F frames, C latent channels, h w latent grid, K keys.
 """
 
@@ -44,6 +46,45 @@ def rollout(
     schedule: torch.Tensor,
     *,
     context_noise: float = 0.0,
+    generator: torch.Generator | None = None,
+    **options,
+) -> torch.Tensor:
+    """Generate F frames after real context `ctx_z [B,Fc,C,h,w]` on `keys [B,F,K]`; returns `[B,F,C,h,w]`.
+
+    `noise [B,F,C,h,w]`: the starting noise of each frame; `schedule [steps+1]` noise levels 1 -> 0;
+    `generator` draws the cache writes' noise (context, then frame by frame); `options` are those of
+    `continue_rollout` (exit steps, gradient, what the cache holds).
+    """
+    prime_context(dit, cache, ctx_z, ctx_keys, context_noise=context_noise, generator=generator)
+    return continue_rollout(dit, cache, keys, noise, schedule, context_noise=context_noise, generator=generator,
+                            **options)  # fmt: skip
+
+
+def prime_context(
+    dit,
+    cache: KVCache,
+    ctx_z: torch.Tensor,
+    ctx_keys: torch.Tensor,
+    *,
+    rows: torch.Tensor | None = None,
+    context_noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Restart cache rows `rows` (None = all) from real context `ctx_z [R,Fc,C,h,w]`, keys `[R,Fc,K]`,
+    written at the context noise level as inference writes it (no gradient)."""
+    with torch.no_grad():
+        prime(dit, cache, ctx_z, ctx_keys, rows=rows, level=context_noise,
+              noise=_write_noise(ctx_z, context_noise, generator))  # fmt: skip
+
+
+def continue_rollout(
+    dit,
+    cache: KVCache,
+    keys: torch.Tensor,
+    noise: torch.Tensor,
+    schedule: torch.Tensor,
+    *,
+    context_noise: float = 0.0,
     exit_steps: torch.Tensor | list[int] | None = None,
     grad: bool = False,
     context: str = "self",
@@ -51,13 +92,15 @@ def rollout(
     level_fn: Callable[[int], torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Generate F frames after real context `ctx_z [B,Fc,C,h,w]` on `keys [B,F,K]`; returns `[B,F,C,h,w]`.
+    """The next F frames `[B,F,C,h,w]` of every cache row on `keys [B,F,K]`, after whatever the cache
+    holds (rows may be at different depths: each row's frame counter places its frames). A rollout split
+    into pieces gives the frames of one uninterrupted `rollout` (streaming).
 
-    `noise [B,F,C,h,w]`: the starting noise of each frame; `schedule [steps+1]` noise levels 1 -> 0;
-    `exit_steps` (F ints in [0, steps)): the step whose clean prediction is the frame (None = the last
-    step for every frame, i.e. inference). `grad`: keep gradient through each frame's exit pass.
-    `context` (see the module docstring) needs `true_z [B,F,C,h,w]` unless "self"; "diffusion-forced"
-    calls `level_fn(f)` -> `[B,1]` noise levels of the true frame written for frame f.
+    `noise [B,F,C,h,w]`: the starting noise of each frame; `exit_steps` (F ints in [0, steps)): the step
+    whose clean prediction is the frame (None = the last step for every frame, i.e. inference). `grad`:
+    keep gradient through each frame's exit pass. `context` (see the module docstring) needs
+    `true_z [B,F,C,h,w]` unless "self"; "diffusion-forced" calls `level_fn(f)` -> `[B,1]` noise levels
+    of the true frame written for frame f. `generator` draws the cache writes' noise.
     """
     if context not in CONTEXTS:
         raise ValueError(f"context={context!r}; pick one of {CONTEXTS}")
@@ -70,10 +113,6 @@ def rollout(
     exit_steps = [int(e) for e in exit_steps]  # host ints: each picks the schedule its frame runs
     if len(exit_steps) != F or min(exit_steps) < 0 or max(exit_steps) >= steps:
         raise ValueError(f"exit_steps must be {F} steps in [0, {steps}), got {exit_steps}")
-    with torch.no_grad():
-        prime(
-            dit, cache, ctx_z, ctx_keys, level=context_noise, noise=_write_noise(ctx_z, context_noise, None)
-        )
     out = []
     for f in range(F):
         sl = slice(f, f + 1)

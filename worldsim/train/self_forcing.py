@@ -2,11 +2,15 @@
 
 The student starts from the teacher and rolls out autoregressively exactly as `NeuralWorld` runs
 (rollout.py: the ring-buffer KVCache, the deployed window and few-step schedule), with a random exit
-step per frame that keeps gradient while earlier steps and cache writes run without it. Loss: DMD with
-the teacher as real score and a critic (fake score, initialised from the teacher) trained on the
-student's rollouts, `--critic-steps` critic updates per generator update (dmd.py), optionally plus a
-regression to the real game's latents on the same keys (`--regression-weight`). `--context true` or
-`diffusion-forced` trains the same student on ground-truth history instead: the baseline.
+step per frame that keeps gradient while earlier steps and cache writes run without it. Rollouts are
+streamed by default (sf_data.py, streaming.py): every batch row continues its rollout across iterations
+for `--rollout-frames` frames (many windows), `--chunk` frames an iteration with gradient on that chunk
+only, restarts staggered, `--idle-fraction` of them with no key held. Loss: DMD with the teacher as real
+score and a critic (fake score, initialised from the teacher) trained on the student's rollouts,
+`--critic-steps` critic updates per generator update (dmd.py), plus a regression to the true latents on
+the same keys (`--regression-weight`: the real game's, or the recorded frames of `--data`).
+`--rollout-frames 0` rolls out `--frames` fresh frames every iteration; `--context true` or
+`diffusion-forced` trains the same student on ground-truth history instead: the baselines.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from pathlib import Path
 import torch
 
 from worldsim.errors import UserError
-from worldsim.model.kvcache import KVCache
+from worldsim.model.config import ModelConfig
 from worldsim.sampling import schedule_for
 from worldsim.train import common, resume
 from worldsim.train.dmd import critic_loss, dmd_loss, sample_levels
 from worldsim.train.options import CONTEXTS
 from worldsim.train.options import add_self_forcing_arguments as add_arguments  # noqa: F401 (stage protocol)
-from worldsim.train.rollout import rollout
+from worldsim.train.sf_data import FreshRollouts, StreamedRollouts, clip_frames, dataset_manifest, open_data
 from worldsim.train.sf_state import (
     HPARAMS,
     STATE_FILE,
@@ -39,13 +43,60 @@ from worldsim.train.sf_state import (
 log = logging.getLogger(__name__)
 
 
-def _batch(data, ae, Fc: int):
-    """A real clip from the game -> context latents/keys, rollout keys and the true latents after it."""
-    from worldsim.train.flow import encode_clips
-
-    frames, keys = next(data)
-    z = encode_clips(ae, frames)  # [B,Fc+F,C,h,w] fp32
-    return z[:, :Fc], keys[:, :Fc], keys[:, Fc:], z[:, Fc:]
+def _settings(
+    args: argparse.Namespace, cfg: ModelConfig, device: torch.device, state: dict | None
+) -> ModelConfig:
+    """Resolve the flags left unset (they depend on the device, the teacher and the mode), check them,
+    and return the config the student trains and exports with (its context noise level)."""
+    if args.rollout_frames is None:
+        before = state is not None and "rollout_frames" not in state.get("hparams", {})  # a pre-streaming run
+        fresh = args.context != "self" or args.frames is not None or before
+        args.rollout_frames = 0 if fresh else 256 if device.type == "cuda" else 8 * cfg.window
+    R = args.rollout_frames
+    if R < 0:
+        raise UserError(f"--rollout-frames must be >= 0 (0: fresh rollouts of --frames), got {R}")
+    if R and args.context != "self":
+        raise UserError(
+            f"--rollout-frames {R} streams the student's own frames; the --context {args.context} baseline "
+            "trains on true history: pass --rollout-frames 0"
+        )
+    if R and args.frames is not None:
+        raise UserError(
+            f"--frames {args.frames} sets fresh rollouts; streaming takes --rollout-frames and --chunk "
+            "(or pass --rollout-frames 0 to roll out --frames fresh frames)"
+        )
+    if R:
+        Fb = cfg.block_frames
+        half = max(Fb, cfg.window // 2 // Fb * Fb)
+        args.chunk = args.chunk or half
+        if args.chunk <= 0 or args.chunk % Fb or R % args.chunk:
+            raise UserError(
+                f"--chunk {args.chunk} must be a positive multiple of the block ({Fb} frames) dividing "
+                f"--rollout-frames {R}; pass e.g. --chunk {half} with --rollout-frames {max(R // half, 1) * half}"
+            )
+        if args.idle_fraction is None:
+            args.idle_fraction = 0.0 if args.data else 0.15
+        if not 0.0 <= args.idle_fraction <= 1.0:
+            raise UserError(f"--idle-fraction must be in [0, 1], got {args.idle_fraction}")
+        if args.data and args.idle_fraction:
+            raise UserError(
+                f"--idle-fraction {args.idle_fraction} with --data: a recording holds no frames for keys it "
+                "did not hold; pass --idle-fraction 0 (its recorded idle stretches still train)"
+            )
+    else:
+        for flag, v in (("--chunk", args.chunk), ("--idle-fraction", args.idle_fraction)):
+            if v is not None:
+                raise UserError(
+                    f"{flag} {v} shapes streamed rollouts; drop it or stream (--rollout-frames N)"
+                )
+        args.frames = args.frames or default_frames(cfg)
+    if args.regression_weight is None:
+        args.regression_weight = 1.0 if R else 0.0
+    if args.context_noise is None:
+        args.context_noise = cfg.context_noise
+    if not 0.0 <= args.context_noise < 1.0:
+        raise UserError(f"--context-noise must be in [0, 1), got {args.context_noise}")
+    return cfg.replace(context_noise=args.context_noise)
 
 
 def _adam(model, lr: float, device):
@@ -72,6 +123,7 @@ def train(args: argparse.Namespace) -> dict:
     cfg, teacher, ae, teacher_info = load_teacher(state if state is not None else args.teacher, device)
     if args.steps_per_frame:
         cfg = cfg.replace(steps=args.steps_per_frame)
+    cfg = _settings(args, cfg, device, state)
     student, critic = copy.deepcopy(teacher), copy.deepcopy(teacher)
     if state is None and args.init:  # continue a student (the critic still starts from the teacher)
         student.load_state_dict(load_student(args.init, cfg))
@@ -91,69 +143,64 @@ def train(args: argparse.Namespace) -> dict:
         step, history = state["step"], state["history"]
         log.info("resumed %s at step %d", state_path, step)
 
-    if not args.frames:
-        args.frames = default_frames(cfg)
-    B, Fc, F, S = args.batch, args.context_frames, args.frames, cfg.steps
-    if F + Fc <= cfg.window:
-        log.warning("context + rollout frames %d <= window %d: the window never slides", F + Fc, cfg.window)
+    B, Fc, S, R = args.batch, args.context_frames, cfg.steps, args.rollout_frames
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
     schedule = schedule_for(cfg, S, device)
-    cache_c = KVCache(cfg, B * args.critic_steps, device=device, dtype=dtype)  # allocated once
-    cache_g = KVCache(cfg, B, device=device, dtype=dtype)
-    rows = B * (args.critic_steps + 1)
-    data = common.game_batches(batch=rows, frames=Fc + F, size=cfg.image_hw, device=device,
-                               seed=args.seed * 1_000 + step)  # fmt: skip
-    C, (h, w) = cfg.latent_channels, cfg.latent_hw
-    log.info(
-        "self-forcing (%s context) %s: %d-step student, %d context + %d rollout frames, batch %d, "
-        "%d critic steps per generator step, device %s",
-        args.context, cfg.name, S, Fc, F, B, args.critic_steps, device,
-    )  # fmt: skip
-
-    def roll(model, cache, ctx_z, ctx_keys, keys, true_z, grad):
-        n = keys.shape[0]
-        exits = torch.randint(0, S, (F,)).tolist()  # host ints, one exit step per frame
-        noise = torch.randn(n, F, C, h, w, device=device)
-
-        def level_fn(f: int) -> torch.Tensor:  # the diffusion-forced baseline's context levels
-            return torch.rand(n, 1, device=device) * args.context_max
-
-        return rollout(model, cache, ctx_z, ctx_keys, keys, noise, schedule, context_noise=cfg.context_noise,
-                       exit_steps=exits, grad=grad, context=args.context, true_z=true_z,
-                       level_fn=level_fn)  # fmt: skip
+    seed = args.seed * 1_000 + step
+    source = args.source or ("store" if R else "live")
+    data = open_data(args, cfg, ae, device, clip=clip_frames(args, cfg), source=source, seed=seed,
+                     batch=B if R else B * (args.critic_steps + 1))  # fmt: skip
+    if R:
+        merged = cuda and not args.separate_critic_rollouts
+        rollouts = StreamedRollouts(args, cfg, data, schedule, device, dtype, seed, merged=merged)
+        log.info(
+            "self-forcing (streamed) %s: %d-step student, rollouts of %d frames (%.1f windows) in chunks of "
+            "%d, %d real context frames, %.0f%% idle, batch %d, %d critic steps per generator step, data %s, "
+            "device %s", cfg.name, S, R, R / cfg.window, args.chunk, Fc, 100 * args.idle_fraction, B,
+            args.critic_steps, args.data or source, device,
+        )  # fmt: skip
+    else:
+        rollouts = FreshRollouts(args, cfg, data, schedule, device, dtype)
+        if args.frames + Fc <= cfg.window:
+            log.warning("context + rollout frames %d <= window %d: the window never slides", args.frames + Fc,
+                        cfg.window)  # fmt: skip
+        log.info(
+            "self-forcing (%s context) %s: %d-step student, %d context + %d rollout frames, batch %d, "
+            "%d critic steps per generator step, data %s, device %s",
+            args.context, cfg.name, S, Fc, args.frames, B, args.critic_steps, args.data or source, device,
+        )  # fmt: skip
 
     budget = common.Budget(args.steps, args.minutes)
     bar = common.progress(args.steps, step, args.no_progress, f"self-forcing ({args.context})")
-    t_start, start_step, figs = time.monotonic(), step, {}
+    t_start, start_step, figs, depth_sum = time.monotonic(), step, {}, 0.0
     stop = resume.StopRequest().install()
     try:
         while not stop.requested and not budget.done(step):
-            ctx_z, ctx_keys, keys, true_z = _batch(data, ae, Fc)
-            nc = B * args.critic_steps
-            # critic: fake score on the student's own rollouts (one batched rollout, no gradient)
-            with amp, torch.no_grad():
-                fake = roll(student, cache_c, ctx_z[:nc], ctx_keys[:nc], keys[:nc], true_z[:nc], False)
+            # critic: fake score on the student's own rollouts (one batched rollout, detached)
+            with amp:
+                fake = rollouts.critic(student)
             for c in range(args.critic_steps):
                 sl = slice(c * B, (c + 1) * B)
-                t = sample_levels((B, F), args.t_min, args.t_max, device)
+                t = sample_levels(fake.keys[sl].shape[:2], args.t_min, args.t_max, device)
                 with amp:
-                    lc = critic_loss(critic, fake[sl], ctx_z[sl], ctx_keys[sl], keys[sl], t,
+                    lc = critic_loss(critic, fake.x0[sl], fake.ctx_z[sl], fake.ctx_keys[sl], fake.keys[sl], t,
                                      context_noise=cfg.context_noise)  # fmt: skip
                 opt_c.zero_grad(set_to_none=True)
                 lc.backward()
                 torch.nn.utils.clip_grad_norm_(critic.parameters(), args.grad_clip)
                 opt_c.step()
-            # generator: its rollout with gradient through each frame's exit step
-            sl = slice(nc, nc + B)
+            # generator: its rollout with gradient through each frame's exit step (the newest chunk only)
             with amp:
-                x0 = roll(student, cache_g, ctx_z[sl], ctx_keys[sl], keys[sl], true_z[sl], True)
-                t = sample_levels((B, F), args.t_min, args.t_max, device)
-                ld, figs = dmd_loss(x0, ctx_z[sl], ctx_keys[sl], keys[sl], teacher, critic, t,
+                gen = rollouts.generator(student)
+                t = sample_levels(gen.keys.shape[:2], args.t_min, args.t_max, device)
+                ld, figs = dmd_loss(gen.x0, gen.ctx_z, gen.ctx_keys, gen.keys, teacher, critic, t,
                                     context_noise=cfg.context_noise, guidance=args.guidance)  # fmt: skip
-                lr_ = (x0.float() - true_z[sl].float()).pow(2).mean()
+                lr_ = (gen.x0.float() - gen.true_z.float()).pow(2).mean()
                 loss = ld + args.regression_weight * lr_ if args.regression_weight else ld
+            depth = gen.depth.float().mean().item()  # host counters: no device sync
+            depth_sum += depth
             opt_g.zero_grad(set_to_none=True)
             critic.requires_grad_(False)  # the generator step must not touch the critic's grads
             loss.backward()
@@ -161,6 +208,7 @@ def train(args: argparse.Namespace) -> dict:
             gnorm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip)
             opt_g.step()
             common.ema_update(ema, student, min(args.ema_decay, (1 + step) / (10 + step)))
+            data.after_step(step)
             step += 1
             bar.update(1)
             if step % 5 == 0 or step == 1:
@@ -172,6 +220,7 @@ def train(args: argparse.Namespace) -> dict:
                 bar.set_postfix(dmd=f"{ld.item():.3e}", critic=f"{lc.item():.4f}", reg=f"{lr_.item():.4f}")
                 live.write(step=step, dmd=history["dmd"][-1], critic=history["critic"][-1], lr=args.lr,
                            regression=history["regression"][-1], grad_norm=round(gnorm.item(), 4),
+                           rollout_depth=round(depth, 1),
                            clips_per_second=round((step - start_step) * B / max(time.monotonic() - t_start, 1e-6), 2))  # fmt: skip
             if step % args.log_every == 0:
                 log.info("step %d dmd %.3e critic %.4f regression %.4f gnorm %.3f %s",
@@ -195,7 +244,18 @@ def train(args: argparse.Namespace) -> dict:
         "critic_steps_per_generator_step": args.critic_steps,
         "batch": B,
         "context_frames": Fc,
-        "rollout_frames": F,
+        "rollout_frames": R or args.frames,
+        "streamed": bool(R),
+        "chunk": args.chunk if R else None,
+        "idle_fraction": args.idle_fraction if R else None,
+        "mean_rollout_depth": round(depth_sum / max(step - start_step, 1), 1),
+        "context_noise": cfg.context_noise,
+        "data": {
+            "path": args.data,
+            **data.describe(),
+            **(rollouts.describe() if R else {}),
+            **({"manifest": dataset_manifest(args.data)} if args.data else {}),
+        },
         "lr": args.lr,
         "critic_lr": args.critic_lr,
         "regression_weight": args.regression_weight,
