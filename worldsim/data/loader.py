@@ -112,6 +112,7 @@ def _dataset_loader(
     rng = np.random.default_rng(seed)
     device = torch.device(device)
     clips = ds.split(split)  # training reads "train": the held-out clips are for scoring only
+    ds.preload(clips)
     while True:
         idx = rng.choice(clips, batch)
         starts = rng.integers(0, ds.frames - frames + 1, batch)

@@ -85,7 +85,10 @@ class ShardCache:
         if s in self._held:
             self._held.move_to_end(s)
             return self._held[s]
-        arrays = self.load(s)
+        return self.put(s, self.load(s))
+
+    def put(self, s: int, arrays: dict) -> dict:
+        """Hold shard `s`'s decoded arrays (counted as a decode), dropping the oldest past the budget."""
         self.decodes += 1
         self._held[s] = arrays
         while len(self._held) > 1 and sum(_nbytes(a) for a in self._held.values()) > self.budget:
@@ -94,4 +97,4 @@ class ShardCache:
 
 
 def _nbytes(arrays: dict) -> int:
-    return sum(a.nbytes for a in arrays.values())
+    return sum(a.nbytes for a in arrays.values() if a is not None)  # v1: no episode arrays

@@ -194,6 +194,7 @@ def dataset_source(folder: str | Path, *, size: int, seed: int) -> tuple[Traject
     """Trajectories read from a dataset folder (`worldsim collect`): each recorded clip is one trajectory,
     resized to `size` when the dataset's frames differ. Returns the source and the clips' length."""
     ds = _open_dataset(folder)
+    ds.preload(ds.split("train"))  # every shard decoded once, side by side, before the store fills
     rng = np.random.default_rng(seed)
 
     def render(n: int, length: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
