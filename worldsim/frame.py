@@ -97,8 +97,11 @@ def _advance(cache: KVCache, rows: torch.Tensor | None, active: torch.Tensor | N
 
 
 def _levels(level: Level, like: torch.Tensor) -> torch.Tensor:
-    """`level` as `[R,Fb]` noise levels in `like`'s dtype."""
-    return torch.as_tensor(level, device=like.device, dtype=like.dtype).expand(like.shape[:2]).contiguous()
+    """`level` as `[R,Fb]` noise levels in `like`'s dtype. A float is filled on the device (no host copy:
+    this runs inside the engine's CUDA graph capture)."""
+    if isinstance(level, float | int):
+        return torch.full(like.shape[:2], float(level), device=like.device, dtype=like.dtype)
+    return level.to(device=like.device, dtype=like.dtype).expand(like.shape[:2]).contiguous()
 
 
 def _noised(z: torch.Tensor, t: torch.Tensor, level: Level, noise: torch.Tensor | None) -> torch.Tensor:
