@@ -21,16 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Play in a pygame window: W/S or up/down move, A/D strafe, Q/E or left/right turn, R resets, "
             "P pauses, . makes one frame while paused, H or F1 shows the controls, Esc quits; a gamepad "
-            "works too. The world runs in its own thread and hands its newest frame "
-            "to the window (a remote server's world with --connect). --headless runs lockstep without "
-            "a display."
+            "works too. --world gym:ID plays a Gymnasium env (gym:CartPole-v1; gym:ALE/Breakout-v5 with "
+            "ale-py): arrows or WASD and Space for Atari's UP/DOWN/LEFT/RIGHT/FIRE, held together for its "
+            "combined actions, number keys 1-9 for other action names. The world runs in its own thread "
+            "and hands its newest frame to the window (a remote server's world with --connect). "
+            "--headless runs lockstep without a display."
         ),
     )
     p.add_argument(
         "--world",
-        choices=["game", "neural"],
         default=None,
-        help="the real game or the model (default: neural if a shipped checkpoint fits the device)",
+        metavar="game|neural|gym:ID",
+        help="the real game, the model or a Gymnasium env such as gym:ALE/Breakout-v5 (default: neural "
+        "if a shipped checkpoint fits the device)",
     )
     p.add_argument(
         "--checkpoint", default=None, metavar="NAME|PATH", help="neural checkpoint (implies --world neural)"
@@ -42,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fps", type=float, default=30.0, help="frames per second the world steps at (default 30)"
     )
     p.add_argument(
-        "--size", type=int, default=64, help="frame size in pixels for the game world (default 64)"
+        "--size", type=int, default=64, help="frame size in pixels for the game and gym worlds (default 64)"
     )
     p.add_argument(
         "--scale", type=int, default=None, help="integer window scale (default: the largest that fits)"
@@ -114,7 +117,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(
             f"--seed {args.seed}: must be in [0, {MAX_SEED}] (it picks the spawn); 0 is the default"
         )
-    if args.world == "game" and args.checkpoint:
+    if args.world is not None:
+        from worldsim.worlds import check_kind  # torch: loaded when play runs, not for --help
+
+        check_kind(args.world)
+    if args.world not in (None, "neural") and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop one of them")
     if args.connect and (
         args.world or args.checkpoint or args.no_server or args.server or args.threads is not None
@@ -150,8 +157,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def _default_device(args: argparse.Namespace, world: str | None) -> str:
     if args.device:
         return args.device
-    if world == "game":
-        return "cpu"  # one game renders faster on the CPU than a GPU launch costs
+    if world is not None and world != "neural":
+        return "cpu"  # one game renders faster on the CPU than a GPU launch costs; gym envs run there
     from worldsim.device import default_device  # torch: loaded when play runs, not for --help
 
     return str(default_device())
@@ -172,8 +179,8 @@ def torch_threads(args: argparse.Namespace, device: str) -> int | None:
 
 def choose_world(args: argparse.Namespace) -> tuple[str, str | None]:
     """The world to play and its checkpoint: explicit flags, else the shipped checkpoint, else the game."""
-    if args.world == "game":
-        return "game", None
+    if args.world not in (None, "neural"):
+        return args.world, None
     if args.world == "neural" or args.checkpoint:
         return "neural", args.checkpoint
     from worldsim.checkpoint import default_checkpoint  # torch: loaded when play runs, not for --help

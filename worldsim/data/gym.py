@@ -10,6 +10,8 @@ from tqdm import tqdm
 
 from worldsim.data.dataset import DatasetWriter
 from worldsim.errors import UserError
+from worldsim.gym_env import render_rgb
+from worldsim.gym_env import resize_frame as _resize
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +28,6 @@ def key_names_for(space: object, env_id: str) -> list[str]:
         f"--env {env_id}: action space {space} is not supported; collect needs Discrete(n) or a 1-D "
         "MultiBinary(n) (wrap other spaces in a gymnasium.ActionWrapper that maps keys to actions)"
     )
-
-
-def _resize(frame: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if frame.shape[:2] == (size, size):
-        return frame
-    # BOX averages every source pixel under a target pixel: no aliasing when shrinking a 600x400 render.
-    return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BOX))
 
 
 class StickyRandom:
@@ -94,7 +87,7 @@ def collect_env(
         names = key_names_for(env.action_space, env_id)
         policy = StickyRandom(env.action_space, seed)
         env.reset(seed=seed)
-        first = _render(env, env_id)
+        first = render_rgb(env, f"--env {env_id}")
         writer = DatasetWriter(
             out,
             key_names=names,
@@ -117,24 +110,9 @@ def collect_env(
                     env.reset()
                     episodes += 1
                     keys = np.zeros(len(names), bool)
-                pending = (_resize(_render(env, env_id), size), keys)
+                pending = (_resize(render_rgb(env, f"--env {env_id}"), size), keys)
             writer.add(clip_f[None], clip_k[None])
         log.info("--env %s: %d clips from %d episodes", env_id, clips, episodes)
         return writer.close()
     finally:
         env.close()
-
-
-def _render(env: object, env_id: str) -> np.ndarray:
-    frame = env.render()
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        got = (
-            type(frame).__name__
-            if not isinstance(frame, np.ndarray)
-            else f"{frame.dtype} {list(frame.shape)}"
-        )
-        raise UserError(
-            f"--env {env_id}: render() returned {got}; collect needs an env whose rgb_array render gives "
-            "uint8 [H, W, 3] frames"
-        )
-    return frame
