@@ -16,7 +16,7 @@ from worldsim.controllers.frames import FrameSource, ShownFrame
 from worldsim.controllers.headless import PlaySummary, Recorder, bind_bot, record_frame
 from worldsim.controllers.hud import Hud, blit_frame
 
-from worldsim.actions import one_hot_keys
+from worldsim.actions import as_played
 from worldsim.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,7 @@ class Window:
                 keys = keyboard.keys() | bot_keys
                 if pads is not None:
                     keys |= pads.keys()
-                if keyboard.one_hot:  # keyboard, bot and pad together still make one action
-                    keys = one_hot_keys(keys, info.key_names)
-                self.source.set_keys(keys)
+                self.source.set_keys(as_played(keys, info.key_names))  # keyboard + bot + pad: one action
                 clock.tick(ui_fps)
                 frame = self.source.poll()
             if self.screenshot and shown:

@@ -67,3 +67,9 @@ def one_hot_keys(keys: np.ndarray, key_names: Sequence[str]) -> np.ndarray:
     out = np.zeros(len(key_names), dtype=bool)
     out[choose_action(held, key_names)] = True
     return out
+
+
+def as_played(keys: np.ndarray, key_names: Sequence[str]) -> np.ndarray:
+    """What the play loops send for held `[K]` keys: the one-hot of their action where the world takes
+    one action per frame (`one_action_per_frame`), else the keys as held."""
+    return one_hot_keys(keys, key_names) if one_action_per_frame(key_names) else keys
