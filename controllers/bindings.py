@@ -99,6 +99,8 @@ def controls(key_names: Sequence[str] | None = None) -> list[tuple[str, str]]:
             rows.append(("held together", "one action, e.g. UP + RIGHT + FIRE = UPRIGHTFIRE"))
     if any(n in KEY_BINDINGS for n in names):
         rows.append(("gamepad", "sticks or d-pad move, shoulders turn"))
+    elif any(c in ACTION_BINDINGS for n in names for c in components(n)):
+        rows.append(("gamepad", "stick or d-pad: UP / DOWN / LEFT / RIGHT, A: FIRE"))
     rows += [
         (" / ".join(_key_label(n) for n in WINDOW_KEYS[k]), words) for k, words in _WINDOW_KEY_WORDS.items()
     ]

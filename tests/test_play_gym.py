@@ -9,10 +9,12 @@ import pytest
 import torch
 from gym_envs import ACTIONS_ID, ATARI_MEANINGS
 from worldsim.controllers.client import Client
+from worldsim.controllers.gamepad import keys_from_gamepad
 from worldsim.controllers.keyboard import Keyboard
 from worldsim.controllers.sources import WorldSource
 from worldsim.controllers.window import Window
 
+from worldsim.actions import as_played
 from worldsim.cli import main
 from worldsim.gym_world import GymWorld
 from worldsim.record import read_recording
@@ -59,6 +61,14 @@ def test_other_names_get_the_number_keys_in_order():
     buttons.handle_event(event(pygame.KEYDOWN, pygame.K_1))
     buttons.handle_event(event(pygame.KEYDOWN, pygame.K_3))
     assert playing(buttons) == ["key_0", "key_2"], "multi-hot keys stay multi-hot"
+
+
+def test_a_gamepad_holds_the_parts_of_atari_actions():
+    no_axes, a_button = [0.0] * 6, [True] + [False] * 10
+    held = keys_from_gamepad(no_axes, a_button, (1, 1), ATARI_MEANINGS)  # d-pad up-right, A
+    assert [n for n, k in zip(ATARI_MEANINGS, as_played(held, ATARI_MEANINGS)) if k] == ["UPRIGHTFIRE"]
+    stick_left = keys_from_gamepad([-0.9, 0.0, 0, 0, 0, 0], [False] * 11, (0, 0), BREAKOUT)
+    assert [n for n, k in zip(BREAKOUT, as_played(stick_left, BREAKOUT)) if k] == ["LEFT"]
 
 
 def test_the_window_plays_a_gym_world_one_action_a_frame_and_shows_it():
@@ -124,7 +134,7 @@ def test_bad_gym_worlds_are_one_line_errors(argv, message, capsys):
 
 def test_play_breakout_headless_through_the_cli(capsys):
     pytest.importorskip("ale_py")
-    argv = "play --world gym:ALE/Breakout-v5 --headless --frames 30 --bot random-sticky".split()
+    argv = ["play", "--world", "gym:ALE/Breakout-v5", "--headless", "--frames", "30", "--bot", "random-sticky"]
     assert main(argv) == 0
     assert "gym:ALE/Breakout-v5: 30 frames" in capsys.readouterr().out
 
