@@ -29,6 +29,7 @@ def test_cartpole_world_steps_a_batch_resets_and_names_itself():
     assert d["world"] == "gym:CartPole-v1" and d["env_id"] == "CartPole-v1"
     assert (d["height"], d["width"], d["size"], d["batch_size"]) == (24, 24, 24, 3)
     assert d["frameskip"] == 1 and d["actions"] == "one-hot" and "repeat_action_probability" not in d
+    assert d["env_fps"] == 50.0, "CartPole's render_fps: one env step's real time"
     first = world.reset([5, 6, 5])
     assert first.shape == (3, 24, 24, 3) and first.dtype == torch.uint8 and first.device.type == "cpu"
     assert torch.equal(first[0], first[2]), "the same seed starts the same episode"
@@ -139,6 +140,7 @@ def test_breakout_moves_its_paddle_with_the_keys():
     d = world.describe()
     assert d["world"] == "gym:ALE/Breakout-v5" and d["frameskip"] == 4
     assert d["repeat_action_probability"] == 0.0 and (d["height"], d["width"]) == (64, 64)
+    assert d["env_fps"] == 15.0, "the arcade's 60 Hz over frame skip 4"
     first = world.reset([3, 3])
     assert first.shape == (2, 64, 64, 3) and torch.equal(first[0], first[1])
     fire = torch.cat([keys_for(world, "FIRE")] * 2)

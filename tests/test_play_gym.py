@@ -113,6 +113,7 @@ def test_play_a_gym_world_headless_through_the_cli(tmp_path, capsys):
     r = read_recording(rec)
     assert r.header["world"] == "gym:CartPole-v1" and list(r.header["key_names"]) == ["action_0", "action_1"]
     assert (r.header["height"], r.header["width"]) == (24, 24) and len(r.records) == 40
+    assert r.header["fps"] == 50.0, "no --fps: the env's own speed (CartPole's render_fps)"
     keys = np.stack([x.keys for x in r.records[1:]])
     assert (keys.sum(axis=1) == 1).all(), "one action a frame reaches the env and the recording"
     assert len({x.frame.tobytes() for x in r.records}) > 10, "the cart moves"
@@ -134,7 +135,16 @@ def test_bad_gym_worlds_are_one_line_errors(argv, message, capsys):
 
 def test_play_breakout_headless_through_the_cli(capsys):
     pytest.importorskip("ale_py")
-    argv = ["play", "--world", "gym:ALE/Breakout-v5", "--headless", "--frames", "30", "--bot", "random-sticky"]
+    argv = [
+        "play",
+        "--world",
+        "gym:ALE/Breakout-v5",
+        "--headless",
+        "--frames",
+        "30",
+        "--bot",
+        "random-sticky",
+    ]
     assert main(argv) == 0
     assert "gym:ALE/Breakout-v5: 30 frames" in capsys.readouterr().out
 

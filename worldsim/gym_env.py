@@ -10,6 +10,7 @@ model learns from the keys. Pass `repeat_action_probability=0.25` for the v5 ben
 from __future__ import annotations
 
 import logging
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -47,6 +48,14 @@ def _register_atari(env_id: str, flag: str) -> bool:
     return True
 
 
+class MadeEnv(NamedTuple):
+    env: Any
+    frameskip: int  # env frames per world frame
+    repeats: int  # env.step calls per world frame (1 where the env skips frames itself)
+    sticky: float | None  # Atari's repeat_action_probability (None: not an Atari env)
+    fps: float | None  # world frames per second of real time, where the env says
+
+
 def make_env(
     env_id: str,
     *,
@@ -54,8 +63,8 @@ def make_env(
     repeat_action_probability: float | None = None,
     flag: str = "--world",
 ):
-    """`gymnasium.make(env_id, render_mode="rgb_array")` and the frame skip the env does itself (ALE) or
-    the caller must repeat each action (every other env). Returns (env, frameskip, repeats, sticky)."""
+    """`gymnasium.make(env_id, render_mode="rgb_array")` with the frame skip the env does itself (ALE) or
+    its caller does by repeating each action `repeats` times (every other env)."""
     import gymnasium  # heavy, optional for most verbs: only a gym world loads it
 
     if frameskip is not None and (not isinstance(frameskip, int) or frameskip < 1):
@@ -87,7 +96,9 @@ def make_env(
         env = gymnasium.make(env_id, render_mode="rgb_array", **kwargs)
     except (gymnasium.error.Error, TypeError, ValueError) as e:
         raise UserError(f"{flag} gym:{env_id}: cannot make it ({e})") from None
-    return env, skip, repeats, sticky
+    # Real time: the arcade runs at 60 Hz; another env's render_fps is one env step's rate.
+    env_fps = 60.0 if atari else env.metadata.get("render_fps")
+    return MadeEnv(env, skip, repeats, sticky, float(env_fps) / skip if env_fps else None)
 
 
 def key_names(env, flag: str = "--world") -> tuple[str, ...]:

@@ -29,7 +29,9 @@ class GymWorld(World):
 
     `frameskip`: env frames per world frame (None: 4 for Atari, where ale-py skips inside the emulator,
     else 1; other envs repeat the action). `repeat_action_probability`: Atari's sticky actions (None: 0.0,
-    worldsim/gym_env.py says why). After each `step`, `done[b]` is True where game b's episode ended
+    worldsim/gym_env.py says why). `env_fps`: world frames per second at the env's real-time speed (15
+    for Atari at frame skip 4; None where the env does not say). After each `step`, `done[b]` is True
+    where game b's episode ended
     (its frame is then the next episode's first) and `reward[b]` is what that step earned.
     """
 
@@ -51,10 +53,11 @@ class GymWorld(World):
         self.envs: list = []
         try:
             for _ in range(batch_size):
-                env, self.frameskip, self._repeats, self.sticky = make_env(
+                made = make_env(
                     env_id, frameskip=frameskip, repeat_action_probability=repeat_action_probability
                 )
-                self.envs.append(env)
+                self.envs.append(made.env)
+            self.frameskip, self._repeats, self.sticky, self.env_fps = made[1:]
             self.key_names = key_names(self.envs[0])
         except BaseException:
             self.close()
@@ -83,6 +86,7 @@ class GymWorld(World):
             frameskip=self.frameskip,
             size=self.height,
             actions="one-hot" if self.discrete else "multi-hot",
+            env_fps=self.env_fps,
         )
         if self.sticky is not None:
             d["repeat_action_probability"] = self.sticky

@@ -13,6 +13,8 @@ from worldsim.serve.protocol import MAX_SEED
 
 log = logging.getLogger(__name__)
 
+DEFAULT_FPS = 30.0
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -42,7 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=None, help="game seed (spawn); default 0, or the replayed recording's"
     )
     p.add_argument(
-        "--fps", type=float, default=30.0, help="frames per second the world steps at (default 30)"
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second the world steps at (default 30; a gym world played in this process: the "
+        "env's own real-time speed, 15 for Atari at frame skip 4)",
     )
     p.add_argument(
         "--size", type=int, default=64, help="frame size in pixels for the game and gym worlds (default 64)"
@@ -100,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.fps <= 0 or args.fps > 240:
+    if args.fps is not None and not 0 < args.fps <= 240:
         raise UserError(f"--fps {args.fps}: must be in (0, 240]; 30 is the usual")
     if args.frames is not None and args.frames < 1:
         raise UserError(f"--frames {args.frames}: must be >= 1")
@@ -247,7 +253,7 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
     from worldsim.worlds import world_factory  # torch: loaded when play runs, not for --help
 
     if args.connect:
-        return ClientSource(args.connect, args.fps), None
+        return ClientSource(args.connect, args.fps or DEFAULT_FPS), None
     device = _default_device(args, kind)
     threads = torch_threads(args, device)
     make = world_factory(kind, checkpoint=checkpoint, size=args.size, device=device)
@@ -263,12 +269,20 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
         # One player; a second slot lets a reconnect in before the old session expires. The world
         # is built with batch = max_sessions, so more slots would cost a neural world memory.
         server = Server(
-            make_and_keep, bind="tcp://127.0.0.1:0", fps=args.fps, max_sessions=2, torch_threads=threads
+            make_and_keep,
+            bind="tcp://127.0.0.1:0",
+            fps=args.fps or DEFAULT_FPS,
+            max_sessions=2,
+            torch_threads=threads,
         )
         server.start()
-        source = ClientSource(server.address, args.fps, local_world=lambda: made[-1] if made else None)
+        source = ClientSource(
+            server.address, args.fps or DEFAULT_FPS, local_world=lambda: made[-1] if made else None
+        )
         return source, server
-    return WorldSource(make(1), args.fps, checkpoint=checkpoint), None
+    world = make(1)
+    fps = args.fps or world.describe().get("env_fps") or DEFAULT_FPS  # a gym world: the env's real time
+    return WorldSource(world, fps, checkpoint=checkpoint), None
 
 
 def vs_bench_line(summary, world, seconds: float) -> str:
