@@ -126,6 +126,8 @@ def test_bad_ids_and_spaces_are_one_line_errors(monkeypatch):
         make_world("gym:CartPole-v1", checkpoint="tiny")
     with pytest.raises(UserError, match="repeat_action_probability is an Atari"):
         GymWorld("CartPole-v1", repeat_action_probability=0.25)
+    with pytest.raises(UserError, match="--world gym:CartPole-v1: frameskip must be an int >= 1, got 0"):
+        GymWorld("CartPole-v1", frameskip=0)
     monkeypatch.setitem(sys.modules, "ale_py", None)  # ale-py not installed: `import ale_py` fails
     with pytest.raises(
         UserError, match=r'--world gym:ALE/Breakout-v5: Atari envs need ale-py; pip install -e "\.\[atari\]"'

@@ -34,13 +34,13 @@ def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BOX))
 
 
-def _register_atari(env_id: str, flag: str) -> bool:
+def _register_atari(env_id: str, where: str) -> bool:
     """Register ale-py's ids with gymnasium; False when ale-py is missing (an error for an ALE/ id)."""
     try:
         import ale_py  # optional extra: only Atari ids need it
     except ImportError:
         if env_id.startswith("ALE/"):
-            raise UserError(f"{flag} gym:{env_id}: Atari envs need ale-py; {ATARI_FIX}") from None
+            raise UserError(f"{where}: Atari envs need ale-py; {ATARI_FIX}") from None
         return False
     import gymnasium
 
@@ -61,26 +61,32 @@ def make_env(
     *,
     frameskip: int | None = None,
     repeat_action_probability: float | None = None,
-    flag: str = "--world",
-):
+    where: str | None = None,
+) -> MadeEnv:
     """`gymnasium.make(env_id, render_mode="rgb_array")` with the frame skip the env does itself (ALE) or
-    its caller does by repeating each action `repeats` times (every other env)."""
+    its caller does by repeating each action `repeats` times (every other env). Errors are one line that
+    starts with `where` (default "--world gym:ID"; collect would say "--env ID")."""
     import gymnasium  # heavy, optional for most verbs: only a gym world loads it
 
+    where = where or f"--world {GYM_PREFIX}{env_id}"
     if frameskip is not None and (not isinstance(frameskip, int) or frameskip < 1):
-        raise UserError(f"frameskip must be an int >= 1, got {frameskip!r}; 4 is Atari's usual")
+        raise UserError(f"{where}: frameskip must be an int >= 1, got {frameskip!r}; 4 is Atari's usual")
+    if repeat_action_probability is not None and not 0.0 <= repeat_action_probability <= 1.0:
+        raise UserError(
+            f"{where}: repeat_action_probability must be in [0, 1], got {repeat_action_probability!r}"
+        )
     if env_id.startswith("ALE/"):
-        _register_atari(env_id, flag)
+        _register_atari(env_id, where)
     try:
         spec = gymnasium.spec(env_id)
     except gymnasium.error.Error as e:
         hint = ""
-        if not env_id.startswith("ALE/") and not _register_atari(env_id, flag):
+        if not env_id.startswith("ALE/") and not _register_atari(env_id, where):
             hint = f" (Atari ids like ALE/Breakout-v5 need ale-py: {ATARI_FIX})"
         try:
             spec = gymnasium.spec(env_id)
         except gymnasium.error.Error:
-            raise UserError(f"{flag} gym:{env_id}: {e}{hint}") from None
+            raise UserError(f"{where}: {e}{hint}") from None
     atari = str(spec.entry_point).startswith("ale_py")
     if atari:
         skip = ATARI_FRAMESKIP if frameskip is None else frameskip
@@ -89,19 +95,19 @@ def make_env(
         repeats = 1  # the emulator skips frames itself, far faster than stepping it from Python
     else:
         if repeat_action_probability is not None:
-            raise UserError(f"{flag} gym:{env_id}: repeat_action_probability is an Atari (ale-py) option")
+            raise UserError(f"{where}: repeat_action_probability is an Atari (ale-py) option")
         skip, sticky, kwargs = frameskip or 1, None, {}
         repeats = skip
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array", **kwargs)
     except (gymnasium.error.Error, TypeError, ValueError) as e:
-        raise UserError(f"{flag} gym:{env_id}: cannot make it ({e})") from None
+        raise UserError(f"{where}: cannot make it ({e})") from None
     # Real time: the arcade runs at 60 Hz; another env's render_fps is one env step's rate.
     env_fps = 60.0 if atari else env.metadata.get("render_fps")
     return MadeEnv(env, skip, repeats, sticky, float(env_fps) / skip if env_fps else None)
 
 
-def key_names(env, flag: str = "--world") -> tuple[str, ...]:
+def key_names(env, where: str) -> tuple[str, ...]:
     """Discrete(n): one-hot keys named by the env's action meanings (`env.unwrapped.get_action_meanings()`,
     Atari's NOOP, FIRE, RIGHT ...) or `action_0..`; MultiBinary(n): multi-hot `key_0..`."""
     from gymnasium import spaces
@@ -117,7 +123,7 @@ def key_names(env, flag: str = "--world") -> tuple[str, ...]:
     if isinstance(space, spaces.MultiBinary) and len(space.shape) == 1:
         return tuple(f"key_{i}" for i in range(int(space.shape[0])))
     raise UserError(
-        f"{flag} gym:{env.spec.id if env.spec else env}: action space {space} is not supported; a gym "
+        f"{where}: action space {space} is not supported; a gym "
         "world needs Discrete(n) or a 1-D MultiBinary(n) (wrap others in a gymnasium.ActionWrapper)"
     )
 

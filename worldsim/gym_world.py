@@ -31,8 +31,8 @@ class GymWorld(World):
     else 1; other envs repeat the action). `repeat_action_probability`: Atari's sticky actions (None: 0.0,
     worldsim/gym_env.py says why). `env_fps`: world frames per second at the env's real-time speed (15
     for Atari at frame skip 4; None where the env does not say). After each `step`, `done[b]` is True
-    where game b's episode ended
-    (its frame is then the next episode's first) and `reward[b]` is what that step earned.
+    where game b's episode ended (its frame is then the next episode's first) and `reward[b]` is what
+    that step earned.
     """
 
     def __init__(
@@ -58,7 +58,7 @@ class GymWorld(World):
                 )
                 self.envs.append(made.env)
             self.frameskip, self._repeats, self.sticky, self.env_fps = made[1:]
-            self.key_names = key_names(self.envs[0])
+            self.key_names = key_names(self.envs[0], f"--world {self.name}")
         except BaseException:
             self.close()
             raise
