@@ -17,7 +17,8 @@ from worldsim.controllers.window import Window
 from worldsim.actions import as_played
 from worldsim.cli import main
 from worldsim.gym_world import GymWorld
-from worldsim.record import read_recording
+from worldsim.record import RecordingWriter, read_recording
+from worldsim.record.verify import verify_recording
 from worldsim.serve import Server, world_factory
 
 BREAKOUT = ("NOOP", "FIRE", "RIGHT", "LEFT")
@@ -100,7 +101,7 @@ def test_the_window_plays_a_gym_world_one_action_a_frame_and_shows_it():
     assert set(got) == {"NOOP", "UPRIGHTFIRE"}, "one action a frame, from the held arrows and Space"
     assert got.count("UPRIGHTFIRE") >= 10 and got[-1] == "NOOP"
     assert any("keys UPRIGHTFIRE" in lines for lines in hud) and "keys NOOP" in hud[-1]
-    assert all(f.keys.sum() == 1 for f in seen[1:]), "each frame reflects exactly one action"
+    assert all(f.keys.sum() <= 1 for f in seen), "no frame reflects more than one action"
     help_rows = dict(window.hud.help_lines(ATARI_MEANINGS))
     assert help_rows["Space"] == "FIRE" and help_rows["Up / W"] == "UP" and help_rows["none held"] == "NOOP"
 
@@ -117,6 +118,15 @@ def test_play_a_gym_world_headless_through_the_cli(tmp_path, capsys):
     keys = np.stack([x.keys for x in r.records[1:]])
     assert (keys.sum(axis=1) == 1).all(), "one action a frame reaches the env and the recording"
     assert len({x.frame.tobytes() for x in r.records}) > 10, "the cart moves"
+    assert verify_recording(rec).identical, "the env re-run from the seed and keys makes the same frames"
+    tampered = tmp_path / "tampered.wsrec"
+    fields = ("world", "height", "width", "key_names", "fps", "seed")
+    with RecordingWriter(tampered, **{k: r.header[k] for k in fields}) as w:
+        for x in r.records:
+            keys = ~x.keys if x.frame_number == 20 else x.keys  # the other push at frame 20
+            w.write(x.frame_number, keys, x.frame)
+    # the push shows in the cart's position from the next frame (CartPole moves it by the old velocity)
+    assert verify_recording(tampered).mismatch_frame_number in (20, 21)
 
 
 @pytest.mark.parametrize(
@@ -133,20 +143,26 @@ def test_bad_gym_worlds_are_one_line_errors(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_play_breakout_headless_through_the_cli(capsys):
+def test_play_breakout_headless_through_the_cli(tmp_path, capsys):
     pytest.importorskip("ale_py")
+    rec = tmp_path / "breakout.wsrec"
     argv = [
         "play",
         "--world",
         "gym:ALE/Breakout-v5",
         "--headless",
         "--frames",
-        "30",
+        "120",
         "--bot",
         "random-sticky",
+        "--record",
     ]
-    assert main(argv) == 0
-    assert "gym:ALE/Breakout-v5: 30 frames" in capsys.readouterr().out
+    assert main([*argv, str(rec)]) == 0
+    assert "gym:ALE/Breakout-v5: 120 frames" in capsys.readouterr().out
+    r = read_recording(rec)
+    assert list(r.header["key_names"]) == list(BREAKOUT) and r.header["fps"] == 15.0
+    assert len({x.frame.tobytes() for x in r.records}) > 10
+    assert verify_recording(rec).identical
 
 
 def test_a_server_serves_a_gym_world_in_lockstep():
