@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class GymWorld(World):
-    """`batch_size` envs of `env_id` (a list of envs stepped in turn: ALE steps thousands of frames a
-    second on one core, so a vector env's workers would only add copies and syncs at play's batch sizes).
+    """`batch_size` envs of `env_id`, a list stepped in turn rather than a gymnasium vector env: a vector
+    env steps all its envs at once, while the server steps only the sessions due (`slots=`) and resets
+    one without the others. Measured on a loaded 2-core VM: one Breakout frame costs ~0.9 ms of ALE
+    (frame skip 4) and ~0.4 ms of BOX resize; 16 games step at ~780 frames/s in all.
 
     `frameskip`: env frames per world frame (None: 4 for Atari, where ale-py skips inside the emulator,
     else 1; other envs repeat the action). `repeat_action_probability`: Atari's sticky actions (None: 0.0,
