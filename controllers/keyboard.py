@@ -67,7 +67,8 @@ class Keyboard:
         self._held.clear()
 
     def keys(self) -> np.ndarray:
-        """The current multi-hot key state, `[K]` bool in the order of `key_names`."""
+        """The current key state, `[K]` bool in the order of `key_names`: multi-hot, or for a
+        one-action-per-frame world the one-hot of the action the held keys mean (NOOP when none)."""
         held = {h for code in self._held for h in self._index[code]}
         out = np.zeros(len(self.key_names), dtype=bool)
         if self.one_hot:
