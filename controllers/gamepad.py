@@ -1,4 +1,5 @@
-"""Gamepads through pygame's joystick API: left stick / d-pad move and strafe, right stick / shoulders turn.
+"""Gamepads through pygame's joystick API: left stick / d-pad move and strafe, right stick / shoulders turn;
+for Atari's action names the left stick / d-pad hold UP/DOWN/LEFT/RIGHT and A (cross) holds FIRE.
 
 `keys_from_gamepad` is the pure mapping (tested without hardware); `Gamepads` follows hotplug events
 and ORs every connected pad into one `[K]` key vector.
@@ -29,6 +30,7 @@ class GamepadLayout:
     turn_left_buttons: tuple[int, ...] = (4,)  # left shoulder
     turn_right_buttons: tuple[int, ...] = (5,)  # right shoulder
     dpad_buttons: tuple[int, int, int, int] | None = None  # up, down, left, right (pads without a hat)
+    fire_buttons: tuple[int, ...] = (0,)  # A / cross: Atari's FIRE
     deadzone: float = 0.3
 
     def __post_init__(self) -> None:
@@ -86,6 +88,12 @@ def keys_from_gamepad(
         "strafe_right": mx > 0 or hx > 0,
         "turn_left": tx < 0 or button(layout.turn_left_buttons),
         "turn_right": tx > 0 or button(layout.turn_right_buttons),
+        # the parts of Atari's action names (a Discrete env's world pools them into one action)
+        "UP": my < 0 or hy > 0,
+        "DOWN": my > 0 or hy < 0,
+        "LEFT": mx < 0 or hx < 0,
+        "RIGHT": mx > 0 or hx > 0,
+        "FIRE": button(layout.fire_buttons),
     }
     return np.array([pressed.get(n, False) for n in key_names], dtype=bool)
 

@@ -9,6 +9,8 @@ from typing import Protocol
 import numpy as np
 from worldsim.controllers.frames import FrameSource, ShownFrame
 
+from worldsim.actions import as_played
+
 
 @dataclass
 class PlaySummary:
@@ -66,7 +68,8 @@ def run_headless(
     recorder: Recorder | None = None,
 ) -> PlaySummary:
     """Lockstep play without a display: `frames` frames (the first one included), keys from `bot`
-    (idle when None; a bot returning None ends play early), each frame recorded if `recorder` is set."""
+    (idle when None; a bot returning None ends play early; one action a frame for a Discrete env, as
+    in the window), each frame recorded if `recorder` is set."""
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
     frame = source.begin_lockstep(seed)
@@ -80,7 +83,7 @@ def run_headless(
         keys = bot.act(frame.image) if bot is not None else idle
         if keys is None:
             break
-        frame = source.step(keys)
+        frame = source.step(as_played(keys, source.info.key_names))
         shown += 1
         if frame.latency_ms is not None:
             latencies.append(frame.latency_ms)

@@ -1,10 +1,12 @@
 """The heads-up display over the play window: world, model (checkpoint name) and its denoising steps,
-measured fps, frame number, input-to-frame latency and the held keys, drawn as white text on a
-translucent box; and the help overlay that lists the controls."""
+measured fps, frame number, input-to-frame latency and the held keys (the built-in game's by the
+keyboard key that holds them, any other world's by name: a Discrete env's action, e.g. UPRIGHTFIRE),
+drawn as white text on a translucent box; and the help overlay that lists the controls."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from pathlib import PurePath
 
 import numpy as np
@@ -62,9 +64,10 @@ class Hud:
         return lines
 
     @staticmethod
-    def help_lines() -> list[tuple[str, str]]:
-        """The help overlay: a title, then every control as (keys, what they do)."""
-        return [("controls", "")] + controls()
+    def help_lines(key_names: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """The help overlay: a title, then every control of a world with `key_names` (default: the
+        built-in game's) as (keys, what they do)."""
+        return [("controls", "")] + controls(key_names)
 
     @staticmethod
     def draw(screen, font, lines: list[str] | list[tuple[str, str]], pad: int = 4) -> None:

@@ -16,6 +16,7 @@ from worldsim.controllers.frames import FrameSource, ShownFrame
 from worldsim.controllers.headless import PlaySummary, Recorder, bind_bot, record_frame
 from worldsim.controllers.hud import Hud, blit_frame
 
+from worldsim.actions import as_played
 from worldsim.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,9 @@ def auto_scale(height: int, width: int, screen: tuple[int, int] | None) -> int:
 
 
 class Window:
-    """The pygame window: samples keyboard/gamepad (and bot) keys every UI frame, shows the newest frame
-    scaled up with nearest-neighbour, draws a HUD. Esc or closing the window quits, R resets, P pauses
+    """The pygame window: samples keyboard/gamepad (and bot) keys every UI frame (for a one-action-per-
+    frame world, as the one-hot of the action they mean), shows the newest frame scaled up with
+    nearest-neighbour, draws a HUD. Esc or closing the window quits, R resets, P pauses
     (the world makes no frames), `.` makes one frame while paused, H or F1 shows the controls (which
     are also logged when the window opens)."""
 
@@ -99,7 +101,7 @@ class Window:
             shown, resets = 0, 0
             bot_keys = np.zeros(len(info.key_names), dtype=bool)
             action = {getattr(pygame, f"K_{n}"): a for a, names in WINDOW_KEYS.items() for n in names}
-            log.info("controls: %s", "; ".join(f"{k} {what}" for k, what in controls()))
+            log.info("controls: %s", "; ".join(f"{k} {what}" for k, what in controls(info.key_names)))
             running = True
             while running:
                 for event in pygame.event.get():
@@ -137,7 +139,7 @@ class Window:
                 keys = keyboard.keys() | bot_keys
                 if pads is not None:
                     keys |= pads.keys()
-                self.source.set_keys(keys)
+                self.source.set_keys(as_played(keys, info.key_names))  # keyboard + bot + pad: one action
                 clock.tick(ui_fps)
                 frame = self.source.poll()
             if self.screenshot and shown:
@@ -170,7 +172,7 @@ class Window:
         self._shown = frame
         blit_frame(self.screen, frame.image, self.scale)
         if self.show_help:
-            Hud.draw(self.screen, self._font, Hud.help_lines())
+            Hud.draw(self.screen, self._font, Hud.help_lines(self.source.info.key_names))
         else:
             Hud.draw(self.screen, self._font, self.hud_lines(frame))
         pygame.display.flip()

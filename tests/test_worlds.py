@@ -38,9 +38,13 @@ def test_game_and_neural_worlds_by_name_and_how_they_name_themselves(checkpoint)
 
 
 def test_bad_names_and_devices_are_one_line_errors():
-    with pytest.raises(UserError, match="--world must be one of game, neural, got 'gmae'"):
+    with pytest.raises(
+        UserError, match=r"--world must be one of game, neural, gym:ID \(e.g. gym:CartPole-v1\), got 'gmae'"
+    ):
         make_world("gmae")
-    with pytest.raises(UserError, match="--world must be one of game, neural, got 'x'"):
+    with pytest.raises(
+        UserError, match=r"--world must be one of game, neural, gym:ID \(e.g. gym:CartPole-v1\), got 'x'"
+    ):
         world_factory("x")
     with pytest.raises(UserError, match="--device gpu0: not a device name"):
         resolve_device("gpu0")

@@ -1,7 +1,8 @@
 """The one world factory: a `World` from its name, for play, serve, bench, eval and the Gymnasium envs.
 
 "game" is the real game (`GameWorld`; on the CPU unless a device is given: one game renders faster
-there than a GPU launch costs). "neural" is the fastest neural world the engine knows for the device
+there than a GPU launch costs). "gym:ID" is a Gymnasium env (`GymWorld`: gym:CartPole-v1,
+gym:ALE/Breakout-v5 with ale-py). "neural" is the fastest neural world the engine knows for the device
 (`fastest_world`): a `GraphWorld` (one CUDA graph per frame) on CUDA, a `NeuralWorld` stepped eagerly on a
 CPU. What a world is, each says itself: `World.describe()`.
 """
@@ -19,10 +20,12 @@ from worldsim.engine.dtype import engine_dtype
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
 from worldsim.graph_world import GraphWorld
+from worldsim.gym_env import GYM_PREFIX
+from worldsim.gym_world import GymWorld  # gymnasium itself loads only when a gym world is made
 from worldsim.neural import NeuralWorld
 from worldsim.world import World
 
-WORLDS = ("game", "neural")
+WORLDS = ("game", "neural", "gym:ID")
 WorldFactory = Callable[[int], World]  # batch size (= max sessions) -> World
 
 
@@ -78,19 +81,30 @@ def make_world(
     level: str | int = "default",
     **neural_kwargs,
 ) -> World:
-    """A world by name: "game" (`size`, `level`) or "neural" (`checkpoint`, `neural_kwargs` as
-    `fastest_world` takes them; the frame size comes from the checkpoint)."""
+    """A world by name: "game" (`size`, `level`), "neural" (`checkpoint`, `neural_kwargs` as
+    `fastest_world` takes them; the frame size comes from the checkpoint) or "gym:ID" (`size`;
+    `neural_kwargs` may hold GymWorld's frameskip and repeat_action_probability)."""
+    check_kind(kind)
+    if kind.startswith(GYM_PREFIX):
+        if checkpoint is not None or level != "default":
+            raise UserError(f"--world {kind}: --checkpoint and --level are for the neural and game worlds")
+        return GymWorld(
+            kind[len(GYM_PREFIX) :], batch_size=batch_size, size=size, device=device or "cpu", **neural_kwargs
+        )
     if kind == "game":
         return GameWorld(batch_size=batch_size, size=size, level=level, device=device or "cpu")
-    if kind == "neural":
-        return fastest_world(checkpoint, device=device, batch_size=batch_size, **neural_kwargs)
-    raise UserError(f"--world must be one of {', '.join(WORLDS)}, got {kind!r}")
+    return fastest_world(checkpoint, device=device, batch_size=batch_size, **neural_kwargs)
+
+
+def check_kind(kind: str) -> None:
+    """A one-line error unless `kind` names a world: game, neural or gym:ID."""
+    if kind not in ("game", "neural") and not (kind.startswith(GYM_PREFIX) and len(kind) > len(GYM_PREFIX)):
+        raise UserError(f"--world must be one of {', '.join(WORLDS)} (e.g. gym:CartPole-v1), got {kind!r}")
 
 
 def world_factory(kind: str = "game", **kwargs) -> WorldFactory:
     """`batch_size -> World` for `make_world(kind, **kwargs)` (a server builds its worlds when it starts)."""
-    if kind not in WORLDS:
-        raise UserError(f"--world must be one of {', '.join(WORLDS)}, got {kind!r}")
+    check_kind(kind)
 
     def make(batch_size: int = 1) -> World:
         return make_world(kind, batch_size=batch_size, **kwargs)

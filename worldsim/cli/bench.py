@@ -27,6 +27,8 @@ def _common(p, *, batch_help: str | None = None) -> None:
 
 def add_game_arguments(p) -> None:
     p.add_argument("--size", type=int, default=64, help="frame size in pixels, default 64")
+    p.add_argument("--world", default="game", metavar="game|gym:ID",
+                   help="the raycaster (default) or a Gymnasium env such as gym:ALE/Breakout-v5 (on the CPU)")  # fmt: skip
     _common(p, batch_help="games stepped together (default 1)")
 
 
@@ -50,7 +52,7 @@ def add_neural_arguments(p) -> None:
 
 def add_serve_arguments(p) -> None:
     p.add_argument(
-        "--world", choices=["game", "neural"], default="game", help="the world served (default game)"
+        "--world", default="game", metavar="game|neural|gym:ID", help="the world served (default game)"
     )
     p.add_argument("--clients", type=int, default=4, help="real-time clients, one process each (default 4)")
     p.add_argument("--checkpoint", default=None, help="checkpoint name or path (neural world)")
@@ -77,7 +79,10 @@ def add_cli_arguments(p) -> None:
 
 
 TARGETS = {
-    "game": ("frames/s of the batched raycaster (physics + render)", add_game_arguments),
+    "game": (
+        "frames/s of the batched raycaster (physics + render), or of a Gymnasium env (--world gym:ID)",
+        add_game_arguments,
+    ),
     "neural": ("frames/s, latency and memory of the neural world's per-frame step", add_neural_arguments),
     "serve": (
         "a server and real-time clients on loopback: per-client fps, latency, drops",
@@ -122,7 +127,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def old_spelling_target(args: argparse.Namespace) -> str:
     """The target the old one-list spelling names, with a warning that says the new form."""
-    target = "serve" if args.serve else "train" if args.train else args.world
+    world = "game" if args.world.startswith("gym:") else args.world
+    target = "serve" if args.serve else "train" if args.train else world
     old = "--serve" if args.serve else "--train" if args.train else f"--world {args.world}"
     new = f"{target} --world {args.world}" if target == "serve" and args.world != "game" else target
     log.warning(

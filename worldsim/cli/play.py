@@ -13,6 +13,8 @@ from worldsim.serve.protocol import MAX_SEED
 
 log = logging.getLogger(__name__)
 
+DEFAULT_FPS = 30.0
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,16 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Play in a pygame window: W/S or up/down move, A/D strafe, Q/E or left/right turn, R resets, "
             "P pauses, . makes one frame while paused, H or F1 shows the controls, Esc quits; a gamepad "
-            "works too. The world runs in its own thread and hands its newest frame "
-            "to the window (a remote server's world with --connect). --headless runs lockstep without "
-            "a display."
+            "works too. --world gym:ID plays a Gymnasium env (gym:CartPole-v1; gym:ALE/Breakout-v5 with "
+            "ale-py): arrows or WASD and Space for Atari's UP/DOWN/LEFT/RIGHT/FIRE, held together for its "
+            "combined actions, number keys 1-9 for other action names. The world runs in its own thread "
+            "and hands its newest frame to the window (a remote server's world with --connect). "
+            "--headless runs lockstep without a display."
         ),
     )
     p.add_argument(
         "--world",
-        choices=["game", "neural"],
         default=None,
-        help="the real game or the model (default: neural if a shipped checkpoint fits the device)",
+        metavar="game|neural|gym:ID",
+        help="the real game, the model or a Gymnasium env such as gym:ALE/Breakout-v5 (default: neural "
+        "if a shipped checkpoint fits the device)",
     )
     p.add_argument(
         "--checkpoint", default=None, metavar="NAME|PATH", help="neural checkpoint (implies --world neural)"
@@ -39,10 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=None, help="game seed (spawn); default 0, or the replayed recording's"
     )
     p.add_argument(
-        "--fps", type=float, default=30.0, help="frames per second the world steps at (default 30)"
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second the world steps at (default 30; a gym world played in this process: the "
+        "env's own real-time speed, 15 for Atari at frame skip 4)",
     )
     p.add_argument(
-        "--size", type=int, default=64, help="frame size in pixels for the game world (default 64)"
+        "--size", type=int, default=64, help="frame size in pixels for the game and gym worlds (default 64)"
     )
     p.add_argument(
         "--scale", type=int, default=None, help="integer window scale (default: the largest that fits)"
@@ -97,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.fps <= 0 or args.fps > 240:
+    if args.fps is not None and not 0 < args.fps <= 240:
         raise UserError(f"--fps {args.fps}: must be in (0, 240]; 30 is the usual")
     if args.frames is not None and args.frames < 1:
         raise UserError(f"--frames {args.frames}: must be >= 1")
@@ -114,7 +123,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UserError(
             f"--seed {args.seed}: must be in [0, {MAX_SEED}] (it picks the spawn); 0 is the default"
         )
-    if args.world == "game" and args.checkpoint:
+    if args.world is not None:
+        from worldsim.worlds import check_kind  # torch: loaded when play runs, not for --help
+
+        check_kind(args.world)
+    if args.world not in (None, "neural") and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop one of them")
     if args.connect and (
         args.world or args.checkpoint or args.no_server or args.server or args.threads is not None
@@ -150,8 +163,8 @@ def _check_args(args: argparse.Namespace) -> None:
 def _default_device(args: argparse.Namespace, world: str | None) -> str:
     if args.device:
         return args.device
-    if world == "game":
-        return "cpu"  # one game renders faster on the CPU than a GPU launch costs
+    if world is not None and world != "neural":
+        return "cpu"  # one game renders faster on the CPU than a GPU launch costs; gym envs run there
     from worldsim.device import default_device  # torch: loaded when play runs, not for --help
 
     return str(default_device())
@@ -172,8 +185,8 @@ def torch_threads(args: argparse.Namespace, device: str) -> int | None:
 
 def choose_world(args: argparse.Namespace) -> tuple[str, str | None]:
     """The world to play and its checkpoint: explicit flags, else the shipped checkpoint, else the game."""
-    if args.world == "game":
-        return "game", None
+    if args.world not in (None, "neural"):
+        return args.world, None
     if args.world == "neural" or args.checkpoint:
         return "neural", args.checkpoint
     from worldsim.checkpoint import default_checkpoint  # torch: loaded when play runs, not for --help
@@ -240,7 +253,7 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
     from worldsim.worlds import world_factory  # torch: loaded when play runs, not for --help
 
     if args.connect:
-        return ClientSource(args.connect, args.fps), None
+        return ClientSource(args.connect, args.fps or DEFAULT_FPS), None
     device = _default_device(args, kind)
     threads = torch_threads(args, device)
     make = world_factory(kind, checkpoint=checkpoint, size=args.size, device=device)
@@ -256,12 +269,20 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
         # One player; a second slot lets a reconnect in before the old session expires. The world
         # is built with batch = max_sessions, so more slots would cost a neural world memory.
         server = Server(
-            make_and_keep, bind="tcp://127.0.0.1:0", fps=args.fps, max_sessions=2, torch_threads=threads
+            make_and_keep,
+            bind="tcp://127.0.0.1:0",
+            fps=args.fps or DEFAULT_FPS,
+            max_sessions=2,
+            torch_threads=threads,
         )
         server.start()
-        source = ClientSource(server.address, args.fps, local_world=lambda: made[-1] if made else None)
+        source = ClientSource(
+            server.address, args.fps or DEFAULT_FPS, local_world=lambda: made[-1] if made else None
+        )
         return source, server
-    return WorldSource(make(1), args.fps, checkpoint=checkpoint), None
+    world = make(1)
+    fps = args.fps or world.describe().get("env_fps") or DEFAULT_FPS  # a gym world: the env's real time
+    return WorldSource(world, fps, checkpoint=checkpoint), None
 
 
 def vs_bench_line(summary, world, seconds: float) -> str:

@@ -32,10 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "verify",
-        help="re-run the real game from a recording's seed and keys and compare every frame",
+        help="re-run the real game (or a recorded gym:ID env) from a recording's seed and keys and compare "
+        "every frame",
         description="Exit 0 and print 'identical' when every frame matches; exit 1 at the first mismatch.",
     )
-    p.add_argument("file", help="a .wsrec recording of the real game")
+    p.add_argument("file", help="a .wsrec recording of the real game or of a gym:ID world")
     p.add_argument(
         "--device",
         default=None,

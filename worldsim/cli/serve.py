@@ -27,14 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bind", default=DEFAULT_BIND, help=f"ZeroMQ endpoint to bind (default {DEFAULT_BIND})")
     p.add_argument(
         "--world",
-        choices=["game", "neural"],
         default=None,
-        help="what makes the frames (default: game, or neural with --checkpoint)",
+        metavar="game|neural|gym:ID",
+        help="what makes the frames: the real game, the model or a Gymnasium env such as "
+        "gym:ALE/Breakout-v5 (default: game, or neural with --checkpoint)",
     )
     p.add_argument(
         "--checkpoint", default=None, help="neural world: checkpoint name or path (default: best shipped)"
     )
-    p.add_argument("--size", type=int, default=64, help="game world: frame size in pixels (default 64)")
+    p.add_argument(
+        "--size", type=int, default=64, help="game and gym worlds: frame size in pixels (default 64)"
+    )
     p.add_argument("--level", default="default", help="game world: 'default' or an int procedural seed")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the world's choice)")
     p.add_argument(
@@ -97,14 +100,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from worldsim.errors import UserError
     from worldsim.serve import Server, world_factory
+    from worldsim.worlds import check_kind
 
     check_frame_size(args.size)
     world = args.world or ("neural" if args.checkpoint else "game")
-    if world == "game" and args.checkpoint:
+    check_kind(world)
+    if world != "neural" and args.checkpoint:
         raise UserError("--checkpoint is for --world neural; drop it or pass --world neural")
     level: str | int = int(args.level) if args.level.lstrip("-").isdigit() else args.level
     if world == "game":
         check_game_args(args.size, level)
+    elif world != "neural":
+        if args.level != "default":
+            raise UserError(f"--level is for --world game; a gym world ({world}) has the env's own levels")
     elif args.size != 64 or args.level != "default":
         log.warning(
             "--size %d / --level %s ignored: a neural world's frames and level come from its checkpoint",

@@ -13,6 +13,8 @@ from tqdm import tqdm
 from worldsim.data.dataset import DatasetWriter, check_new_folder, write_meta
 from worldsim.data.policy import MixedPolicy, describe_mix
 from worldsim.errors import UserError
+from worldsim.gym_env import render_rgb
+from worldsim.gym_env import resize_frame as _resize
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,6 @@ def key_names_for(space: object, env_id: str, meanings: list[str] | None = None)
         f"--env {env_id}: action space {space} is not supported; collect needs Discrete(n) or a 1-D "
         "MultiBinary(n) (wrap other spaces in a gymnasium.ActionWrapper that maps keys to actions)"
     )
-
-
-def _resize(frame: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if frame.shape[:2] == (size, size):
-        return frame
-    # BOX averages every source pixel under a target pixel: no aliasing when shrinking a 600x400 render.
-    return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BOX))
 
 
 def open_env(env_id: str, frame_skip: int | None) -> tuple[object, int, int]:
@@ -239,15 +232,4 @@ def _run_parts(tasks: list[dict], clips: int, desc: str, progress: bool) -> list
 
 
 def _render(env: object, env_id: str) -> np.ndarray:
-    frame = env.render()
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        got = (
-            type(frame).__name__
-            if not isinstance(frame, np.ndarray)
-            else f"{frame.dtype} {list(frame.shape)}"
-        )
-        raise UserError(
-            f"--env {env_id}: render() returned {got}; collect needs an env whose rgb_array render gives "
-            "uint8 [H, W, 3] frames"
-        )
-    return frame
+    return render_rgb(env, f"--env {env_id}")

@@ -1,4 +1,5 @@
-"""Re-run the real game from a recording's seed and keys and compare every frame (`worldsim verify`)."""
+"""Re-run the real game (or the recorded Gymnasium env) from a recording's seed and keys and compare every
+frame (`worldsim verify`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from worldsim.errors import UserError
 from worldsim.game import GameWorld
+from worldsim.gym_env import GYM_PREFIX
 from worldsim.record.reader import RecordingReader
 
 log = logging.getLogger(__name__)
@@ -60,19 +62,23 @@ def _pick_device(requested: str | None, header: dict) -> str:
 
 
 def verify_recording(path: str | Path, *, device: str | None = None) -> VerifyResult:
-    """Step a fresh GameWorld under the recorded keys; stop at the first frame that differs.
+    """Step a fresh GameWorld (or GymWorld, for a `gym:ID` recording) under the recorded keys; stop at
+    the first frame that differs.
 
     `device` defaults to the recording's `extra.device` when available here (the game is bit-exact
-    per device, not across devices), else cpu.
+    per device, not across devices), else cpu. A gym world is rebuilt with the env's defaults (frame skip,
+    no sticky actions: what play and serve record with); it is exact where the env is deterministic per
+    seed, as CartPole and ale-py's Atari games are.
     """
     path = Path(path)
     reader = RecordingReader(path)
     header = reader.header
-    if header["world"].lower() not in GAME_WORLD_NAMES:
+    gym = header["world"].startswith(GYM_PREFIX)
+    if not gym and header["world"].lower() not in GAME_WORLD_NAMES:
         reader.close()
         raise UserError(
             f"{path}: recorded world is '{header['world']}', and verify re-runs only the real game "
-            "(GameWorld); verifying a neural world would need its checkpoint"
+            "(GameWorld) and Gymnasium envs (gym:ID); verifying a neural world would need its checkpoint"
             + (f" (hash {header['checkpoint_hash']})" if header["checkpoint_hash"] else "")
             + " and a bit-exact deterministic sampler on the recording's device; compare it against the "
             "game with `worldsim eval` instead"
@@ -84,12 +90,11 @@ def verify_recording(path: str | Path, *, device: str | None = None) -> VerifyRe
 
     device = _pick_device(device, header)
 
-    level = _game_level(header, path)
     try:
-        world = GameWorld(batch_size=1, size=(header["height"], header["width"]), level=level, device=device)
-    except ValueError as e:
+        world = _rebuild(header, path, device)
+    except BaseException:
         reader.close()
-        raise UserError(f"{path}: cannot rebuild the recorded game (extra.level {level!r}): {e}") from None
+        raise
     if list(world.key_names) != list(header["key_names"]):
         reader.close()
         raise UserError(
@@ -130,3 +135,20 @@ def verify_recording(path: str | Path, *, device: str | None = None) -> VerifyRe
         frames_unchecked=unchecked,
         records_skipped=reader.records_skipped,
     )
+
+
+def _rebuild(header: dict, path: Path, device: str):
+    """The recorded world, fresh: the real game at its level, or the recorded Gymnasium env."""
+    if header["world"].startswith(GYM_PREFIX):
+        from worldsim.gym_world import GymWorld  # gymnasium (heavy, optional): only for a gym recording
+
+        if header["height"] != header["width"]:
+            raise UserError(
+                f"{path}: a gym world's frames are square, the header says {header['height']}x{header['width']}"
+            )
+        return GymWorld(header["world"][len(GYM_PREFIX) :], size=header["height"], device=device)
+    level = _game_level(header, path)
+    try:
+        return GameWorld(batch_size=1, size=(header["height"], header["width"]), level=level, device=device)
+    except ValueError as e:
+        raise UserError(f"{path}: cannot rebuild the recorded game (extra.level {level!r}): {e}") from None
