@@ -12,10 +12,12 @@ from worldsim.cli.options import add_no_verify
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="fidelity of a neural world against the real game: PSNR/SSIM by horizon, idle run, plot, video",
+        help="fidelity of a neural world against the real game or a dataset: PSNR/SSIM by horizon, plot, video",
         description=(
             "Runs NeuralWorld and GameWorld side by side on seeded explorer key sequences of the default "
-            "level, both started from the same real frames. Writes a JSON, a PSNR-vs-horizon plot and a "
+            "level, both started from the same real frames. With --data DIR: the held-out clips of a "
+            "dataset instead, open-loop on their recorded keys after --context real frames (key names and "
+            "frame size must match the checkpoint's). Writes a JSON, a PSNR-vs-horizon plot and a "
             "real | generated mp4."
         ),
     )
