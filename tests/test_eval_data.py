@@ -48,6 +48,13 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 100.0 if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
+def _copy_last(ds, clips, h: int) -> float:
+    """Copy-last at horizon h computed directly: the last context frame against the recorded frame h
+    frames later, mean over `clips`."""
+    frames = [ds.clip(int(i), 0, ds.frames)[0] for i in clips]
+    return float(np.mean([_psnr(f[CONTEXT - 1], f[CONTEXT - 1 + h]) for f in frames]))
+
+
 def test_eval_data_on_the_game_dataset_end_to_end(game_data, game_checkpoint, tmp_path, capsys):
     out, js = tmp_path / "eval", tmp_path / "eval.json"
     argv = ["eval", "--checkpoint", str(game_checkpoint), "--data", str(game_data.path), "--device", "cpu",
@@ -61,9 +68,9 @@ def test_eval_data_on_the_game_dataset_end_to_end(game_data, game_checkpoint, tm
     assert r["clips"] == {"1": 8, "8": 8, "16": 8} and r["episode_resets"]["source"] == RESETS_NONE
     # copy-last is the last real context frame against the recorded frame h frames later, computed directly
     for h in (1, 8, 16):
-        direct = np.mean([_psnr(game_data.clip(i)[0][CONTEXT - 1], game_data.clip(i)[0][CONTEXT - 1 + h])
-                          for i in held])  # fmt: skip
-        assert r["baseline_copy_last"]["psnr"][str(h)] == pytest.approx(direct, abs=1e-3)
+        assert r["baseline_copy_last"]["psnr"][str(h)] == pytest.approx(
+            _copy_last(game_data, held, h), abs=1e-3
+        )
         assert r["margin_over_copy_last"][str(h)] == pytest.approx(
             r["psnr"][str(h)] - r["baseline_copy_last"]["psnr"][str(h)], abs=1e-9
         )
@@ -84,6 +91,23 @@ def test_eval_data_on_the_game_dataset_end_to_end(game_data, game_checkpoint, tm
     )
 
 
+def test_clips_run_in_batches_and_episodes_picks_the_first(game_data, game_checkpoint, tmp_path):
+    """5 clips in batches of 2, 2 and 1 (the last on a subset of the world's games): each clip scored once."""
+    js = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(game_checkpoint), "--data", str(game_data.path), "--device", "cpu",
+            "--horizons", "1", "16", "--episodes", "5", "--batch", "2", "--no-action", "--json", str(js),
+            "--out", str(tmp_path / "e")]  # fmt: skip
+    assert main(argv) == 0
+    r = json.loads(js.read_text())
+    first = game_data.split("heldout")[:5]
+    assert r["dataset"]["scored_clips"] == 5 and r["clips"] == {"1": 5, "16": 5}
+    for h in (1, 16):
+        assert r["baseline_copy_last"]["psnr"][str(h)] == pytest.approx(
+            _copy_last(game_data, first, h), abs=1e-3
+        )
+    assert r["action_accuracy"] is None and all(0 < v < 100 for v in r["psnr"].values())
+
+
 class ReplayWorld(World):
     """A world that equals the data: after the real context of a held-out clip it shows the clip's
     recorded frames while it gets the recorded keys, and holds its last frame on any other keys."""
@@ -91,7 +115,9 @@ class ReplayWorld(World):
     def __init__(self, ds, batch_size: int):
         self.key_names, self.height, self.width = tuple(ds.key_names), ds.height, ds.width
         self.batch_size, self.device = batch_size, torch.device("cpu")
-        self.clips = [tuple(map(torch.from_numpy, ds.clip(int(i)))) for i in ds.split("heldout")]
+        self.clips = [
+            tuple(map(torch.from_numpy, ds.clip(int(i), 0, ds.frames))) for i in ds.split("heldout")
+        ]
         self.state: list = [None] * batch_size
 
     def reset(self, seeds=None, *, slots=None):
@@ -143,7 +169,7 @@ def test_cartpole_stops_each_clip_at_its_episode_reset(cartpole_data, tmp_path):
     for h in (1, 4, 8, 16):
         n = 0
         for i in cartpole_data.split("heldout"):
-            keys = cartpole_data.clip(int(i))[1]
+            keys = cartpole_data.clip(int(i), 0, cartpole_data.frames)[1]
             n += not (~keys[CONTEXT : CONTEXT + h].any(1)).any()
         if n:
             expected[str(h)] = n

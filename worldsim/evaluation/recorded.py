@@ -31,7 +31,11 @@ def is_one_hot(ds) -> bool:
         if len(train)
         else []
     )
-    rows = np.concatenate([ds.clip(int(i))[1] for i in idx]) if len(idx) else np.zeros((0, 0), bool)
+    rows = (
+        np.concatenate([ds.clip(int(i), 0, ds.frames)[1] for i in idx])
+        if len(idx)
+        else np.zeros((0, 0), bool)
+    )
     on = rows.sum(1)
     return bool((on > 0).any() and (on <= 1).all()) and len(ds.key_names) > 1
 
@@ -53,7 +57,7 @@ def load_clips(ds, indices, one_hot: bool, device) -> tuple[torch.Tensor, torch.
     `device`, and where the resets came from."""
     frames, keys, resets, source = [], [], [], RESETS_NONE
     for i in indices:
-        f, k = ds.clip(int(i))
+        f, k = ds.clip(int(i), 0, ds.frames)
         r, source = episode_resets(ds, int(i), k, one_hot)
         frames.append(f)
         keys.append(k)
