@@ -177,6 +177,29 @@ def test_cartpole_stops_each_clip_at_its_episode_reset(cartpole_data, tmp_path):
     assert all(0 < v < 100 for v in r["psnr"].values())
 
 
+def test_eval_data_on_an_atari_game(tmp_path):
+    """Breakout (ale-py, when installed): 12 clips of 24 frames at 32x32, one-hot over its 4 actions."""
+    ale_py = pytest.importorskip("ale_py")
+    import gymnasium
+
+    from worldsim.data.gym import collect_env
+
+    gymnasium.register_envs(ale_py)
+    ds = Dataset(
+        collect_env("ALE/Breakout-v5", tmp_path / "breakout", clips=12, frames=24, size=32, progress=False)
+    )
+    ckpt = random_checkpoint(tmp_path / "breakout.safetensors", start=False, key_names=ds.key_names)
+    js = tmp_path / "eval.json"
+    argv = ["eval", "--checkpoint", str(ckpt), "--data", str(ds.path), "--device", "cpu", "--horizons", "1", "8",
+            "--idm-steps", "10", "--json", str(js), "--out", str(tmp_path / "e")]  # fmt: skip
+    assert main(argv) == 0
+    r = json.loads(js.read_text())
+    assert r["dataset"]["manifest"]["key_names"] == ds.key_names and len(ds.key_names) == 4
+    assert r["action_accuracy"]["one_hot"] is True and r["episode_resets"]["source"] == RESETS_FROM_KEYS
+    held = ds.split("heldout")
+    assert r["baseline_copy_last"]["psnr"]["1"] == pytest.approx(_copy_last(ds, held, 1), abs=1e-3)
+
+
 def test_checkpoint_and_dataset_must_match(game_checkpoint, cartpole_data, tmp_path, capsys):
     base = ["eval", "--checkpoint", str(game_checkpoint), "--device", "cpu", "--no-action"]
     assert main([*base, "--data", str(cartpole_data.path)]) == 2

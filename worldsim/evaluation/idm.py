@@ -206,7 +206,11 @@ def fit_idm(
 
     model = IDM(num_keys).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    # one cycle; a run too short for its warm-up (OneCycleLR divides by zero where 0.1 * steps == 1)
+    # keeps the peak rate
+    sched = None
+    if steps >= 20:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
     loss = torch.zeros(())
     for prev, cur, keys, valid in tqdm(pairs, total=steps, desc="idm", disable=not progress):
@@ -214,7 +218,8 @@ def fit_idm(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
     return model.eval(), round(loss.item(), 4)
 
 
