@@ -49,3 +49,22 @@ def assert_frames_close(a: torch.Tensor, b: torch.Tensor, *, levels: int = 1) ->
     assert a.shape == b.shape and a.dtype == b.dtype == torch.uint8
     d = (a.int() - b.int()).abs()
     assert d.max().item() <= levels and (d > 0).float().mean().item() < 0.02, (d.max(), d.float().mean())
+
+
+def random_checkpoint(path, *, seed: int = 0, start: bool = True, **changes):
+    """A randomly initialised test-preset model (with `changes`, e.g. `key_names=`) saved as a shipped
+    checkpoint at `path`; every parameter nudged off the adaLN-Zero init so the model does something;
+    start latents of two spawn seeds unless `start=False`."""
+    from worldsim.checkpoint import save_checkpoint
+    from worldsim.model.autoencoder import Autoencoder
+    from worldsim.train.export import start_latents
+
+    torch.manual_seed(seed)
+    cfg = get_preset("test").replace(**changes)
+    dit, ae = DiT(cfg), Autoencoder(cfg.autoencoder)
+    with torch.no_grad():
+        for p in dit.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    z = start_latents(ae, [0, 1])[1] if start else None
+    save_checkpoint(path, config=cfg, dit=dit.state_dict(), autoencoder=ae.state_dict(), start_latents=z)
+    return path

@@ -47,21 +47,9 @@ def test_ssim_matches_direct_reference_and_orders_noise():
 @pytest.fixture(scope="module")
 def random_checkpoint(tmp_path_factory):
     """A randomly initialised `test` model with start latents, saved as a shipped checkpoint."""
-    from worldsim.checkpoint import save_checkpoint
-    from worldsim.model import DiT, get_preset
-    from worldsim.model.autoencoder import Autoencoder
-    from worldsim.train.export import start_latents
+    from models import random_checkpoint
 
-    torch.manual_seed(0)
-    cfg = get_preset("test")
-    dit, ae = DiT(cfg), Autoencoder(cfg.autoencoder)
-    with torch.no_grad():  # adaLN-Zero starts at zero output: perturb so the model does something
-        for p in dit.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    _, z = start_latents(ae, [0, 1])
-    path = tmp_path_factory.mktemp("ckpt") / "random-test.safetensors"
-    save_checkpoint(path, config=cfg, dit=dit.state_dict(), autoencoder=ae.state_dict(), start_latents=z)
-    return path
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "random-test.safetensors")
 
 
 def test_quick_eval_cli_writes_schema_with_real_numbers(random_checkpoint, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """`worldsim eval`: the neural world against the real game on the same keys (PSNR/SSIM by horizon, idle,
-action following, loop test, long run; plots and a video), or `--compare` of several eval JSONs."""
+action following, loop test, long run; plots and a video), against held-out recorded episodes of a
+dataset (`--data DIR`), or `--compare` of several eval JSONs."""
 
 from __future__ import annotations
 
@@ -11,16 +12,31 @@ from worldsim.cli.options import add_no_verify
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
-        help="fidelity of a neural world against the real game: PSNR/SSIM by horizon, idle run, plot, video",
+        help="fidelity of a neural world against the real game or a dataset: PSNR/SSIM by horizon, plot, video",
         description=(
             "Runs NeuralWorld and GameWorld side by side on seeded explorer key sequences of the default "
-            "level, both started from the same real frames. Writes a JSON, a PSNR-vs-horizon plot and a "
+            "level, both started from the same real frames. With --data DIR: the held-out clips of a "
+            "dataset instead, open-loop on their recorded keys after --context real frames (key names and "
+            "frame size must match the checkpoint's). Writes a JSON, a PSNR-vs-horizon plot and a "
             "real | generated mp4."
         ),
     )
     p.add_argument(
         "--checkpoint", default=None, help="checkpoint name (checkpoints/NAME.safetensors) or path"
     )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="score on the held-out clips of this dataset instead of the real game: --context real frames, "
+        "then open-loop on the recorded keys (its IDM is trained and cached in DIR when missing)",
+    )
+    p.add_argument("--context", type=int, default=None, help="--data: real frames each clip starts from (4)")
+    p.add_argument(
+        "--horizons", type=int, nargs="+", default=None, metavar="H", help="--data: horizons (1 8 32 128)"
+    )
+    p.add_argument("--episodes", type=int, default=None, help="--data: held-out clips scored (default all)")
+    p.add_argument("--batch", type=int, default=None, help="--data: clips run side by side (default 64)")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -107,19 +123,24 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from worldsim.device import resolve_device
     from worldsim.errors import UserError
     from worldsim.evaluation.runner import EvalConfig, evaluate
-    from worldsim.train.common import write_json
-    from worldsim.worlds import make_world
 
     if args.compare:
         return compare(args.compare, args.out)
     for flag, value, least in (("--sequences", args.sequences, 1), ("--idle-frames", args.idle_frames, 1),
                                ("--long-frames", args.long_frames, 0), ("--idm-steps", args.idm_steps, 1),
-                               ("--steps", args.steps, 1)):  # fmt: skip
+                               ("--steps", args.steps, 1), ("--context", args.context, 1),
+                               ("--episodes", args.episodes, 1), ("--batch", args.batch, 1),
+                               ("--horizons", min(args.horizons or [1]), 1)):  # fmt: skip
         if value is not None and value < least:
             raise UserError(f"{flag} must be >= {least}, got {value}")
+    if args.data:
+        return run_data(args)
+    game_only = [f for f, v in (("--context", args.context), ("--horizons", args.horizons),
+                                ("--episodes", args.episodes), ("--batch", args.batch)) if v is not None]  # fmt: skip
+    if game_only:
+        raise UserError(f"{', '.join(game_only)} score a dataset: pass --data DIR with them")
     cfg = EvalConfig.quick(args.seed) if args.quick else EvalConfig(seed=args.seed)
     changes = {
         k: v
@@ -137,38 +158,16 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, **changes)
     except ValueError as e:
         raise UserError(str(e)) from e
-    device = resolve_device(args.device)
-    import torch
-
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(args.dtype)
-    if (
-        dtype is None
-    ):  # auto: the world's default, bf16 on CUDA and fp32 on a CPU (not the play engine's pick)
-        dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    neural = make_world(
-        "neural", checkpoint=args.checkpoint, weights=args.weights, device=device,
-        batch_size=cfg.world_batch, steps=args.steps, dtype=dtype,
-    )  # fmt: skip
-    name = neural.describe().get("checkpoint") or (
-        Path(args.checkpoint).stem if args.checkpoint else "default"
-    )
+    neural, name, dtype = _neural_world(args, cfg.world_batch)
     out = Path(args.out or f"runs/eval-{name}")
     result = evaluate(
         neural, cfg, out_dir=out, checkpoint=args.checkpoint or name, progress=sys.stderr.isatty()
     )
     result["quick"] = bool(args.quick)
-    result["weights"] = args.weights
-    result["dtype"] = str(dtype).removeprefix("torch.")
-    json_path = Path(args.json) if args.json else out / "eval.json"
-    write_json(result, json_path)
+    json_path = _write(result, args, out, dtype)
 
     _print_verdicts(result)
-    acc = result["action_accuracy"]
-    if acc:
-        print(
-            f"action following (IDM, exact / per key): real {acc['real']['exact']} / {acc['real']['per_key']}, "
-            f"generated {acc['generated']['exact']} / {acc['generated']['per_key']}"
-        )
+    _print_action(result["action_accuracy"])
     loop = result["loop"] or {}
     for name in ("turn_180_and_back", "walk_and_back"):
         if name in loop:
@@ -186,6 +185,96 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result['seconds']} s on {result['device']}; JSON {json_path}; plots and video in {out}")
     print(json.dumps({"psnr": result["psnr"], "ssim": result["ssim"]}))
     return 0
+
+
+def _neural_world(args: argparse.Namespace, batch_size: int):
+    """The neural world of `--checkpoint` for `batch_size` games, its name and its activation dtype."""
+    from pathlib import Path
+
+    import torch
+
+    from worldsim.device import resolve_device
+    from worldsim.worlds import make_world
+
+    device = resolve_device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(args.dtype)
+    if (
+        dtype is None
+    ):  # auto: the world's default, bf16 on CUDA and fp32 on a CPU (not the play engine's pick)
+        dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    neural = make_world(
+        "neural", checkpoint=args.checkpoint, weights=args.weights, device=device,
+        batch_size=batch_size, steps=args.steps, dtype=dtype,
+    )  # fmt: skip
+    name = neural.describe().get("checkpoint") or (
+        Path(args.checkpoint).stem if args.checkpoint else "default"
+    )
+    return neural, name, dtype
+
+
+def _write(result: dict, args: argparse.Namespace, out, dtype):
+    """Record how the world ran, write the JSON (--json, default OUT/eval.json); return its path."""
+    from pathlib import Path
+
+    from worldsim.train.common import write_json
+
+    result["weights"] = args.weights
+    result["dtype"] = str(dtype).removeprefix("torch.")
+    json_path = Path(args.json) if args.json else Path(out) / "eval.json"
+    write_json(result, json_path)
+    return json_path
+
+
+def run_data(args: argparse.Namespace) -> int:
+    """`worldsim eval --data DIR`: the checkpoint against held-out recorded clips of a dataset."""
+    import dataclasses
+    import json
+    import sys
+    from pathlib import Path
+
+    from worldsim.data import Dataset
+    from worldsim.errors import UserError
+    from worldsim.evaluation.dataset_runner import DataEvalConfig, evaluate_dataset, world_batch
+
+    ignored = [f for f, v in (("--quick", args.quick), ("--sequences", args.sequences),
+                              ("--idle-frames", args.idle_frames), ("--long-frames", args.long_frames),
+                              ("--no-loop", args.no_loop)) if v]  # fmt: skip
+    if ignored:
+        raise UserError(
+            f"{', '.join(ignored)} drive the game eval; --data scores recorded clips without them"
+        )
+    changes = {k: v for k, v in (("context_frames", args.context), ("episodes", args.episodes),
+                                 ("batch", args.batch), ("idm_path", args.idm), ("idm_steps", args.idm_steps),
+                                 ("horizons", tuple(args.horizons or ()) or None)) if v is not None}  # fmt: skip
+    try:
+        cfg = dataclasses.replace(DataEvalConfig(action=not args.no_action), **changes)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    ds = Dataset(args.data)
+    neural, name, dtype = _neural_world(args, world_batch(ds, cfg))
+    out = Path(args.out or f"runs/eval-{name}-{Path(args.data).name}")
+    result = evaluate_dataset(
+        neural, ds, cfg, out_dir=out, checkpoint=args.checkpoint or name, progress=sys.stderr.isatty()
+    )
+    json_path = _write(result, args, out, dtype)
+    _print_verdicts(result)
+    resets = result["episode_resets"]
+    print(f"episode resets: {resets['source']} ({resets['clips_with_reset']} scored clips reset)")
+    for h, why in result["horizons_dropped"].items():
+        print(f"horizon {h} dropped: {why}")
+    _print_action(result["action_accuracy"])
+    print(f"{result['seconds']} s on {result['device']}; JSON {json_path}; plot and video in {out}")
+    print(json.dumps({"psnr": result["psnr"], "ssim": result["ssim"]}))
+    return 0
+
+
+def _print_action(acc: dict | None) -> None:
+    if acc:
+        print(
+            f"action following (IDM, exact / per key): real {acc['real']['exact']} / {acc['real']['per_key']}, "
+            f"generated {acc['generated']['exact']} / {acc['generated']['per_key']}"
+            + (f", chance {acc['chance']['exact']} / {acc['chance']['per_key']}" if "chance" in acc else "")
+        )
 
 
 def _or_dash(v) -> str:
@@ -211,4 +300,5 @@ def _print_verdicts(result: dict) -> None:
     if control:
         print(f"controllability: {control['verdict']}; shuffled keys: {control['shuffle']}")
     idle = result["idle"]
-    print(f"idle {idle['frames']} frames: {idle['verdict']}; PSNR by idle frame {idle['psnr_curve']}")
+    if idle:
+        print(f"idle {idle['frames']} frames: {idle['verdict']}; PSNR by idle frame {idle['psnr_curve']}")

@@ -5,6 +5,10 @@ way it reads a real one: its accuracy on generated frames, next to its accuracy 
 ceiling), says how well a neural world follows the keys. Labels are the *effective* keys: where both
 keys of an opposite pair are held (forward + back) they cancel in the game, so both count as released.
 Trained once per frame size and cached as safetensors (config in the metadata; never pickle).
+The model and its training loop take any key set and frame size: dataset_idm.py trains the same model
+on a recorded dataset (`fit_idm` on its frame pairs). A one-hot key set (a Discrete action space: exactly
+one key per frame) is trained with a softmax over the keys and read by argmax; a multi-hot one with one
+sigmoid per key.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -102,9 +106,27 @@ class IDM(nn.Module):
         return self.head(torch.cat([x, self.motion(motion_features(a, b))], 1))  # [B,K]
 
 
-def accuracy(logits: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
-    """Per-key (binary) and exact-match (all keys right) accuracy of logits `[B,K]` vs keys `[B,K]`."""
-    right = (logits > 0) == keys.bool()  # [B,K]
+def predicted_keys(logits: torch.Tensor, one_hot: bool = False) -> torch.Tensor:
+    """Keys `[B,K]` bool read from IDM logits: the argmax key (one-hot key sets) or every key > 0."""
+    if one_hot:
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).bool()
+    return logits > 0
+
+
+def idm_loss(logits: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, one_hot: bool = False):
+    """The training loss on the valid pairs: cross-entropy over the keys (one-hot) or per-key BCE."""
+    logits, keys = logits[valid], keys[valid]
+    if one_hot:
+        return F.cross_entropy(logits, keys.float().argmax(-1))
+    return F.binary_cross_entropy_with_logits(logits, keys.float())
+
+
+def accuracy(
+    logits: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None, one_hot: bool = False
+) -> dict:
+    """Per-key (binary) and exact-match (all keys right) accuracy of logits `[B,K]` vs keys `[B,K]`;
+    for a one-hot key set exact match is argmax accuracy."""
+    right = predicted_keys(logits, one_hot) == keys.bool()  # [B,K]
     if mask is not None:
         right = right[mask]
     if right.numel() == 0:
@@ -113,6 +135,21 @@ def accuracy(logits: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None
         "per_key": round(right.float().mean().item(), 4),
         "exact": round(right.all(1).float().mean().item(), 4),
         "pairs": int(right.shape[0]),
+    }
+
+
+def chance_accuracy(keys: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+    """What a model that ignores the frames scores on keys `[B,K]`: per key the majority state, exact
+    the most frequent key row (for a one-hot key set: the most frequent action)."""
+    keys = keys.bool() if mask is None else keys.bool()[mask]
+    if keys.shape[0] == 0:
+        return {"per_key": None, "exact": None, "pairs": 0}
+    on = keys.float().mean(0)  # [K]
+    _, counts = torch.unique(keys, dim=0, return_counts=True)
+    return {
+        "per_key": round(torch.maximum(on, 1 - on).mean().item(), 4),
+        "exact": round(counts.max().item() / keys.shape[0], 4),
+        "pairs": int(keys.shape[0]),
     }
 
 
@@ -138,32 +175,52 @@ def train_idm(
     progress: bool = False,
 ) -> tuple[IDM, dict]:
     """Train an IDM on `steps` batches of real-game frame pairs; returns it and its held-out accuracy."""
-    from tqdm import tqdm
-
     torch.manual_seed(seed)
     device = torch.device(device)
     names = tuple(key_names or KEY_NAMES)
     game = GameWorld(batch_size=batch, size=size, level="default", device=device, key_names=names)
     game.reset([1_000_000 + seed * batch + i for i in range(batch)])
     explorer = Explorer(batch, game.num_keys, seed, device, key_names=game.key_names)
-    model = IDM(game.num_keys).to(device)
+    # blocked moves show no motion: their keys are not recoverable from the frames (valid = unblocked)
+    model, loss = fit_idm(_pairs(game, explorer, steps), game.num_keys, steps, lr=lr, device=device,
+                          progress=progress)  # fmt: skip
+    result = evaluate_idm(model, size, seed=seed + 1, device=device, key_names=names)
+    result.update(train_steps=steps, batch=batch, final_loss=loss)
+    log.info("IDM trained: held-out real accuracy %s", result)
+    return model, result
+
+
+def fit_idm(
+    pairs: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    num_keys: int,
+    steps: int,
+    *,
+    lr: float = 3e-3,
+    one_hot: bool = False,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[IDM, float]:
+    """Train a new IDM on `steps` batches of (prev, cur `[B,H,W,3]` uint8, keys `[B,K]`, valid `[B]`)
+    pairs; only the valid pairs count. Returns the model (eval mode) and its last loss."""
+    from tqdm import tqdm
+
+    model = IDM(num_keys).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    # one cycle; a run too short for its warm-up (OneCycleLR divides by zero where 0.1 * steps == 1)
+    # keeps the peak rate
+    sched = None
+    if steps >= 20:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
-    data = _pairs(game, explorer, steps)
-    for prev, cur, keys, valid in tqdm(data, total=steps, desc="idm", disable=not progress):
-        logits = model(prev, cur)
-        # blocked moves show no motion: their keys are not recoverable from the frames
-        loss = F.binary_cross_entropy_with_logits(logits[valid], keys[valid].float())
+    loss = torch.zeros(())
+    for prev, cur, keys, valid in tqdm(pairs, total=steps, desc="idm", disable=not progress):
+        loss = idm_loss(model(prev, cur), keys, valid, one_hot)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
-    model.eval()
-    result = evaluate_idm(model, size, seed=seed + 1, device=device, key_names=names)
-    result.update(train_steps=steps, batch=batch, final_loss=round(loss.item(), 4))
-    log.info("IDM trained: held-out real accuracy %s", result)
-    return model, result
+        if sched is not None:
+            sched.step()
+    return model.eval(), round(loss.item(), 4)
 
 
 @torch.no_grad()

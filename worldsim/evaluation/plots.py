@@ -31,6 +31,65 @@ def _plt():
     return plt
 
 
+def _fidelity_panels(ax_p, ax_m, curves: dict[str, torch.Tensor], result: dict) -> None:
+    """PSNR vs frames beside copy-last (and shuffled keys), and the margin over copy-last against its
+    target; means over sequences skip NaN (frames a recorded clip does not have)."""
+    from worldsim.evaluation.scores import MARGIN_DB
+
+    x = np.arange(1, curves["psnr"].shape[0] + 1)
+    hs = [int(h) for h in result["psnr"]]
+    ax_p.plot(x, curves["psnr"].nanmean(1).numpy(), label="neural world")
+    ax_p.plot(x, curves["base_psnr"].nanmean(1).numpy(), "--", color="gray", label="copy last real frame")
+    if result.get("controllability"):
+        ax_p.plot(x, curves["shuffled_psnr"].nanmean(1).numpy(), ":", color="tab:red", label="shuffled keys")
+    ax_p.plot(hs, [result["psnr"][str(h)] for h in hs], "o", color="tab:blue")
+    ax_p.set_ylabel("PSNR to the real frame (dB)")
+    ax_p.set_title("fidelity on the same keys")
+
+    margin = (curves["psnr"] - curves["base_psnr"]).nanmean(1).numpy()
+    ax_m.plot(x, margin, color="tab:blue")
+    ax_m.fill_between(x, margin, MARGIN_DB, where=margin < MARGIN_DB, color="tab:red", alpha=0.25)
+    ax_m.axhline(0, color="black", linewidth=0.8)
+    ax_m.axhline(MARGIN_DB, color="tab:green", linestyle="--", label=f"target +{MARGIN_DB:g} dB")
+    for h in hs:
+        m = result["margin_over_copy_last"][str(h)]
+        ax_m.plot([h], [m], "o", color="tab:green" if m >= MARGIN_DB else "tab:red")
+        ax_m.annotate(f"{m:+.1f}", (h, m), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax_m.set_ylabel("margin over copy-last (dB)")
+    ax_m.set_title("neural world minus copy-last (red: short of the target)")
+    for ax in (ax_p, ax_m):
+        ax.set_xscale("log")
+        ax.set_xlabel("frames after the real context")
+
+
+def _motion_panel(ax_v, curves: dict[str, torch.Tensor], result: dict) -> None:
+    x = np.arange(1, curves["psnr"].shape[0] + 1)
+    mo = result["motion"]
+    ax_v.plot(
+        x[1:], curves["motion_real"][1:].nanmean(1).numpy(), color="black", linewidth=0.8, label="real frames"
+    )
+    ax_v.plot(
+        x[1:],
+        curves["motion_gen"][1:].nanmean(1).numpy(),
+        color="tab:blue",
+        linewidth=0.8,
+        label="neural world",
+    )
+    ax_v.set_xlabel("frames after the real context")
+    ax_v.set_ylabel("mean |frame - previous frame| (levels)")
+    ax_v.set_title(f"motion: ratio {mo['ratio']} (band {mo['band'][0]}-{mo['band'][1]})")
+
+
+def _finish(fig, axes, legends, title: str, path: Path) -> None:
+    for ax in legends:
+        ax.legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def plot_summary(
     curves: dict[str, torch.Tensor],
     idle_psnr: torch.Tensor,
@@ -42,37 +101,11 @@ def plot_summary(
     """One figure a person can judge a world by: PSNR vs frames beside copy-last (and shuffled keys), the
     margin over copy-last against its +1 dB target, the idle PSNR to the true view (and brightness
     drift), and motion; `curves` `[T,B]` and idle `[F,B]` as the runner collects them."""
-    from worldsim.evaluation.scores import IDLE_DRIFT_LEVELS, IDLE_PSNR_DB, MARGIN_DB
+    from worldsim.evaluation.scores import IDLE_DRIFT_LEVELS, IDLE_PSNR_DB
 
     plt = _plt()
-    T = curves["psnr"].shape[0]
-    x = np.arange(1, T + 1)
-    hs = [int(h) for h in result["psnr"]]
     fig, ((ax_p, ax_m), (ax_i, ax_v)) = plt.subplots(2, 2, figsize=(11, 8), dpi=100)
-
-    ax_p.plot(x, curves["psnr"].mean(1).numpy(), label="neural world")
-    ax_p.plot(x, curves["base_psnr"].mean(1).numpy(), "--", color="gray", label="copy last real frame")
-    if result.get("controllability"):
-        ax_p.plot(x, curves["shuffled_psnr"].mean(1).numpy(), ":", color="tab:red", label="shuffled keys")
-    ax_p.plot(hs, [result["psnr"][str(h)] for h in hs], "o", color="tab:blue")
-    ax_p.set_ylabel("PSNR to the real frame (dB)")
-    ax_p.set_title("fidelity on the same keys")
-
-    margin = (curves["psnr"] - curves["base_psnr"]).mean(1).numpy()
-    ax_m.plot(x, margin, color="tab:blue")
-    ax_m.fill_between(x, margin, MARGIN_DB, where=margin < MARGIN_DB, color="tab:red", alpha=0.25)
-    ax_m.axhline(0, color="black", linewidth=0.8)
-    ax_m.axhline(MARGIN_DB, color="tab:green", linestyle="--", label=f"target +{MARGIN_DB:g} dB")
-    for h in hs:
-        m = result["margin_over_copy_last"][str(h)]
-        ax_m.plot([h], [m], "o", color="tab:green" if m >= MARGIN_DB else "tab:red")
-        ax_m.annotate(f"{m:+.1f}", (h, m), textcoords="offset points", xytext=(4, 6), fontsize=8)
-    ax_m.set_ylabel("margin over copy-last (dB)")
-    ax_m.set_title("neural world minus copy-last (red: short of the target)")
-
-    for ax in (ax_p, ax_m):
-        ax.set_xscale("log")
-        ax.set_xlabel("frames after the real context")
+    _fidelity_panels(ax_p, ax_m, curves, result)
 
     idle = result["idle"]
     fi = np.arange(1, idle_psnr.shape[0] + 1)
@@ -89,24 +122,19 @@ def plot_summary(
     more = ax_d.get_legend_handles_labels()
     ax_i.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8)
 
-    mo = result["motion"]
-    ax_v.plot(
-        x[1:], curves["motion_real"][1:].mean(1).numpy(), color="black", linewidth=0.8, label="real game"
-    )
-    ax_v.plot(
-        x[1:], curves["motion_gen"][1:].mean(1).numpy(), color="tab:blue", linewidth=0.8, label="neural world"
-    )
-    ax_v.set_xlabel("frames after the real context")
-    ax_v.set_ylabel("mean |frame - previous frame| (levels)")
-    ax_v.set_title(f"motion: ratio {mo['ratio']} (band {mo['band'][0]}-{mo['band'][1]})")
+    _motion_panel(ax_v, curves, result)
+    _finish(fig, (ax_p, ax_m, ax_i, ax_v), (ax_p, ax_m, ax_v), title, path)
 
-    for ax in (ax_p, ax_m, ax_v):
-        ax.legend(fontsize=8)
-    for ax in (ax_p, ax_m, ax_i, ax_v):
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
+
+def plot_fidelity(curves: dict[str, torch.Tensor], result: dict, path: Path, title: str) -> None:
+    """The summary figure without the idle run (recorded episodes have no true still view): PSNR vs
+    frames beside copy-last, the margin over copy-last, motion; `curves` `[T,B]`, NaN where a clip
+    has no frame."""
+    plt = _plt()
+    fig, (ax_p, ax_m, ax_v) = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
+    _fidelity_panels(ax_p, ax_m, curves, result)
+    _motion_panel(ax_v, curves, result)
+    _finish(fig, (ax_p, ax_m, ax_v), (ax_p, ax_m, ax_v), title, path)
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 15, scale: int = 4) -> Path:

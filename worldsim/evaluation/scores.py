@@ -3,7 +3,8 @@
 The runner (runner.py) collects the curves; this module says what they mean, against targets chosen so
 that no cheap trick passes: a model must beat repeating the last real frame, hold a still view still,
 move as much as the real game, and answer to its keys. The keys each function writes are documented
-in runner.py's module docstring.
+in runner.py's module docstring. A NaN in a `[T,B]` curve marks a frame a sequence does not have (a
+recorded clip's episode reset before that horizon, dataset_runner.py): every mean skips it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def horizon_section(
     the table adds up."""
 
     def at(name: str) -> dict[str, float]:
-        return {str(h): _r(curves[name][h - 1].mean()) for h in horizons}
+        return {str(h): _r(curves[name][h - 1].nanmean()) for h in horizons}
 
     p, s, bp, bs = at("psnr"), at("ssim"), at("base_psnr"), at("base_ssim")
     margin = {h: _r(p[h] - bp[h]) for h in p}
@@ -57,8 +58,8 @@ def _windows(horizons: tuple[int, ...]) -> list[tuple[str, slice]]:
 
 
 def _ratio(gen: torch.Tensor, real: torch.Tensor) -> float | None:
-    r = real.mean().item() if real.numel() else 0.0
-    return None if r == 0 else _r(gen.mean().item() / r)
+    r = real.nanmean().item() if real.numel() else 0.0
+    return None if r == 0 or r != r else _r(gen.nanmean().item() / r)  # r != r: no frame (all NaN)
 
 
 def motion_section(real: torch.Tensor, gen: torch.Tensor, horizons: tuple[int, ...]) -> dict:
@@ -81,8 +82,8 @@ def motion_section(real: torch.Tensor, gen: torch.Tensor, horizons: tuple[int, .
         verdict = "pass" if ok else "FAIL"
         line = f"{verdict}: generated frames move {ratio}x as much as real ones ({how} {lo}-{hi})"
     return {
-        "real_mean_abs_diff": _r(real[1:].mean()) if real.shape[0] > 1 else None,
-        "generated_mean_abs_diff": _r(gen[1:].mean()) if gen.shape[0] > 1 else None,
+        "real_mean_abs_diff": _r(real[1:].nanmean()) if real.shape[0] > 1 else None,
+        "generated_mean_abs_diff": _r(gen[1:].nanmean()) if gen.shape[0] > 1 else None,
         "ratio": ratio,
         "ratio_by_horizon": {h: by_h[h] for h in sorted(by_h, key=int)},
         "band": list(MOTION_BAND),
