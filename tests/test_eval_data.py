@@ -15,7 +15,7 @@ from worldsim.data.collect import collect_game
 from worldsim.evaluation.dataset_idm import train_dataset_idm
 from worldsim.evaluation.dataset_runner import DataEvalConfig, evaluate_dataset, world_batch
 from worldsim.evaluation.idm import accuracy, chance_accuracy
-from worldsim.evaluation.recorded import RESETS_FROM_KEYS, RESETS_NONE, episode_resets, is_one_hot
+from worldsim.evaluation.recorded import RESETS_FROM_KEYS, RESETS_FROM_READER, RESETS_NONE, episode_resets, is_one_hot
 from worldsim.world import World
 
 CONTEXT = 4
@@ -65,7 +65,7 @@ def test_eval_data_on_the_game_dataset_end_to_end(game_data, game_checkpoint, tm
     assert r["dataset"]["scored_clips"] == len(held) == 8 and r["context_frames"] == CONTEXT
     # 24-frame clips reach 20 frames after 4 context frames: 32 is dropped, and says why
     assert list(r["psnr"]) == ["1", "8", "16"] and "past the clip's end" in r["horizons_dropped"]["32"]
-    assert r["clips"] == {"1": 8, "8": 8, "16": 8} and r["episode_resets"]["source"] == RESETS_NONE
+    assert r["clips"] == {"1": 8, "8": 8, "16": 8} and r["episode_resets"]["source"] == RESETS_FROM_READER
     # copy-last is the last real context frame against the recorded frame h frames later, computed directly
     for h in (1, 8, 16):
         assert r["baseline_copy_last"]["psnr"][str(h)] == pytest.approx(
@@ -163,7 +163,7 @@ def test_cartpole_stops_each_clip_at_its_episode_reset(cartpole_data, tmp_path):
     assert main(argv) == 0
     r = json.loads(js.read_text())
     assert is_one_hot(cartpole_data) and r["action_accuracy"]["one_hot"] is True
-    assert r["episode_resets"]["source"] == RESETS_FROM_KEYS
+    assert r["episode_resets"]["source"] == RESETS_FROM_READER
     # a clip counts at horizon h while no frame in (last context frame, h] begins a new episode
     expected = {}
     for h in (1, 4, 8, 16):
@@ -195,7 +195,7 @@ def test_eval_data_on_an_atari_game(tmp_path):
     assert main(argv) == 0
     r = json.loads(js.read_text())
     assert r["dataset"]["manifest"]["key_names"] == ds.key_names and len(ds.key_names) == 4
-    assert r["action_accuracy"]["one_hot"] is True and r["episode_resets"]["source"] == RESETS_FROM_KEYS
+    assert r["action_accuracy"]["one_hot"] is True and r["episode_resets"]["source"] == RESETS_FROM_READER
     held = ds.split("heldout")
     assert r["baseline_copy_last"]["psnr"]["1"] == pytest.approx(_copy_last(ds, held, 1), abs=1e-3)
 
@@ -243,7 +243,16 @@ def test_resets_come_from_one_hot_keys_or_nowhere(game_data, cartpole_data):
     assert not is_one_hot(game_data)
     keys = np.eye(2, dtype=bool)[[0, 1, 1, 0, 1]]
     keys[[0, 3]] = False  # a clip that opens on a reset frame, and a reset at frame 3
+    # a v2 dataset's own reset record wins over the keys
     r, source = episode_resets(cartpole_data, 0, keys, one_hot=True)
+    want = cartpole_data.episodes(0)[1].copy()
+    want[0] = False
+    assert source == RESETS_FROM_READER and r.tolist() == want.tolist()
+
+    class V1:  # a v1 folder's reader: no reset record
+        meta = {"version": 1}
+
+    r, source = episode_resets(V1(), 0, keys, one_hot=True)
     assert source == RESETS_FROM_KEYS and r.tolist() == [False, False, False, True, False]
-    r, source = episode_resets(game_data, 0, keys, one_hot=False)
+    r, source = episode_resets(V1(), 0, keys, one_hot=False)
     assert source == RESETS_NONE and not r.any()

@@ -42,9 +42,10 @@ def is_one_hot(ds) -> bool:
 
 def episode_resets(ds, i: int, keys: np.ndarray, one_hot: bool) -> tuple[np.ndarray, str]:
     """Bool `[F]`, True where frame t of clip `i` begins a new episode (t >= 1), and where that came from."""
-    reader = getattr(ds, "resets", None)
-    if callable(reader):
-        return np.asarray(reader(i), bool).copy(), RESETS_FROM_READER
+    if int(ds.meta.get("version", 1)) >= 2:  # v2 records every frame's reset flag (Dataset.episodes)
+        r = np.asarray(ds.episodes(i)[1], bool).copy()
+        r[0] = False  # a clip that starts at a reset is one episode from its first frame
+        return r, RESETS_FROM_READER
     if one_hot:
         r = ~keys.any(1)
         r[0] = False  # a clip that starts at a reset is one episode from its first frame
