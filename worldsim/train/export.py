@@ -128,8 +128,22 @@ def _budget_lines(tm: dict) -> list[str]:
     return [
         f"- Budget, all runs together: {b.get('steps')} steps, {b.get('clips')} clips, {minutes}, "
         f"{b.get('runs')} run(s); data of the last run: {src}; context noise up to {tm.get('context_max')} on "
-        f"{tm.get('context_prob')} of the frames."
+        f"{tm.get('context_prob')} of the frames{_recipe(tm)}."
     ]
+
+
+def _recipe(hp: dict) -> str:
+    """The context corruptions of the last run (train/corrupt.py), as a clause; "" when none was on."""
+    parts = []
+    if hp.get("context_aug_prob"):
+        parts.append(f"{hp['context_aug_prob']} of the context frames up to {hp.get('context_aug_max')}")
+    if hp.get("context_offset"):
+        parts.append(
+            f"colour offsets (std {hp['context_offset']}) on {hp.get('context_offset_prob')} of them"
+        )
+    if hp.get("own_prob"):
+        parts.append(f"{hp['own_prob']} of the rows on the model's own predictions")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _dataset_lines(data: dict | None) -> list[str]:
@@ -231,14 +245,25 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int, s
                 f"{idle.get('collapsed')}, PSNR of the last frame vs the (unchanging) real frame {idle.get('psnr_last_vs_start')} dB.",
             ]
     else:
-        lines += ["", "Fidelity: not measured yet (run `worldsim eval --checkpoint ... --quick`)."]
+        how = "--data DIR" if data else "--quick"
+        lines += ["", f"Fidelity: not measured yet (run `worldsim eval --checkpoint ... {how}`)."]
     lines += [
         "",
         "## Reproduce",
         "",
         "```",
-        f"OUT=out PRESET={cfg.name} scripts/train_gpu.sh   # one GPU: autoencoder, teacher, export, quick eval",
-        f"worldsim eval --checkpoint {out_path.stem} --quick   # once it is in checkpoints/",
+        *(
+            [
+                f"OUT=out ENV={data.get('env')} NAME={out_path.stem} PRESET={cfg.name} scripts/own_game_gpu.sh all"
+                "   # one GPU: collect, autoencoder, teacher, export, eval",
+                f"worldsim eval --checkpoint {out_path.stem} --data DIR   # DIR: a dataset of the same env (worldsim collect)",
+            ]
+            if data and data.get("env")
+            else [
+                f"OUT=out PRESET={cfg.name} scripts/train_gpu.sh   # one GPU: autoencoder, teacher, export, quick eval",
+                f"worldsim eval --checkpoint {out_path.stem} --quick   # once it is in checkpoints/",
+            ]
+        ),
         "```",
         "",
     ]

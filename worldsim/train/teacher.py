@@ -286,6 +286,16 @@ def _train(args, dist_info, device, out: Path) -> dict:
         "key_dropout": args.key_dropout,
         "context_prob": args.context_prob,
         "context_max": args.context_max,
+        **{
+            k: getattr(args, k)
+            for k in (
+                "context_aug_prob",
+                "context_aug_max",
+                "context_offset",
+                "context_offset_prob",
+                "own_prob",
+            )
+        },  # the recipe (corrupt.py)
         "data": data.describe(),
         "dataset": None if ds is None else ds.manifest,  # None: trajectories rendered by the game
         "train_seconds_this_run": round(seconds, 1),
