@@ -1,0 +1,61 @@
+"""The README's own-game path, end to end through the command line: collect a Gymnasium env -> train the
+autoencoder and the teacher on the dataset -> export -> eval on its held-out clips -> play headless.
+CartPole installs with gymnasium; Breakout runs where ale-py is installed (the `atari` extra)."""
+
+import json
+
+import pytest
+
+from worldsim.checkpoint import load_checkpoint
+from worldsim.cli import main
+
+TRAIN = ["--preset", "test", "--device", "cpu", "--no-progress", "--steps", "3", "--batch", "2"]
+
+
+def _pipeline(tmp_path, env: str, size: int) -> tuple[dict, object, str]:
+    data, ae, run, ckpt = (
+        tmp_path / "data",
+        tmp_path / "ae",
+        tmp_path / "teacher",
+        tmp_path / "mine.safetensors",
+    )
+    assert main(["collect", "--env", env, "--out", str(data), "--clips", "20", "--frames", "16",
+                 "--size", str(size), "--seed", "3"]) == 0  # fmt: skip
+    assert (
+        main(["train", "autoencoder", *TRAIN, "--data", str(data), "--heldout", "4", "--out", str(ae)]) == 0
+    )
+    assert main(["train", "teacher", *TRAIN, "--data", str(data), "--autoencoder", str(ae / "autoencoder.pt"),
+                 "--store-trajectories", "3", "--refresh-every", "0", "--out", str(run)]) == 0  # fmt: skip
+    assert main(["train", "export", str(run / "teacher.pt"), str(ckpt), "--int8"]) == 0
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--device", "cpu", "--horizons", "1",
+                 "4", "8", "--context", "4", "--idm-steps", "20", "--json", str(out),
+                 "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
+    return json.loads(out.read_text()), load_checkpoint(ckpt), str(ckpt)
+
+
+def _check(result: dict, ckpt, path: str, env: str, keys: tuple[str, ...], capsys) -> None:
+    assert ckpt.config.key_names == keys and ckpt.metrics["teacher"]["dataset"]["env"] == env
+    # scored on the held-out clip(s) against copy-last, by horizon, with the dataset's manifest
+    assert set(result["psnr"]) == {"1", "4", "8"} and set(result["baseline_copy_last"]["psnr"]) == {
+        "1",
+        "4",
+        "8",
+    }
+    assert result["dataset"]["manifest"]["env"] == env
+    assert result["action_accuracy"]["real"]["pairs"] > 0
+    capsys.readouterr()
+    # the trained model plays headless from its own start frames, one action a frame
+    assert main(["play", "--checkpoint", path, "--headless", "--frames", "20", "--device", "cpu"]) == 0
+    assert "frames" in capsys.readouterr().out
+
+
+def test_cartpole_collect_train_eval_play(tmp_path, capsys):
+    result, ckpt, path = _pipeline(tmp_path, "CartPole-v1", 32)
+    _check(result, ckpt, path, "CartPole-v1", ("action_0", "action_1"), capsys)
+
+
+def test_breakout_collect_train_eval_play(tmp_path, capsys):
+    pytest.importorskip("ale_py")
+    result, ckpt, path = _pipeline(tmp_path, "ALE/Breakout-v5", 32)
+    _check(result, ckpt, path, "ALE/Breakout-v5", ("NOOP", "FIRE", "RIGHT", "LEFT"), capsys)
