@@ -6,8 +6,6 @@ import torch
 
 from worldsim.cli import main as cli_main
 from worldsim.data import Dataset, make_loader
-from worldsim.data.gym import key_names_for
-from worldsim.errors import UserError
 from worldsim.record import RecordingWriter
 
 
@@ -108,11 +106,7 @@ def test_collect_from_cartpole(tmp_path):
 
 
 def test_collect_env_errors_name_the_fix(tmp_path, capsys):
-    import gymnasium
-
-    assert key_names_for(gymnasium.spaces.MultiBinary(3), "x") == ["key_0", "key_1", "key_2"]
-    with pytest.raises(UserError, match=r"action space Box.* Discrete\(n\) or a 1-D MultiBinary"):
-        key_names_for(gymnasium.spaces.Box(-1, 1, (2,)), "Pendulum-v1")
+    # key naming itself (Discrete, MultiBinary, others refused) is gym_env.key_names: tests/test_gym_world.py
     assert cli_main(["collect", "--env", "Pendulum-v1", "--out", str(tmp_path / "p"), "--clips", "1"]) == 2
     assert "Discrete(n)" in capsys.readouterr().err
     assert cli_main(["collect", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "q")]) == 2

@@ -13,56 +13,20 @@ from tqdm import tqdm
 from worldsim.data.dataset import DatasetWriter, check_new_folder, write_meta
 from worldsim.data.policy import MixedPolicy, describe_mix
 from worldsim.errors import UserError
-from worldsim.gym_env import render_rgb
-from worldsim.gym_env import resize_frame as _resize
+from worldsim.gym_env import env_frame, key_names, make_env
 
 log = logging.getLogger(__name__)
 
 ATARI_HZ = 60  # the emulator's frame rate: an Atari dataset's fps is this over the frame skip
 
 
-def key_names_for(space: object, env_id: str, meanings: list[str] | None = None) -> list[str]:
-    """Discrete(n) -> one-hot keys named by the env's action meanings (Atari: NOOP, FIRE, RIGHT, ...) or
-    `action_0..action_{n-1}`; MultiBinary(n) -> `key_0..key_{n-1}`."""
-    from gymnasium import spaces
-
-    if isinstance(space, spaces.Discrete):
-        n = int(space.n)
-        if meanings and len(meanings) == n and len(set(meanings)) == n:
-            return [str(m) for m in meanings]
-        return [f"action_{i}" for i in range(n)]
-    if isinstance(space, spaces.MultiBinary) and len(space.shape) == 1:
-        return [f"key_{i}" for i in range(int(space.shape[0]))]
-    raise UserError(
-        f"--env {env_id}: action space {space} is not supported; collect needs Discrete(n) or a 1-D "
-        "MultiBinary(n) (wrap other spaces in a gymnasium.ActionWrapper that maps keys to actions)"
-    )
-
-
 def open_env(env_id: str, frame_skip: int | None) -> tuple[object, int, int]:
-    """(env, steps repeated per recorded frame by collect, frame skip in all). ALE envs skip frames
-    themselves (`frameskip`: the emulator repeats the action; v5's own is 4); any other env repeats the
-    action `frame_skip` times (default 1)."""
-    import gymnasium
-
+    """(env, steps repeated per recorded frame by collect, frame skip in all): `gym_env.make_env`'s env,
+    whose ALE games skip frames themselves (v5's own 4) and every other env repeats the action."""
     if frame_skip is not None and (not isinstance(frame_skip, int) or frame_skip < 1):
         raise UserError(f"--frame-skip must be an int >= 1, got {frame_skip!r}")
-    if env_id.startswith("ALE/"):
-        try:  # the Atari games register themselves on import: an optional extra
-            import ale_py
-
-            gymnasium.register_envs(ale_py)
-        except ImportError:
-            raise UserError(f'--env {env_id}: Atari envs need ale-py; pip install -e ".[atari]"') from None
-    try:
-        spec = gymnasium.spec(env_id)
-        ale = "ale_py" in str(spec.entry_point)
-        env = gymnasium.make(env_id, render_mode="rgb_array", **env_kwargs(ale, frame_skip))
-    except gymnasium.error.Error as e:
-        raise UserError(f"--env {env_id}: {e}") from None
-    if ale:
-        return env, 1, int(env.spec.kwargs.get("frameskip", 1)) if env.spec else 1
-    return env, frame_skip or 1, frame_skip or 1
+    made = make_env(env_id, frameskip=frame_skip, where=f"--env {env_id}")
+    return made.env, made.repeats, made.frameskip
 
 
 def env_kwargs(ale: bool, frame_skip: int | None) -> dict:
@@ -72,19 +36,6 @@ def env_kwargs(ale: bool, frame_skip: int | None) -> dict:
     if not ale:
         return {}
     return {"repeat_action_probability": 0.0, **({} if frame_skip is None else {"frameskip": frame_skip})}
-
-
-def action_meanings(env: object) -> list[str] | None:
-    """Atari-style names of the Discrete actions (`get_action_meanings()`), None where the env has none."""
-    get = getattr(getattr(env, "unwrapped", env), "get_action_meanings", None)
-    return list(get()) if callable(get) else None
-
-
-def _frame(env: object, obs: object, env_id: str) -> np.ndarray:
-    """The env's picture: an RGB observation itself (Atari: no second render), else render()."""
-    if isinstance(obs, np.ndarray) and obs.ndim == 3 and obs.shape[2] == 3 and obs.dtype == np.uint8:
-        return obs
-    return _render(env, env_id)
 
 
 def _part_seed(seed: int, worker: int) -> int:
@@ -120,7 +71,7 @@ def _collect_part(task: dict) -> dict:
         policy.start()
         episode = worker << 40  # ids unique over the workers
         lives = info.get("lives")
-        pending = (_resize(_frame(env, obs, env_id), size), np.zeros(len(names), bool), True)
+        pending = (env_frame(env, obs, size, f"--env {env_id}"), np.zeros(len(names), bool), True)
         for _ in range(task["clips"]):
             clip_f = np.empty((frames, size, size, 3), np.uint8)
             clip_k = np.empty((frames, len(names)), bool)
@@ -144,7 +95,7 @@ def _collect_part(task: dict) -> dict:
                 elif info.get("lives") is not None and lives is not None and info["lives"] < lives:
                     policy.start()  # a lost life: FIRE relaunches
                 lives = info.get("lives")
-                pending = (_resize(_frame(env, obs, env_id), size), keys, reset)
+                pending = (env_frame(env, obs, size, f"--env {env_id}"), keys, reset)
             writer.add(clip_f[None], clip_k[None], clip_e[None], clip_r[None])
             if _tick is not None:
                 _tick()
@@ -182,12 +133,12 @@ def collect_env(
     try:
         from gymnasium import spaces
 
-        names = key_names_for(env.action_space, env_id, action_meanings(env))
+        names = list(key_names(env, f"--env {env_id}"))
         discrete = isinstance(env.action_space, spaces.Discrete)
         ale = "ale_py" in str(getattr(env.spec, "entry_point", ""))
         fps = ATARI_HZ if ale else env.metadata.get("render_fps")
         obs, _ = env.reset(seed=seed)
-        _frame(env, obs, env_id)  # a wrong render fails here, before any worker starts
+        env_frame(env, obs, size, f"--env {env_id}")  # a wrong render fails here, before any worker starts
     finally:
         env.close()
     workers = min(workers, clips)
@@ -229,7 +180,3 @@ def _run_parts(tasks: list[dict], clips: int, desc: str, progress: bool) -> list
                 bar.update(counter.value - bar.n)
             bar.update(counter.value - bar.n)
             return result.get()
-
-
-def _render(env: object, env_id: str) -> np.ndarray:
-    return render_rgb(env, f"--env {env_id}")
