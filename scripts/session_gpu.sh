@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One lent GPU machine's session of training, started in one call and gathered in one call:
+#
+#   OUT=/tmp/o scripts/session_gpu.sh start    # the background runs below (wheels in .whl installed first)
+#   OUT=/tmp/o scripts/session_gpu.sh status   # one line per run
+#   OUT=/tmp/o scripts/session_gpu.sh bundle   # exports + compact states + one JSON of every log: <= 8 files
+#
+# Runs: the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr when a
+# compact state was carried there), streamed self-forcing of the 1-step tiny student at context noise 0.1
+# (from $SF_TEACHER, default the shipped tiny), and an own game's pipeline (own_game_gpu.sh, $ENV).
+# A lent machine goes back when no call is in flight for ~30 s: poll with calls that sleep, back to back.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:?set OUT to a folder for what comes back}
+RUN=${RUN:-/tmp/wsrun}
+mkdir -p "$OUT" "$RUN"
+export PYTHONUNBUFFERED=1 RUN
+if [ -d .whl ] && [ -z "${PYTHONPATH:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+
+case "${1:-}" in
+  start)
+    OUT=$OUT MIN=${TEACHER_MIN:-20} scripts/teacher_gpu.sh recipe
+    OUT=$OUT ENV=${ENV:-ALE/Breakout-v5} NAME=${NAME:-breakout} AE_MIN=${AE_MIN:-3} TEACHER_MIN=${GAME_MIN:-15} \
+      scripts/own_game_gpu.sh all
+    setsid nohup python3 -m worldsim train self-forcing --teacher "${SF_TEACHER:-tiny}" --device cuda \
+      --out "$RUN/sf" --minutes "${SF_MIN:-18}" --steps 100000 --batch 16 --steps-per-frame 1 --context-noise 0.1 \
+      --ckpt-every 200 --no-progress > "$RUN/sf.log" 2>&1 < /dev/null &
+    echo "started sf (pid $!)" | tee -a "$OUT/start.log"
+    ;;
+  status)
+    for f in "$RUN"/tinyr.log "$RUN"/sf.log "$RUN"/${NAME:-breakout}/summary.log; do
+      echo "== $f: $(grep -h "INFO\|^\[" "$f" 2>/dev/null | tail -n 1 | cut -c1-200)"
+    done
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+    ;;
+  bundle)
+    name=${NAME:-breakout}
+    [ -f "$RUN/tinyr/teacher.pt" ] && python3 -m worldsim train export "$RUN/tinyr/teacher.pt" \
+      "$RUN/export/tinyr.safetensors" --int8 > "$RUN/export-tinyr.log" 2>&1 && cp "$RUN/export/tinyr.safetensors" "$OUT/"
+    cp "$RUN"/tinyr/teacher.state*.safetensors "$OUT/" 2>/dev/null
+    [ -f "$RUN/sf/self_forcing.pt" ] && python3 -c "import sys; from worldsim.train.sf_state import export_student; \
+export_student(sys.argv[1], sys.argv[2])" "$RUN/sf/self_forcing.pt" "$OUT/sf-stream.safetensors" > "$RUN/export-sf.log" 2>&1
+    cp "$RUN/$name/export/$name.safetensors" "$OUT/" 2>/dev/null
+    python3 scripts/pack_texts.py "$OUT/texts.json" "$RUN"/*.log "$RUN"/*/metrics.jsonl "$RUN"/*/summary.log \
+      "$RUN"/*/eval.json "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json
+    ls -la "$OUT"
+    ;;
+  *)
+    sed -n 2,11p "$0"; exit 2 ;;
+esac
