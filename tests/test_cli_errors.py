@@ -102,3 +102,14 @@ def test_load_state_hint_follows_the_flag(tmp_path):
 def test_eval_names_its_flags_not_the_config_fields(capsys, flag, value):
     line = _fails(capsys, ["eval", "--quick", "--device", "cpu", flag, value], f"{flag} must be >=", value)
     assert "EvalConfig" not in line
+
+
+def test_context_noise_flag_is_for_the_neural_world_and_checked(capsys):
+    from worldsim.cli import main
+
+    assert main(["play", "--world", "game", "--headless", "--frames", "2", "--context-noise", "0.1"]) == 2
+    assert "--context-noise is for the neural world" in capsys.readouterr().err
+    assert main(["play", "--checkpoint", "tiny-student", "--headless", "--frames", "2", "--device", "cpu",
+                 "--context-noise", "1.5"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "context_noise must be in [0, 1)" in err and len(err.splitlines()) == 1

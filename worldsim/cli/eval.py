@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--steps", type=int, default=None, help="sampling steps per frame (default: the checkpoint's)"
     )
+    p.add_argument("--context-noise", type=float, default=None, metavar="T",
+                   help="neural world: the noise level finished frames enter the cache at, instead of the checkpoint's (0.1: standing still the view keeps its brightness, walking it moves less; docs/experiments/context_noise_h200)")  # fmt: skip
     p.add_argument(
         "--weights",
         choices=("fp", "int8", "fp8"),
@@ -205,6 +207,7 @@ def _neural_world(args: argparse.Namespace, batch_size: int):
     neural = make_world(
         "neural", checkpoint=args.checkpoint, weights=args.weights, device=device,
         batch_size=batch_size, steps=args.steps, dtype=dtype,
+        **({} if args.context_noise is None else {"context_noise": args.context_noise}),
     )  # fmt: skip
     name = neural.describe().get("checkpoint") or (
         Path(args.checkpoint).stem if args.checkpoint else "default"
@@ -219,6 +222,7 @@ def _write(result: dict, args: argparse.Namespace, out, dtype):
     from worldsim.train.common import write_json
 
     result["weights"] = args.weights
+    result["context_noise"] = args.context_noise  # the cache-write level asked for; None: the checkpoint's
     result["dtype"] = str(dtype).removeprefix("torch.")
     json_path = Path(args.json) if args.json else Path(out) / "eval.json"
     write_json(result, json_path)

@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--size", type=int, default=64, help="frame size in pixels for the game and gym worlds (default 64)"
     )
+    p.add_argument("--context-noise", type=float, default=None, metavar="T",
+                   help="neural world: the noise level finished frames enter the cache at, instead of the checkpoint's (0.1: standing still the view keeps its brightness, walking it moves less; docs/experiments/context_noise_h200)")  # fmt: skip
     p.add_argument(
         "--scale", type=int, default=None, help="integer window scale (default: the largest that fits)"
     )
@@ -256,7 +258,12 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
         return ClientSource(args.connect, args.fps or DEFAULT_FPS), None
     device = _default_device(args, kind)
     threads = torch_threads(args, device)
-    make = world_factory(kind, checkpoint=checkpoint, size=args.size, device=device)
+    extra = {}
+    if args.context_noise is not None:
+        if kind != "neural":
+            raise UserError(f"--context-noise is for the neural world; --world {kind} has no KV cache")
+        extra["context_noise"] = args.context_noise
+    make = world_factory(kind, checkpoint=checkpoint, size=args.size, device=device, **extra)
     if args.server:
         from worldsim.serve import Server  # zmq (heavy, optional): only for the networked path
 
