@@ -6,8 +6,9 @@
 #   OUT=/tmp/o NAME=breakout scripts/own_game_gpu.sh collect-results              # checkpoint + logs
 #
 # Stage budgets in minutes: AE_MIN (autoencoder), TEACHER_MIN; the dataset: CLIPS x FRAMES frames at
-# SIZE, WORKERS processes. Everything lives in $RUN/$NAME (outside the checkout); every stage tees its
-# summary into $RUN/$NAME/summary.log, which `status` and `collect-results` copy into $OUT.
+# SIZE, WORKERS processes; LATENT, the autoencoder's latent channels (default the preset's). Everything
+# lives in $RUN/$NAME (outside the checkout); every stage tees its summary into $RUN/$NAME/summary.log,
+# which `status` and `collect-results` copy into $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to a folder for what comes back}
@@ -22,6 +23,7 @@ WORKERS=${WORKERS:-14}
 PRESET=${PRESET:-small}
 AE_MIN=${AE_MIN:-4}
 TEACHER_MIN=${TEACHER_MIN:-12}
+LATENT=${LATENT:-}
 mkdir -p "$OUT" "$DIR"
 export PYTHONUNBUFFERED=1
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$DIR/summary.log"; }
@@ -32,8 +34,9 @@ pipeline() {
   python3 -m worldsim collect --env "$ENV" --out "$DIR/data" --clips "$CLIPS" --frames "$FRAMES" \
     --size "$SIZE" --workers "$WORKERS" > "$DIR/collect.log" 2>&1 || { log "collect failed"; tail -n 5 "$DIR/collect.log" | tee -a "$DIR/summary.log"; return 1; }
   tail -n 2 "$DIR/collect.log" | tee -a "$DIR/summary.log"
-  log "autoencoder ($AE_MIN min)"
+  log "autoencoder ($AE_MIN min${LATENT:+, $LATENT latent channels})"
   python3 -m worldsim train autoencoder --preset "$PRESET" --data "$DIR/data" --device cuda --out "$DIR/ae" \
+    ${LATENT:+--latent-channels $LATENT} \
     --steps 100000 --minutes "$AE_MIN" --batch 64 --no-progress > "$DIR/ae.log" 2>&1 || { log "autoencoder failed"; tail -n 5 "$DIR/ae.log" | tee -a "$DIR/summary.log"; return 1; }
   grep -i "psnr" "$DIR/ae.log" | tail -n 2 | tee -a "$DIR/summary.log"
   log "teacher ($TEACHER_MIN min)"
@@ -55,7 +58,7 @@ pipeline() {
 case "${1:-}" in
   all)
     setsid nohup bash -c "$(declare -f log pipeline); DIR='$DIR' ENV='$ENV' NAME='$NAME' CLIPS=$CLIPS FRAMES=$FRAMES \
-      SIZE=$SIZE WORKERS=$WORKERS PRESET=$PRESET AE_MIN=$AE_MIN TEACHER_MIN=$TEACHER_MIN \
+      SIZE=$SIZE WORKERS=$WORKERS PRESET=$PRESET LATENT='$LATENT' AE_MIN=$AE_MIN TEACHER_MIN=$TEACHER_MIN \
       TEACHER_FLAGS='${TEACHER_FLAGS:---compile --attention flex}' pipeline" > "$DIR/pipeline.log" 2>&1 < /dev/null &
     echo "started the $NAME pipeline (pid $!) in $DIR" | tee -a "$OUT/$NAME-start.log"
     ;;

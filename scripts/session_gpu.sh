@@ -23,7 +23,8 @@ fi
 case "${1:-}" in
   start)
     OUT=$OUT MIN=${TEACHER_MIN:-20} scripts/teacher_gpu.sh recipe
-    OUT=$OUT ENV=${ENV:-ALE/Breakout-v5} NAME=${NAME:-breakout} AE_MIN=${AE_MIN:-3} TEACHER_MIN=${GAME_MIN:-15} \
+    OUT=$OUT ENV=${ENV:-ALE/Breakout-v5} NAME=${NAME:-breakout} AE_MIN=${AE_MIN:-5} TEACHER_MIN=${GAME_MIN:-11} \
+      LATENT=${LATENT-32} \
       scripts/own_game_gpu.sh all
     setsid nohup python3 -m worldsim train self-forcing --teacher "${SF_TEACHER:-tiny}" --device cuda \
       --out "$RUN/sf" --minutes "${SF_MIN:-18}" --steps 100000 --batch 16 --steps-per-frame 1 --context-noise 0.1 \
@@ -44,8 +45,9 @@ case "${1:-}" in
     [ -f "$RUN/sf/self_forcing.pt" ] && python3 -c "import sys; from worldsim.train.sf_state import export_student; \
 export_student(sys.argv[1], sys.argv[2])" "$RUN/sf/self_forcing.pt" "$OUT/sf-stream.safetensors" > "$RUN/export-sf.log" 2>&1
     cp "$RUN/$name/export/$name.safetensors" "$OUT/" 2>/dev/null
+    for f in "$RUN/$name"/teacher/teacher.state*.safetensors; do [ -f "$f" ] && cp "$f" "$OUT/$name.${f##*/teacher.}"; done
     python3 scripts/pack_texts.py "$OUT/texts.json" "$RUN"/*.log "$RUN"/*/metrics.jsonl "$RUN"/*/summary.log \
-      "$RUN"/*/eval.json "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json
+      "$RUN"/*/eval.json "$RUN"/*/*.log "$RUN"/*/*/metrics.jsonl "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json
     ls -la "$OUT"
     ;;
   *)

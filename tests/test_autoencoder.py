@@ -66,6 +66,8 @@ def test_autoencoder_trains_resumes_and_refuses_to_overwrite(tmp_path):
 
     with pytest.raises(UserError, match="--resume"):
         ae_train.train(_args(tmp_path, steps=27, batch=4))
+    with pytest.raises(UserError, match="--latent-channels 8: only a new run"):
+        ae_train.train(_args(tmp_path, steps=27, batch=4, heldout=16, resume=True, latent_channels=8))
     ae_train.train(_args(tmp_path, steps=27, batch=4, heldout=16, resume=True))
     resumed = torch.load(tmp_path / "autoencoder.pt", weights_only=True)
     assert (

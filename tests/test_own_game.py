@@ -12,7 +12,7 @@ from worldsim.cli import main
 TRAIN = ["--preset", "test", "--device", "cpu", "--no-progress", "--steps", "3", "--batch", "2"]
 
 
-def _pipeline(tmp_path, env: str, size: int) -> tuple[dict, object, str]:
+def _pipeline(tmp_path, env: str, size: int, ae_flags=()) -> tuple[dict, object, str]:
     data, ae, run, ckpt = (
         tmp_path / "data",
         tmp_path / "ae",
@@ -22,7 +22,8 @@ def _pipeline(tmp_path, env: str, size: int) -> tuple[dict, object, str]:
     assert main(["collect", "--env", env, "--out", str(data), "--clips", "20", "--frames", "16",
                  "--size", str(size), "--seed", "3"]) == 0  # fmt: skip
     assert (
-        main(["train", "autoencoder", *TRAIN, "--data", str(data), "--heldout", "4", "--out", str(ae)]) == 0
+        main(["train", "autoencoder", *TRAIN, *ae_flags, "--data", str(data), "--heldout", "4", "--out", str(ae)])
+        == 0
     )
     assert main(["train", "teacher", *TRAIN, "--data", str(data), "--autoencoder", str(ae / "autoencoder.pt"),
                  "--store-trajectories", "3", "--refresh-every", "0", "--out", str(run)]) == 0  # fmt: skip
@@ -57,5 +58,7 @@ def test_cartpole_collect_train_eval_play(tmp_path, capsys):
 
 def test_breakout_collect_train_eval_play(tmp_path, capsys):
     pytest.importorskip("ale_py")
-    result, ckpt, path = _pipeline(tmp_path, "ALE/Breakout-v5", 32)
+    # a wider latent than the preset's (the ball is a pixel): the teacher, export and play follow it
+    result, ckpt, path = _pipeline(tmp_path, "ALE/Breakout-v5", 32, ae_flags=("--latent-channels", "8"))
+    assert ckpt.config.autoencoder.latent_channels == 8
     _check(result, ckpt, path, "ALE/Breakout-v5", ("NOOP", "FIRE", "RIGHT", "LEFT"), capsys)

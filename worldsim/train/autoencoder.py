@@ -144,6 +144,16 @@ def _train(args, dist_info, device, out: Path) -> dict:
         cfg, init_state, init_metrics = _load_init(args.init)
     else:
         cfg = autoencoder_config(args.preset)
+    channels = getattr(args, "latent_channels", None)
+    if channels is not None:
+        if (state is not None or args.init) and channels != cfg.latent_channels:
+            raise UserError(
+                f"--latent-channels {channels}: only a new run picks its latent channels; this one "
+                f"{'resumes' if state is not None else 'starts from --init'} with {cfg.latent_channels}"
+            )
+        if not 1 <= channels <= 256:
+            raise UserError(f"--latent-channels must be in [1, 256], got {channels}")
+        cfg = dataclasses.replace(cfg, latent_channels=channels)
     ds = datasets.open_data(getattr(args, "data", None))
     if ds is not None and state is None and not args.init:  # the dataset's frames set the size
         try:

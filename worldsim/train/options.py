@@ -58,6 +58,9 @@ def add_autoencoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this autoencoder: a shipped checkpoint (name or .safetensors, 8-bit or "
                         "float) or an autoencoder.pt")  # fmt: skip
+    p.add_argument("--latent-channels", type=int, default=None, metavar="C",
+                   help="channels of the latent grid (default: the preset's, 16 for tiny); more keeps small "
+                        "details such as an Atari ball, at a larger latent store; a new run only")  # fmt: skip
 
 
 def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
