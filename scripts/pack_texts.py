@@ -15,5 +15,7 @@ if sys.argv[1] == "--unpack":
         (out / name).write_text(text)
 else:
     files = [Path(f) for f in sys.argv[2:] if Path(f).is_file() and Path(f).stat().st_size < 4 << 20]
-    Path(sys.argv[1]).write_text(json.dumps({f"{f.parent.name}__{f.name}": f.read_text(errors="replace") for f in files}))
+    Path(sys.argv[1]).write_text(
+        json.dumps({f"{f.parent.name}__{f.name}": f.read_text(errors="replace") for f in files})
+    )
     print(f"packed {len(files)} files into {sys.argv[1]}")

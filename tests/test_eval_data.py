@@ -15,7 +15,13 @@ from worldsim.data.collect import collect_game
 from worldsim.evaluation.dataset_idm import train_dataset_idm
 from worldsim.evaluation.dataset_runner import DataEvalConfig, evaluate_dataset, world_batch
 from worldsim.evaluation.idm import accuracy, chance_accuracy
-from worldsim.evaluation.recorded import RESETS_FROM_KEYS, RESETS_FROM_READER, RESETS_NONE, episode_resets, is_one_hot
+from worldsim.evaluation.recorded import (
+    RESETS_FROM_KEYS,
+    RESETS_FROM_READER,
+    RESETS_NONE,
+    episode_resets,
+    is_one_hot,
+)
 from worldsim.world import World
 
 CONTEXT = 4
@@ -87,7 +93,9 @@ def test_eval_data_on_the_game_dataset_end_to_end(game_data, game_checkpoint, tm
     assert (out / "psnr_vs_horizon.png").stat().st_size > 1000
     printed = capsys.readouterr().out
     assert (
-        "copy-last PSNR" in printed and "episode resets: the dataset's episode-reset record" in printed and "horizon 32 dropped" in printed
+        "copy-last PSNR" in printed
+        and "episode resets: the dataset's episode-reset record" in printed
+        and "horizon 32 dropped" in printed
     )
 
 

@@ -21,10 +21,8 @@ def _pipeline(tmp_path, env: str, size: int, ae_flags=()) -> tuple[dict, object,
     )
     assert main(["collect", "--env", env, "--out", str(data), "--clips", "20", "--frames", "16",
                  "--size", str(size), "--seed", "3"]) == 0  # fmt: skip
-    assert (
-        main(["train", "autoencoder", *TRAIN, *ae_flags, "--data", str(data), "--heldout", "4", "--out", str(ae)])
-        == 0
-    )
+    assert main(["train", "autoencoder", *TRAIN, *ae_flags, "--data", str(data), "--heldout", "4",
+                 "--out", str(ae)]) == 0  # fmt: skip
     assert main(["train", "teacher", *TRAIN, "--data", str(data), "--autoencoder", str(ae / "autoencoder.pt"),
                  "--store-trajectories", "3", "--refresh-every", "0", "--out", str(run)]) == 0  # fmt: skip
     assert main(["train", "export", str(run / "teacher.pt"), str(ckpt), "--int8"]) == 0

@@ -119,6 +119,32 @@ def test_idle_fraction_holds_and_idle_rollouts_hold_still():
     assert abs(frac - 0.15) < 0.04, frac  # 1,280 rollouts: sd 0.010, so 4 sd
 
 
+def test_regression_horizon_weighs_moving_rows_by_depth_and_idle_rows_fully():
+    """exp(-d / H) per frame of a moving rollout, 1 for an idle one; H = 0 is the plain MSE."""
+    from worldsim.train.streaming import Chunk
+
+    B, F = 3, 4
+    x0 = torch.zeros(B, F, 2, 1, 1)
+    true_z = torch.ones(B, F, 2, 1, 1)  # every frame's MSE is 1
+    true_z[1] = 2.0  # row 1: MSE 4
+    depth, idle = torch.tensor([0, 8, 8]), torch.tensor([False, False, True])
+    c = Chunk(
+        x0,
+        torch.zeros(B, 1, 6, dtype=torch.bool),
+        torch.zeros(B, F, 6, dtype=torch.bool),
+        x0,
+        true_z,
+        depth,
+        idle,
+    )
+    d = torch.arange(F, dtype=torch.float32)
+    want = (torch.exp(-d / 8).sum() + 4 * torch.exp(-(8 + d) / 8).sum() + 4.0) / (B * F)
+    assert torch.allclose(c.regression(8.0), want)
+    assert torch.allclose(c.regression(0.0), torch.tensor((4 + 16 + 4) / 12.0))
+    # the rows a critic or generator split selects keep their idle flags
+    assert torch.equal(c.select(torch.tensor([2, 0])).idle, torch.tensor([True, False]))
+
+
 @pytest.mark.parametrize("merged", [True, False])
 def test_streamed_rollouts_give_critic_fakes_and_generator_frames(merged):
     """Both ways of streaming the two kinds of rows (merged: the GPU's default) give B x critic-steps
@@ -159,10 +185,22 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
     from worldsim.neural import NeuralWorld
 
     out, student = tmp_path / "sf", tmp_path / "student.safetensors"
-    argv = ["--rollout-frames", "32", "--steps", "3", "--context-noise", "0.2", "--export", str(student)]
+    argv = [
+        "--rollout-frames",
+        "32",
+        "--steps",
+        "3",
+        "--context-noise",
+        "0.2",
+        "--regression-horizon",
+        "16",
+        "--export",
+        str(student),
+    ]
     assert _cli(teacher_ckpt, out, *argv) == 0
     m = json.loads((out / "self_forcing.json").read_text())
     assert m["streamed"] and m["rollout_frames"] == 32 and m["chunk"] == 2 and m["regression_weight"] == 1.0
+    assert m["regression_horizon"] == 16
     assert m["mean_rollout_depth"] == 2.0  # depths 0, 2, 4 of the three chunks
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["rollout_depth"] for r in rows] == [0.0]  # step 1 (rows every 5 steps)
@@ -185,6 +223,8 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
         (["--rollout-frames", "30", "--chunk", "4"], "--chunk 4"),
         (["--rollout-frames", "32", "--idle-fraction", "1.5"], "--idle-fraction"),
         (["--rollout-frames", "0", "--chunk", "2"], "--chunk 2 shapes streamed rollouts"),
+        (["--rollout-frames", "0", "--regression-horizon", "8"], "--regression-horizon 8.0"),
+        (["--rollout-frames", "32", "--regression-horizon", "-1"], "--regression-horizon -1.0"),
     ],
 )
 def test_streaming_flags_refused(teacher_ckpt, tmp_path, flags, match):  # noqa: F811

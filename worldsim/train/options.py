@@ -175,6 +175,11 @@ def add_self_forcing_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regression-weight", type=float, default=None,
                    help="weight of the MSE to the true latents on the same keys (the game's, or --data's "
                         "recorded frames); default 1.0 when streaming, else 0 (off)")  # fmt: skip
+    p.add_argument("--regression-horizon", type=float, default=0.0, metavar="H",
+                   help="streaming: weigh the regression of a frame generated d frames into a moving rollout by "
+                        "exp(-d / H) (idle rollouts keep weight 1: their truth is the still view at any depth); "
+                        "deep into a rollout the student's view has drifted from the true one and the MSE "
+                        "pulls it to a blurred mean; 0 (default): weight 1 at every depth")  # fmt: skip
     p.add_argument("--guidance", type=float, default=1.0, help="key guidance of the teacher score")
     p.add_argument("--t-min", type=float, default=0.02, help="lowest DMD / critic noise level")
     p.add_argument("--t-max", type=float, default=0.98, help="highest DMD / critic noise level")

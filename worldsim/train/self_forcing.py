@@ -92,6 +92,11 @@ def _settings(
         args.frames = args.frames or default_frames(cfg)
     if args.regression_weight is None:
         args.regression_weight = 1.0 if R else 0.0
+    if args.regression_horizon < 0 or (args.regression_horizon and not R):
+        raise UserError(
+            f"--regression-horizon {args.regression_horizon}: a frame count > 0 that weighs streamed rollouts' "
+            f"regression by depth (0: off); it needs streaming (--rollout-frames N)"
+        )
     if args.context_noise is None:
         args.context_noise = cfg.context_noise
     if not 0.0 <= args.context_noise < 1.0:
@@ -197,7 +202,7 @@ def train(args: argparse.Namespace) -> dict:
                 t = sample_levels(gen.keys.shape[:2], args.t_min, args.t_max, device)
                 ld, figs = dmd_loss(gen.x0, gen.ctx_z, gen.ctx_keys, gen.keys, teacher, critic, t,
                                     context_noise=cfg.context_noise, guidance=args.guidance)  # fmt: skip
-                lr_ = (gen.x0.float() - gen.true_z.float()).pow(2).mean()
+                lr_ = gen.regression(args.regression_horizon)
                 loss = ld + args.regression_weight * lr_ if args.regression_weight else ld
             depth = gen.depth.float().mean().item()  # host counters: no device sync
             depth_sum += depth
@@ -259,6 +264,7 @@ def train(args: argparse.Namespace) -> dict:
         "lr": args.lr,
         "critic_lr": args.critic_lr,
         "regression_weight": args.regression_weight,
+        "regression_horizon": args.regression_horizon,
         "guidance": args.guidance,
         "final": last,
         "train_seconds_this_run": round(seconds, 1),

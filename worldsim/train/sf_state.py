@@ -23,7 +23,7 @@ STATE_FILE = "self_forcing.pt"
 HPARAMS = (
     "context", "critic_steps", "critic_lr", "lr", "batch", "frames", "context_frames", "steps_per_frame",
     "regression_weight", "guidance", "t_min", "t_max", "context_max", "ema_decay", "grad_clip", "seed",
-    "rollout_frames", "chunk", "idle_fraction", "context_noise", "data", "source",
+    "rollout_frames", "chunk", "idle_fraction", "context_noise", "data", "source", "regression_horizon",
 )  # fmt: skip
 
 
@@ -133,7 +133,13 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
         f"({'self-forcing: its own KV-cached rollouts' if sf.get('context') == 'self' else 'baseline: true history'}),",
         f"{sf.get('steps_per_frame')} steps per frame; DMD with the teacher as real score and a critic "
         f"({sf.get('critic_steps_per_generator_step')} critic steps per generator step),",
-        f"regression weight {sf.get('regression_weight')}; {sf.get('generator_steps')} generator steps, batch "
+        f"regression weight {sf.get('regression_weight')}"
+        + (
+            f" decaying as exp(-depth / {sf['regression_horizon']:g}) in moving rollouts"
+            if sf.get("regression_horizon")
+            else ""
+        )
+        + f"; {sf.get('generator_steps')} generator steps, batch "
         f"{sf.get('batch')}, {sf.get('context_frames')} context + {sf.get('rollout_frames')} rollout frames"
         + (
             f" (streamed in chunks of {sf.get('chunk')}, {sf.get('idle_fraction')} of them idle)"

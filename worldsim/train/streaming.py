@@ -45,13 +45,30 @@ class Chunk:
     x0: torch.Tensor  # [B,F,C,h,w] the generated chunk (gradient through its exit passes when asked)
     true_z: torch.Tensor  # [B,F,C,h,w] the true latents on the same keys
     depth: torch.Tensor  # [B] frames each row had generated before this chunk (host)
+    idle: torch.Tensor | None = None  # [B] bool (host): the row's rollout holds no key (None: no row)
 
     def select(self, rows: torch.Tensor, *, detach: bool = False) -> Chunk:
         """The chunk of some rows (long, on the chunk's device); `detach`: their frames without gradient."""
         x0 = self.x0.index_select(0, rows)
         pick = (self.ctx_z, self.ctx_keys, self.keys)
+        idle = None if self.idle is None else self.idle[rows.cpu()]
         return Chunk(*(t.index_select(0, rows) for t in pick), x0.detach() if detach else x0,
-                     self.true_z.index_select(0, rows), self.depth[rows.cpu()])  # fmt: skip
+                     self.true_z.index_select(0, rows), self.depth[rows.cpu()], idle)  # fmt: skip
+
+    def regression(self, horizon: float = 0.0) -> torch.Tensor:
+        """MSE of the chunk's frames to the true latents. `horizon` H > 0 weighs a frame generated d frames
+        into a moving rollout by exp(-d / H): deep in a rollout the student's view has drifted from the
+        true one, and the MSE to it pulls the frame to a blurred mean of the two. Idle rows keep weight 1
+        (the truth is the still view at any depth). The mean over all frames: a smaller weight is less loss."""
+        err = (self.x0.float() - self.true_z.float()).pow(2).flatten(2).mean(-1)  # [B,F]
+        if horizon <= 0:
+            return err.mean()
+        B, F = err.shape
+        d = self.depth.to(torch.float32)[:, None] + torch.arange(F, dtype=torch.float32)  # [B,F] host
+        w = torch.exp(-d / horizon)
+        if self.idle is not None:
+            w = torch.where(self.idle[:, None], torch.ones_like(w), w)
+        return (err * w.to(err.device)).mean()
 
 
 def history_frames(cfg: ModelConfig, context_frames: int) -> int:
@@ -178,7 +195,15 @@ class Streams:
             noise = torch.randn(true_z.shape, device=self.device)
         x0 = continue_rollout(dit, self.cache, keys, noise, schedule, context_noise=self.context_noise,
                               exit_steps=exit_steps, grad=grad)  # fmt: skip
-        chunk = Chunk(self.hist_z.clone(), self.hist_keys.clone(), keys, x0, true_z, self.depth.clone())
+        chunk = Chunk(
+            self.hist_z.clone(),
+            self.hist_keys.clone(),
+            keys,
+            x0,
+            true_z,
+            self.depth.clone(),
+            self.idle.clone(),
+        )
         self.hist_z = torch.cat([self.hist_z, x0.detach().float()], 1)[:, -self.Hc :]
         self.hist_keys = torch.cat([self.hist_keys, keys], 1)[:, -self.Hc :]
         self.depth += F
