@@ -12,7 +12,7 @@ from worldsim.cli import main
 TRAIN = ["--preset", "test", "--device", "cpu", "--no-progress", "--steps", "3", "--batch", "2"]
 
 
-def _pipeline(tmp_path, env: str, size: int, ae_flags=()) -> tuple[dict, object, str]:
+def _pipeline(tmp_path, env: str, size: int, ae_flags=(), teacher_flags=()) -> tuple[dict, object, str]:
     data, ae, run, ckpt = (
         tmp_path / "data",
         tmp_path / "ae",
@@ -23,8 +23,9 @@ def _pipeline(tmp_path, env: str, size: int, ae_flags=()) -> tuple[dict, object,
                  "--size", str(size), "--seed", "3"]) == 0  # fmt: skip
     assert main(["train", "autoencoder", *TRAIN, *ae_flags, "--data", str(data), "--heldout", "4",
                  "--out", str(ae)]) == 0  # fmt: skip
-    assert main(["train", "teacher", *TRAIN, "--data", str(data), "--autoencoder", str(ae / "autoencoder.pt"),
-                 "--store-trajectories", "3", "--refresh-every", "0", "--out", str(run)]) == 0  # fmt: skip
+    assert main(["train", "teacher", *TRAIN, *teacher_flags, "--data", str(data), "--autoencoder",
+                 str(ae / "autoencoder.pt"), "--store-trajectories", "3", "--refresh-every", "0",
+                 "--out", str(run)]) == 0  # fmt: skip
     assert main(["train", "export", str(run / "teacher.pt"), str(ckpt), "--int8"]) == 0
     out = tmp_path / "eval.json"
     assert main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--device", "cpu", "--horizons", "1",
@@ -56,7 +57,11 @@ def test_cartpole_collect_train_eval_play(tmp_path, capsys):
 
 def test_breakout_collect_train_eval_play(tmp_path, capsys):
     pytest.importorskip("ale_py")
-    # a wider latent than the preset's (the ball is a pixel): the teacher, export and play follow it
-    result, ckpt, path = _pipeline(tmp_path, "ALE/Breakout-v5", 32, ae_flags=("--latent-channels", "8"))
+    # the recipe for a game where little moves (the ball is a pixel): a wider latent, half of the
+    # autoencoder's and the teacher's loss on what moves; the teacher, export and play follow it
+    result, ckpt, path = _pipeline(tmp_path, "ALE/Breakout-v5", 32,
+                                   ae_flags=("--latent-channels", "8", "--motion-share", "0.5"),
+                                   teacher_flags=("--motion-share", "0.5"))  # fmt: skip
     assert ckpt.config.autoencoder.latent_channels == 8
+    assert ckpt.metrics["autoencoder"]["motion_share"] == 0.5
     _check(result, ckpt, path, "ALE/Breakout-v5", ("NOOP", "FIRE", "RIGHT", "LEFT"), capsys)

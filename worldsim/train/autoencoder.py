@@ -7,6 +7,7 @@ import argparse
 import copy
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -49,10 +50,30 @@ def load_autoencoder(
     return ae.to(device).eval()
 
 
-def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 + MSE + an L1 on image gradients (keeps wall edges and texture lines sharp)."""
-    l1 = (x_hat - x).abs().mean()
-    mse = (x_hat - x).pow(2).mean()
+def moving_pixels(x: torch.Tensor, frames: int, threshold: float = 0.05) -> torch.Tensor:
+    """Where a frame changed from the frame before or to the frame after: frames `x [N*frames,3,H,W]` in
+    [-1,1], `frames` consecutive per clip -> bool `[N*frames,1,H,W]`, a change of more than `threshold`
+    (of the [-1,1] range) in any channel: an object where it was and where it went."""
+    n = x.shape[0] // frames
+    c = x[: n * frames].unflatten(0, (n, frames))  # [N,F,3,H,W]
+    d = (c[:, 1:] - c[:, :-1]).abs().amax(2, keepdim=True) > threshold  # [N,F-1,1,H,W]
+    m = torch.cat([d[:, :1], d], 1) | torch.cat([d, d[:, -1:]], 1)  # frame t: pairs (t-1, t) and (t, t+1)
+    return m.flatten(0, 1)
+
+
+def reconstruction_loss(
+    x_hat: torch.Tensor, x: torch.Tensor, moving: torch.Tensor | None = None, share: float = 0.0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 + MSE + an L1 on image gradients (keeps wall edges and texture lines sharp). `moving [N,1,H,W]`
+    bool and `share` (`--motion-share`): the L1 and MSE are (1 - share) x their mean over every pixel plus
+    share x their mean over the moving pixels, however few: a 1-pixel ball is worth as much as the
+    screen it moves on."""
+    e = x_hat - x
+    l1, mse = e.abs().mean(), e.pow(2).mean()
+    if moving is not None and share > 0 and moving.any():
+        m = moving.expand_as(e)
+        l1 = (1 - share) * l1 + share * e.abs()[m].mean()
+        mse = (1 - share) * mse + share * e.pow(2)[m].mean()
 
     def grads(im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return im[..., 1:, :] - im[..., :-1, :], im[..., :, 1:] - im[..., :, :-1]
@@ -61,6 +82,26 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Ten
     edge = (gy - ty).abs().mean() + (gx - tx).abs().mean()
     loss = l1 + mse + 0.5 * edge
     return loss, {"l1": l1.item(), "mse": mse.item(), "edge": edge.item()}
+
+
+@torch.no_grad()
+def heldout_moving_psnr(ae: Autoencoder, x: torch.Tensor, frames: int, batch: int = 64) -> float | None:
+    """PSNR over the held-out pixels that move (`moving_pixels`): what the world model must get right, and
+    what a frame-wide PSNR hides when little of the frame moves (a 1-pixel ball). None: nothing moves."""
+    if frames < 2:
+        return None
+    mask = moving_pixels(x, frames)  # [N,1,H,W]
+    if not mask.any():
+        return None
+    ae.eval()
+    err, count = 0.0, 0
+    for i in range(0, len(mask), batch):
+        xb, mb = x[i : i + batch], mask[i : i + batch].expand(-1, 3, -1, -1)
+        rec = ae.decode_raw(ae.encode_raw(xb)).float().clamp(-1, 1)
+        err += (rec - xb).pow(2)[mb].sum().item()
+        count += int(mb.sum())
+    ae.train()
+    return 10 * math.log10(4.0 / max(err / count, 1e-12))  # peak-to-peak 2 in [-1, 1]
 
 
 @torch.no_grad()
@@ -123,6 +164,8 @@ def train(args: argparse.Namespace) -> dict:
     0's clock.
     """
     common.check_positive(steps=args.steps, batch=args.batch, lr=args.lr, minutes=args.minutes)
+    if not 0.0 <= getattr(args, "motion_share", 0.0) < 1.0:
+        raise UserError(f"--motion-share must be in [0, 1) (0: the plain mean), got {args.motion_share}")
     dist_info, device = distributed.setup_distributed(common.resolve_device(args.device))
     with resume.run_folder(Path(args.out)) as out:
         return _train(args, dist_info, device, out)
@@ -144,16 +187,21 @@ def _train(args, dist_info, device, out: Path) -> dict:
         cfg, init_state, init_metrics = _load_init(args.init)
     else:
         cfg = autoencoder_config(args.preset)
-    channels = getattr(args, "latent_channels", None)
-    if channels is not None:
-        if (state is not None or args.init) and channels != cfg.latent_channels:
+    for flag, field in (("--latent-channels", "latent_channels"), ("--downsample", "downsample")):
+        value = getattr(args, field, None)
+        if value is None or value == getattr(cfg, field):
+            continue
+        if state is not None or args.init:
             raise UserError(
-                f"--latent-channels {channels}: only a new run picks its latent channels; this one "
-                f"{'resumes' if state is not None else 'starts from --init'} with {cfg.latent_channels}"
+                f"{flag} {value}: only a new run picks its {field.replace('_', ' ')}; this one "
+                f"{'resumes' if state is not None else 'starts from --init'} with {getattr(cfg, field)}"
             )
-        if not 1 <= channels <= 256:
-            raise UserError(f"--latent-channels must be in [1, 256], got {channels}")
-        cfg = dataclasses.replace(cfg, latent_channels=channels)
+        if not 1 <= value <= 256:
+            raise UserError(f"{flag} must be in [1, 256], got {value}")
+        try:
+            cfg = dataclasses.replace(cfg, **{field: value})
+        except ValueError as e:
+            raise UserError(f"{flag} {value}: {e}") from None
     ds = datasets.open_data(getattr(args, "data", None))
     if ds is not None and state is None and not args.init:  # the dataset's frames set the size
         try:
@@ -183,14 +231,19 @@ def _train(args, dist_info, device, out: Path) -> dict:
     # Held-out frames come from other seeds than training ever uses, or from the dataset's held-out split
     # (the same on every rank).
     data_seed = distributed.rank_seed(args.seed * 1_000 + step, dist_info)
-    held_batches = datasets.scoring_batches(ds, batch=32, frames=4 if ds is None else min(4, ds.frames),
+    held_frames = 4 if ds is None else min(4, ds.frames)  # consecutive frames per held-out clip
+    held_batches = datasets.scoring_batches(ds, batch=32, frames=held_frames,
                                             size=size, device=device, seed=10_000_019 + args.seed,
                                             flag="--heldout")  # fmt: skip
+    # --motion-share: pairs of consecutive frames (half the clips, the same frames per step), part of the
+    # loss on the pixels that move
+    pair = 2 if args.motion_share > 0 else 1
+    rows = max(1, args.batch // pair)
     if ds is not None:
         side = None if (ds.height, ds.width) == size else size[0]  # resized to the autoencoder's frames
-        data = make_loader(str(ds.path), batch=args.batch, frames=1, size=side, device=device, seed=data_seed)
+        data = make_loader(str(ds.path), batch=rows, frames=pair, size=side, device=device, seed=data_seed)
     else:
-        data = common.game_batches(batch=args.batch, frames=1, size=size, device=device, seed=data_seed)
+        data = common.game_batches(batch=rows, frames=pair, size=size, device=device, seed=data_seed)
     held = collect_frames(held_batches, args.heldout)
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -213,12 +266,13 @@ def _train(args, dist_info, device, out: Path) -> dict:
             budget.done(step), dist_info, device, enabled=sync_budget
         ):
             frames, _ = next(data)
-            x = frames_to_model(frames.flatten(0, 1))  # [B,1,H,W,3] -> [B,3,H,W]
+            x = frames_to_model(frames.flatten(0, 1))  # [B,F,H,W,3] -> [B*F,3,H,W] (F: 1, or 2 in pairs)
+            moving = moving_pixels(x, pair) if pair > 1 else None
             for g in opt.param_groups:
                 g["lr"] = args.lr * common.warmup_cosine(step, args.steps, warmup)
             with amp:
                 x_hat = fwd(x)
-            loss, parts = reconstruction_loss(x_hat.float(), x)
+            loss, parts = reconstruction_loss(x_hat.float(), x, moving, args.motion_share)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
@@ -235,10 +289,13 @@ def _train(args, dist_info, device, out: Path) -> dict:
                 row = {"step": step, "loss": round(loss_all, 5), "lr": opt.param_groups[0]["lr"]}
                 if step % args.log_every == 0:
                     row["heldout_psnr_db"] = round(heldout_psnr(ae, held), 3)  # same weights on every rank
+                    mv = heldout_moving_psnr(ae, held, held_frames)
+                    row["heldout_moving_psnr_db"] = None if mv is None else round(mv, 3)
                     evals.append([step, row["heldout_psnr_db"]])
                     log.info(
-                        "step %d loss %.4f held-out PSNR %.2f dB", step, loss_all, row["heldout_psnr_db"]
-                    )
+                        "step %d loss %.4f held-out PSNR %.2f dB (moving pixels %s dB)", step, loss_all,
+                        row["heldout_psnr_db"], "-" if mv is None else f"{mv:.2f}",
+                    )  # fmt: skip
                 live.write(**row)
             if step % args.ckpt_every == 0 and main_rank:
                 _save(state_path, args, ae, opt, cfg, step, history, evals)
@@ -253,6 +310,7 @@ def _train(args, dist_info, device, out: Path) -> dict:
     ae.eval()
     ae.set_latent_stats(held)
     p = heldout_psnr(ae, held)
+    moving = heldout_moving_psnr(ae, held, held_frames)
     evals.append([step, p])
     metrics = {
         "preset": init_metrics.get("preset", args.preset) if args.init else args.preset,
@@ -267,6 +325,8 @@ def _train(args, dist_info, device, out: Path) -> dict:
         "device": str(device),
         "heldout_frames": len(held),
         "heldout_psnr_db": round(p, 2),
+        "heldout_moving_psnr_db": None if moving is None else round(moving, 2),  # the pixels that move
+        "motion_share": args.motion_share,
         "params_encoder": sum(q.numel() for q in ae.encoder.parameters()),
         "params_decoder": sum(q.numel() for q in ae.decoder.parameters()),
         "dataset": None if ds is None else ds.manifest,  # None: frames rendered by the game
@@ -281,16 +341,17 @@ def _train(args, dist_info, device, out: Path) -> dict:
         )
         common.write_json(metrics, out / "autoencoder.json")
         log.info(
-            "autoencoder: %d steps, held-out PSNR %.2f dB, decode %.2f ms/frame on CPU",
+            "autoencoder: %d steps, held-out PSNR %.2f dB (moving pixels %s dB), decode %.2f ms/frame on CPU",
             step,
             p,
+            "-" if moving is None else f"{moving:.2f}",
             metrics["decode_ms_per_frame_cpu"],
         )
     distributed.barrier(dist_info)  # no rank returns before the train state is on disk
     return metrics
 
 
-HPARAMS = ("lr", "batch", "seed", "heldout")
+HPARAMS = ("lr", "batch", "seed", "heldout", "motion_share")
 
 
 def _load_init(source: str):

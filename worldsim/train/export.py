@@ -143,6 +143,10 @@ def _recipe(hp: dict) -> str:
         )
     if hp.get("own_prob"):
         parts.append(f"{hp['own_prob']} of the rows on the model's own predictions")
+    if hp.get("motion_share"):
+        parts.append(
+            f"{hp['motion_share']} of the loss weighted by each token's change from the frame before"
+        )
     return "; " + ", ".join(parts) if parts else ""
 
 
@@ -205,7 +209,8 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int, s
         *_dataset_lines(data),
         f"- Autoencoder: {_fmt(ae.get('steps'))} steps, batch {_fmt(ae.get('batch'))}, L1 + MSE + image-gradient loss on",
         f"  {ae_frames} ({_fmt(ae.get('device'))}); {_fmt(ae.get('params_encoder'))} encoder /",
-        f"  {_fmt(ae.get('params_decoder'))} decoder parameters.",
+        f"  {_fmt(ae.get('params_decoder'))} decoder parameters"
+        + (f"; {ae['motion_share']} of the loss on the pixels that move." if ae.get("motion_share") else "."),
         "- Teacher: rectified flow with diffusion forcing (independent noise level per frame, logit-normal,",
         f"  {int(100 * state.get('hparams', {}).get('context_prob', 0.5))}% of frames at a small context level), key dropout "
         f"{_fmt(tm.get('key_dropout'))}, clips of {_fmt(tm.get('clip_frames'))} frames",
@@ -219,6 +224,13 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int, s
         "| figure | value |",
         "|---|---|",
         f"| autoencoder held-out PSNR | {_fmt(ae.get('heldout_psnr_db'))} dB ({_fmt(ae.get('heldout_frames'))} frames, unseen seeds) |",
+        *(
+            [
+                f"| autoencoder held-out PSNR on the pixels that move | {_fmt(ae['heldout_moving_psnr_db'])} dB |"
+            ]
+            if ae.get("heldout_moving_psnr_db") is not None
+            else []
+        ),
         f"| decoder time per frame, CPU (eager, fp32, batch 1) | {_fmt(ae.get('decode_ms_per_frame_cpu'))} ms |",
         f"| decoder time per frame, CUDA (eager, fp32, batch 1) | {_fmt(ae.get('decode_ms_per_frame_cuda'))} ms |",
         f"| teacher final train loss / EMA validation loss | {_fmt(tm.get('final_loss'))} / {_fmt(tm.get('ema_val_loss'))} |",

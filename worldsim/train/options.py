@@ -58,6 +58,14 @@ def add_autoencoder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this autoencoder: a shipped checkpoint (name or .safetensors, 8-bit or "
                         "float) or an autoencoder.pt")  # fmt: skip
+    p.add_argument("--motion-share", type=float, default=0.0, metavar="S",
+                   help="train on pairs of consecutive frames, a share S of the loss the mean over the pixels that "
+                        "change, however few: small moving objects (an Atari ball) are what a world model needs "
+                        "and what a frame-wide mean lets go (own games: 0.5; 0: off)")  # fmt: skip
+    p.add_argument("--downsample", type=int, default=None, metavar="S",
+                   help="spatial factor of the latent grid (default: the preset's, 8 for tiny): 4 gives a 64x64 "
+                        "frame a 16x16 grid whose cells can place a 1-pixel object (pair it with the teacher's "
+                        "--patch-size 2 for the same 64 tokens a frame); a new run only")  # fmt: skip
     p.add_argument("--latent-channels", type=int, default=None, metavar="C",
                    help="channels of the latent grid (default: the preset's, 16 for tiny); more keeps small "
                         "details such as an Atari ball, at a larger latent store; a new run only")  # fmt: skip
@@ -90,6 +98,10 @@ def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--own-prob", type=float, default=0.0,
                    help="fraction of each batch's rows whose context frames are the model's own one-pass "
                         "predictions (no gradient; left out of the loss; recipe: 0.25)")  # fmt: skip
+    p.add_argument("--motion-share", type=float, default=0.0, metavar="S",
+                   help="a share S of the loss the mean weighted by each latent token's change from the frame "
+                        "before: where little of the frame moves (an Atari ball and paddle) the loss goes where "
+                        "the keys act (own games: 0.5; 0: the plain mean)")  # fmt: skip
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the exported weights")
     p.add_argument("--warmup", type=int, default=500, help="LR warmup steps (at most steps/10)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="gradient norm clip")
@@ -107,6 +119,14 @@ def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
         metavar="CHECKPOINT",
         help="start from this teacher's weights (teacher.pt or .safetensors; its config and autoencoder), "
         "e.g. a dense teacher fine-tuned with --local-window",
+    )
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        metavar="P",
+        help="latent pixels per token side, a new run only (default: the preset's tokens per frame on the "
+        "autoencoder's grid: 2 on a --downsample 4 autoencoder's 16x16)",
     )
     p.add_argument(
         "--window",

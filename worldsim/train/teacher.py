@@ -18,7 +18,14 @@ from worldsim.model.dit import DiT
 from worldsim.train import common, datasets, distributed, resume
 from worldsim.train import teacher_start as start
 from worldsim.train.corrupt import ContextRecipe, corrupt_context, sample_levels
-from worldsim.train.flow import encode_clips, flow_matching_loss, sample_t, train_step, validation_loss
+from worldsim.train.flow import (
+    encode_clips,
+    flow_matching_loss,
+    sample_t,
+    token_change,
+    train_step,
+    validation_loss,
+)
 from worldsim.train.options import add_teacher_arguments as add_arguments  # noqa: F401 (stage protocol)
 from worldsim.train.store import LatentBatches, store_spec
 
@@ -83,7 +90,14 @@ def _train(args, dist_info, device, out: Path) -> dict:
             log.warning(
                 "the autoencoder's config differs from preset %s's; using the autoencoder's", args.preset
             )
-            cfg = cfg.replace(autoencoder=ae.cfg)
+            cfg = start.with_autoencoder(cfg, ae.cfg, args.patch_size)
+        elif args.patch_size is not None:
+            cfg = start.with_autoencoder(cfg, ae.cfg, args.patch_size)
+    if (state is not None or args.init) and args.patch_size not in (None, cfg.patch_size):
+        raise UserError(
+            f"--patch-size {args.patch_size}: the run {'being resumed' if state is not None else 'of --init'} "
+            f"has patch size {cfg.patch_size} (its weights' shapes); drop --patch-size"
+        )
     if state is None:
         cfg = start.with_mask(cfg, args)
     ds = datasets.open_data(args.data)
@@ -227,7 +241,8 @@ def _train(args, dist_info, device, out: Path) -> dict:
             for grp in opt.param_groups:
                 grp["lr"] = lr
             loss, gnorm = train_step(fwd, model, opt, z_in, t, keys, drop, grad_clip=args.grad_clip, amp=amp,
-                                     mask=mask)  # fmt: skip
+                                     mask=mask, change=token_change(z0) if args.motion_share else None,
+                                     share=args.motion_share)  # fmt: skip
             common.ema_update(ema, model, min(args.ema_decay, (1 + step) / (10 + step)))
             step += 1
             bar.update(1)
@@ -294,8 +309,9 @@ def _train(args, dist_info, device, out: Path) -> dict:
                 "context_offset",
                 "context_offset_prob",
                 "own_prob",
+                "motion_share",
             )
-        },  # the recipe (corrupt.py)
+        },  # the recipe (corrupt.py; motion_share: flow.flow_matching_loss)
         "data": data.describe(),
         "dataset": None if ds is None else ds.manifest,  # None: trajectories rendered by the game
         "train_seconds_this_run": round(seconds, 1),
@@ -329,6 +345,10 @@ def context_recipe(args: argparse.Namespace) -> ContextRecipe:
                            aug_max=args.context_aug_max, offset=args.context_offset,
                            offset_prob=args.context_offset_prob, own_prob=args.own_prob)  # fmt: skip
     recipe.check()
+    if not 0.0 <= getattr(args, "motion_share", 0.0) < 1.0:
+        raise UserError(
+            f"--motion-share must be in [0, 1) (0: the plain mean over tokens), got {args.motion_share}"
+        )
     return recipe
 
 
@@ -379,6 +399,7 @@ HPARAMS = (
     "context_offset",
     "context_offset_prob",
     "own_prob",
+    "motion_share",
     "ema_decay",
     "warmup",
     "grad_clip",

@@ -33,6 +33,24 @@ def with_mask(cfg, args):
         raise UserError(f"--window/--local-window/--global-every: {e}") from e
 
 
+def with_autoencoder(cfg, ae_cfg, patch_size: int | None):
+    """The preset's config on another autoencoder. `patch_size` None keeps the preset's tokens per frame
+    where the autoencoder's latent grid is a whole multiple of the preset's (a 16x16 grid: patch 2)."""
+    if patch_size is None:
+        (h, w), (ph, pw) = ae_cfg.latent_hw, cfg.autoencoder.latent_hw
+        ratio = h // ph if h % ph == 0 and w % pw == 0 and h // ph == w // pw else 1
+        patch_size = max(ratio, 1) * cfg.patch_size
+        if patch_size != cfg.patch_size:
+            log.info(
+                "latent grid %dx%d: patch size %d keeps the preset's %d tokens a frame (--patch-size to change)",
+                h, w, patch_size, cfg.tokens_per_frame,
+            )  # fmt: skip
+    try:
+        return cfg.replace(autoencoder=ae_cfg, patch_size=patch_size)
+    except ValueError as e:
+        raise UserError(f"--patch-size {patch_size}: {e}") from e
+
+
 def check_resume_mask(cfg, args) -> None:
     for k in ("window", "local_window", "global_every"):
         given = getattr(args, k, None)
