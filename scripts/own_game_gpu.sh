@@ -6,9 +6,11 @@
 #   OUT=/tmp/o NAME=breakout scripts/own_game_gpu.sh collect-results              # checkpoint + logs
 #
 # Stage budgets in minutes: AE_MIN (autoencoder), TEACHER_MIN; the dataset: CLIPS x FRAMES frames at
-# SIZE, WORKERS processes; LATENT, the autoencoder's latent channels (default the preset's). Everything
-# lives in $RUN/$NAME (outside the checkout); every stage tees its summary into $RUN/$NAME/summary.log,
-# which `status` and `collect-results` copy into $OUT.
+# SIZE, WORKERS processes; DEVICE (cuda). AE_VARIANTS: autoencoders trained side by side
+# ("name=flags;name=flags"); the one with the best held-out PSNR on the pixels that move (what the world
+# model needs: a ball, a paddle) goes on to the teacher, which also takes GAME_TEACHER_FLAGS. Everything lives in $RUN/$NAME
+# (outside the checkout); every stage tees its summary into $RUN/$NAME/summary.log, which `status` and
+# `collect-results` copy into $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT to a folder for what comes back}
@@ -23,7 +25,10 @@ WORKERS=${WORKERS:-14}
 PRESET=${PRESET:-small}
 AE_MIN=${AE_MIN:-4}
 TEACHER_MIN=${TEACHER_MIN:-12}
-LATENT=${LATENT:-}
+AE_VARIANTS=${AE_VARIANTS:-ds8c32=--latent-channels 32 --motion-share 0.5;ds4c8=--downsample 4 --latent-channels 8 --motion-share 0.5}
+GAME_TEACHER_FLAGS=${GAME_TEACHER_FLAGS:---motion-share 0.5}
+TEACHER_FLAGS=${TEACHER_FLAGS---compile --attention flex}
+DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT" "$DIR"
 export PYTHONUNBUFFERED=1
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$DIR/summary.log"; }
@@ -34,22 +39,43 @@ pipeline() {
   python3 -m worldsim collect --env "$ENV" --out "$DIR/data" --clips "$CLIPS" --frames "$FRAMES" \
     --size "$SIZE" --workers "$WORKERS" > "$DIR/collect.log" 2>&1 || { log "collect failed"; tail -n 5 "$DIR/collect.log" | tee -a "$DIR/summary.log"; return 1; }
   tail -n 2 "$DIR/collect.log" | tee -a "$DIR/summary.log"
-  log "autoencoder ($AE_MIN min${LATENT:+, $LATENT latent channels})"
-  python3 -m worldsim train autoencoder --preset "$PRESET" --data "$DIR/data" --device cuda --out "$DIR/ae" \
-    ${LATENT:+--latent-channels $LATENT} \
-    --steps 100000 --minutes "$AE_MIN" --batch 64 --no-progress > "$DIR/ae.log" 2>&1 || { log "autoencoder failed"; tail -n 5 "$DIR/ae.log" | tee -a "$DIR/summary.log"; return 1; }
-  grep -i "psnr" "$DIR/ae.log" | tail -n 2 | tee -a "$DIR/summary.log"
+  log "autoencoders ($AE_MIN min, side by side): $AE_VARIANTS"
+  local pids=() name flags
+  IFS=';' read -ra variants <<< "$AE_VARIANTS"
+  for v in "${variants[@]}"; do
+    name=${v%%=*}; flags=${v#*=}
+    # shellcheck disable=SC2086
+    python3 -m worldsim train autoencoder --preset "$PRESET" --data "$DIR/data" --device "$DEVICE" --out "$DIR/ae-$name" \
+      $flags --steps 100000 --minutes "$AE_MIN" --batch 64 --no-progress > "$DIR/ae-$name.log" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  best=$(python3 - "$DIR" 2>> "$DIR/summary.log" <<'PY'
+import json, sys
+from pathlib import Path
+rows = []
+for f in sorted(Path(sys.argv[1]).glob("ae-*/autoencoder.json")):
+    m = json.loads(f.read_text())
+    moving = m.get("heldout_moving_psnr_db")
+    rows.append((moving if moving is not None else m["heldout_psnr_db"], m["heldout_psnr_db"], f.parent.name))
+    print(f"{f.parent.name}: held-out PSNR {m['heldout_psnr_db']} dB, on the moving pixels {moving} dB", file=sys.stderr)
+print(max(rows)[2] if rows else "")
+PY
+  )
+  [ -n "$best" ] || { log "autoencoder failed"; tail -n 5 "$DIR"/ae-*.log | tee -a "$DIR/summary.log"; return 1; }
+  ln -sfn "$DIR/$best" "$DIR/ae"
+  log "autoencoder: $best"
   log "teacher ($TEACHER_MIN min)"
   python3 -m worldsim train teacher --preset "$PRESET" --data "$DIR/data" --autoencoder "$DIR/ae/autoencoder.pt" \
-    --device cuda --out "$DIR/teacher" --steps 100000 --minutes "$TEACHER_MIN" --batch 64 --clip-frames 32 \
+    --device "$DEVICE" --out "$DIR/teacher" --steps 100000 --minutes "$TEACHER_MIN" --batch 64 --clip-frames 32 \
     --context-aug-prob 0.3 --context-offset 0.3 --own-prob 0.25 --ckpt-every 500 --no-progress \
-    ${TEACHER_FLAGS:---compile --attention flex} > "$DIR/teacher.log" 2>&1 || { log "teacher failed"; tail -n 5 "$DIR/teacher.log" | tee -a "$DIR/summary.log"; return 1; }
+    $GAME_TEACHER_FLAGS $TEACHER_FLAGS > "$DIR/teacher.log" 2>&1 || { log "teacher failed"; tail -n 5 "$DIR/teacher.log" | tee -a "$DIR/summary.log"; return 1; }
   grep "ema val loss" "$DIR/teacher.log" | tail -n 2 | tee -a "$DIR/summary.log"
   log "export"
   python3 -m worldsim train export "$DIR/teacher/teacher.pt" "$DIR/export/$NAME.safetensors" --int8 \
     > "$DIR/export.log" 2>&1 || { log "export failed"; tail -n 5 "$DIR/export.log" | tee -a "$DIR/summary.log"; return 1; }
   log "eval on the held-out clips"
-  python3 -m worldsim eval --checkpoint "$DIR/export/$NAME.safetensors" --data "$DIR/data" --device cuda \
+  python3 -m worldsim eval --checkpoint "$DIR/export/$NAME.safetensors" --data "$DIR/data" --device "$DEVICE" \
     --json "$DIR/eval.json" --out "$DIR/eval" > "$DIR/eval.log" 2>&1 || log "eval failed"
   tail -n 25 "$DIR/eval.log" | tee -a "$DIR/summary.log"
   log "done in $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s"
@@ -57,9 +83,8 @@ pipeline() {
 
 case "${1:-}" in
   all)
-    setsid nohup bash -c "$(declare -f log pipeline); DIR='$DIR' ENV='$ENV' NAME='$NAME' CLIPS=$CLIPS FRAMES=$FRAMES \
-      SIZE=$SIZE WORKERS=$WORKERS PRESET=$PRESET LATENT='$LATENT' AE_MIN=$AE_MIN TEACHER_MIN=$TEACHER_MIN \
-      TEACHER_FLAGS='${TEACHER_FLAGS:---compile --attention flex}' pipeline" > "$DIR/pipeline.log" 2>&1 < /dev/null &
+    export DEVICE DIR ENV NAME CLIPS FRAMES SIZE WORKERS PRESET AE_MIN TEACHER_MIN AE_VARIANTS GAME_TEACHER_FLAGS TEACHER_FLAGS
+    setsid nohup bash -c "$(declare -f log pipeline); pipeline" > "$DIR/pipeline.log" 2>&1 < /dev/null &
     echo "started the $NAME pipeline (pid $!) in $DIR" | tee -a "$OUT/$NAME-start.log"
     ;;
   status)
@@ -73,5 +98,5 @@ case "${1:-}" in
     ls -la "$OUT"
     ;;
   *)
-    sed -n 2,10p "$0"; exit 2 ;;
+    sed -n 2,13p "$0"; exit 2 ;;
 esac

@@ -5,9 +5,14 @@
 #   OUT=/tmp/o scripts/session_gpu.sh status   # one line per run
 #   OUT=/tmp/o scripts/session_gpu.sh bundle   # exports + compact states + one JSON of every log: <= 8 files
 #
-# Runs: the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr when a
-# compact state was carried there), streamed self-forcing of the 1-step tiny student at context noise 0.1
-# (from $SF_TEACHER, default the shipped tiny), and an own game's pipeline (own_game_gpu.sh, $ENV).
+# Runs ($JOBS, default "game sf"; three at once ran each at ~1/3 of its speed alone: the tiny teacher
+# 120-140 clips/s beside two others, 385 alone, on an H200):
+#   game   an own game's pipeline (own_game_gpu.sh, $ENV: autoencoder variants side by side, the one that
+#          keeps what moves, then the teacher with --motion-share);
+#   sf     streamed self-forcing of the 1-step tiny student at context noise $SF_NOISE (0.1), regression
+#          weighed by depth (--regression-horizon $SF_HORIZON, 32), from $SF_TEACHER (tiny), continuing the
+#          student in $SF_INIT when that file was carried;
+#   tinyr  the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr).
 # A lent machine goes back when no call is in flight for ~30 s: poll with calls that sleep, back to back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,14 +27,20 @@ fi
 
 case "${1:-}" in
   start)
-    OUT=$OUT MIN=${TEACHER_MIN:-20} scripts/teacher_gpu.sh recipe
-    OUT=$OUT ENV=${ENV:-ALE/Breakout-v5} NAME=${NAME:-breakout} AE_MIN=${AE_MIN:-5} TEACHER_MIN=${GAME_MIN:-11} \
-      LATENT=${LATENT-32} \
-      scripts/own_game_gpu.sh all
-    setsid nohup python3 -m worldsim train self-forcing --teacher "${SF_TEACHER:-tiny}" --device cuda \
-      --out "$RUN/sf" --minutes "${SF_MIN:-18}" --steps 100000 --batch 16 --steps-per-frame 1 --context-noise 0.1 \
-      --ckpt-every 200 --no-progress > "$RUN/sf.log" 2>&1 < /dev/null &
-    echo "started sf (pid $!)" | tee -a "$OUT/start.log"
+    jobs=" ${JOBS:-game sf} "
+    if [[ $jobs == *" tinyr "* ]]; then OUT=$OUT MIN=${TEACHER_MIN:-20} scripts/teacher_gpu.sh recipe; fi
+    if [[ $jobs == *" game "* ]]; then
+      OUT=$OUT ENV=${ENV:-ALE/Breakout-v5} NAME=${NAME:-breakout} AE_MIN=${AE_MIN:-4} TEACHER_MIN=${GAME_MIN:-13} \
+        scripts/own_game_gpu.sh all
+    fi
+    if [[ $jobs == *" sf "* ]]; then
+      init=(); [ -n "${SF_INIT:-}" ] && [ -f "$SF_INIT" ] && init=(--init "$SF_INIT")
+      setsid nohup python3 -m worldsim train self-forcing --teacher "${SF_TEACHER:-tiny}" "${init[@]}" --device cuda \
+        --out "$RUN/sf" --minutes "${SF_MIN:-20}" --steps 100000 --batch 16 --steps-per-frame 1 \
+        --context-noise "${SF_NOISE:-0.1}" --regression-horizon "${SF_HORIZON:-32}" \
+        --ckpt-every 200 --no-progress > "$RUN/sf.log" 2>&1 < /dev/null &
+      echo "started sf (pid $!) ${init[*]}" | tee -a "$OUT/start.log"
+    fi
     ;;
   status)
     for f in "$RUN"/tinyr.log "$RUN"/sf.log "$RUN"/${NAME:-breakout}/summary.log; do
@@ -47,7 +58,7 @@ export_student(sys.argv[1], sys.argv[2])" "$RUN/sf/self_forcing.pt" "$OUT/sf-str
     cp "$RUN/$name/export/$name.safetensors" "$OUT/" 2>/dev/null
     for f in "$RUN/$name"/teacher/teacher.state*.safetensors; do [ -f "$f" ] && cp "$f" "$OUT/$name.${f##*/teacher.}"; done
     python3 scripts/pack_texts.py "$OUT/texts.json" "$RUN"/*.log "$RUN"/*/metrics.jsonl "$RUN"/*/summary.log \
-      "$RUN"/*/eval.json "$RUN"/*/*.log "$RUN"/*/*/metrics.jsonl "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json
+      "$RUN"/*/eval.json "$RUN"/*/*.log "$RUN"/*/*/metrics.jsonl "$RUN"/*/ae-*/autoencoder.json "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json
     ls -la "$OUT"
     ;;
   *)
