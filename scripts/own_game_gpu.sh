@@ -8,7 +8,8 @@
 # Stage budgets in minutes: AE_MIN (autoencoder), TEACHER_MIN; the dataset: CLIPS x FRAMES frames at
 # SIZE, WORKERS processes; DEVICE (cuda). AE_VARIANTS: autoencoders trained side by side
 # ("name=flags;name=flags"); the one with the best held-out PSNR on the pixels that move (what the world
-# model needs: a ball, a paddle) goes on to the teacher, which also takes GAME_TEACHER_FLAGS. Everything lives in $RUN/$NAME
+# model needs: a ball, a paddle) goes on to the teacher, which also takes GAME_TEACHER_FLAGS; AE=PATH
+# (an autoencoder.pt of an earlier machine) skips the autoencoder stage. Everything lives in $RUN/$NAME
 # (outside the checkout); every stage tees its summary into $RUN/$NAME/summary.log, which `status` and
 # `collect-results` copy into $OUT.
 set -uo pipefail
@@ -28,6 +29,7 @@ TEACHER_MIN=${TEACHER_MIN:-12}
 AE_VARIANTS=${AE_VARIANTS:-ds8c32=--latent-channels 32 --motion-share 0.5;ds4c8=--downsample 4 --latent-channels 8 --motion-share 0.5}
 GAME_TEACHER_FLAGS=${GAME_TEACHER_FLAGS:---motion-share 0.5}
 TEACHER_FLAGS=${TEACHER_FLAGS---compile --attention flex}
+AE=${AE:-}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT" "$DIR"
 export PYTHONUNBUFFERED=1
@@ -39,6 +41,11 @@ pipeline() {
   python3 -m worldsim collect --env "$ENV" --out "$DIR/data" --clips "$CLIPS" --frames "$FRAMES" \
     --size "$SIZE" --workers "$WORKERS" > "$DIR/collect.log" 2>&1 || { log "collect failed"; tail -n 5 "$DIR/collect.log" | tee -a "$DIR/summary.log"; return 1; }
   tail -n 2 "$DIR/collect.log" | tee -a "$DIR/summary.log"
+  if [ -n "$AE" ]; then
+    [ -f "$AE" ] || { log "AE=$AE: no such file"; return 1; }
+    mkdir -p "$DIR/ae-given" && cp "$AE" "$DIR/ae-given/autoencoder.pt" && ln -sfn "$DIR/ae-given" "$DIR/ae"
+    log "autoencoder: $AE (given)"
+  else
   log "autoencoders ($AE_MIN min, side by side): $AE_VARIANTS"
   local pids=() name flags
   IFS=';' read -ra variants <<< "$AE_VARIANTS"
@@ -65,6 +72,7 @@ PY
   [ -n "$best" ] || { log "autoencoder failed"; tail -n 5 "$DIR"/ae-*.log | tee -a "$DIR/summary.log"; return 1; }
   ln -sfn "$DIR/$best" "$DIR/ae"
   log "autoencoder: $best"
+  fi
   log "teacher ($TEACHER_MIN min)"
   python3 -m worldsim train teacher --preset "$PRESET" --data "$DIR/data" --autoencoder "$DIR/ae/autoencoder.pt" \
     --device "$DEVICE" --out "$DIR/teacher" --steps 100000 --minutes "$TEACHER_MIN" --batch 64 --clip-frames 32 \
@@ -83,7 +91,7 @@ PY
 
 case "${1:-}" in
   all)
-    export DEVICE DIR ENV NAME CLIPS FRAMES SIZE WORKERS PRESET AE_MIN TEACHER_MIN AE_VARIANTS GAME_TEACHER_FLAGS TEACHER_FLAGS
+    export AE DEVICE DIR ENV NAME CLIPS FRAMES SIZE WORKERS PRESET AE_MIN TEACHER_MIN AE_VARIANTS GAME_TEACHER_FLAGS TEACHER_FLAGS
     setsid nohup bash -c "$(declare -f log pipeline); pipeline" > "$DIR/pipeline.log" 2>&1 < /dev/null &
     echo "started the $NAME pipeline (pid $!) in $DIR" | tee -a "$OUT/$NAME-start.log"
     ;;
