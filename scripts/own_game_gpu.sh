@@ -9,7 +9,8 @@
 # SIZE, WORKERS processes; DEVICE (cuda). AE_VARIANTS: autoencoders trained side by side
 # ("name=flags;name=flags"); the one with the best held-out PSNR on the pixels that move (what the world
 # model needs: a ball, a paddle) goes on to the teacher, which also takes GAME_TEACHER_FLAGS; AE=PATH
-# (an autoencoder.pt of an earlier machine) skips the autoencoder stage. Everything lives in $RUN/$NAME
+# (an autoencoder.pt of an earlier machine) skips the autoencoder stage; STUDENT_MIN > 0 distils a 1-step
+# student from the teacher on the dataset (streamed self-forcing) and exports it in 8 bits. Everything lives in $RUN/$NAME
 # (outside the checkout); every stage tees its summary into $RUN/$NAME/summary.log, which `status` and
 # `collect-results` copy into $OUT.
 set -uo pipefail
@@ -30,6 +31,7 @@ AE_VARIANTS=${AE_VARIANTS:-ds8c32=--latent-channels 32 --motion-share 0.5;ds4c8=
 GAME_TEACHER_FLAGS=${GAME_TEACHER_FLAGS:---motion-share 0.5}
 TEACHER_FLAGS=${TEACHER_FLAGS---compile --attention flex}
 AE=${AE:-}
+STUDENT_MIN=${STUDENT_MIN:-0}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT" "$DIR"
 export PYTHONUNBUFFERED=1
@@ -86,12 +88,26 @@ PY
   python3 -m worldsim eval --checkpoint "$DIR/export/$NAME.safetensors" --data "$DIR/data" --device "$DEVICE" \
     --json "$DIR/eval.json" --out "$DIR/eval" > "$DIR/eval.log" 2>&1 || log "eval failed"
   tail -n 25 "$DIR/eval.log" | tee -a "$DIR/summary.log"
+  if [ "$STUDENT_MIN" != "0" ]; then
+    local rollout=$(( (FRAMES - 16) / 8 * 8 ))  # a window of history and the rollout fit in one clip
+    log "1-step student ($STUDENT_MIN min, streamed rollouts of $rollout recorded frames)"
+    python3 -m worldsim train self-forcing --teacher "$DIR/teacher/teacher.pt" --data "$DIR/data" --device "$DEVICE" \
+      --out "$DIR/student" --minutes "$STUDENT_MIN" --steps 100000 --batch 16 --steps-per-frame 1 \
+      --rollout-frames "$rollout" --regression-horizon 32 --ckpt-every 200 --no-progress \
+      --export "$DIR/export/$NAME-student-bf16.safetensors" > "$DIR/student.log" 2>&1 \
+      || { log "student failed"; tail -n 5 "$DIR/student.log" | tee -a "$DIR/summary.log"; return 1; }
+    python3 -c "import sys; from worldsim.engine.quant import export_int8; export_int8(sys.argv[1], sys.argv[2])" \
+      "$DIR/export/$NAME-student-bf16.safetensors" "$DIR/export/$NAME-student.safetensors" >> "$DIR/student.log" 2>&1
+    python3 -m worldsim eval --checkpoint "$DIR/export/$NAME-student.safetensors" --data "$DIR/data" --device "$DEVICE" \
+      --json "$DIR/student-eval.json" --out "$DIR/student-eval" > "$DIR/student-eval.log" 2>&1 || log "student eval failed"
+    tail -n 12 "$DIR/student-eval.log" | tee -a "$DIR/summary.log"
+  fi
   log "done in $(( (SECONDS - t0) / 60 )) min $(( (SECONDS - t0) % 60 )) s"
 }
 
 case "${1:-}" in
   all)
-    export AE DEVICE DIR ENV NAME CLIPS FRAMES SIZE WORKERS PRESET AE_MIN TEACHER_MIN AE_VARIANTS GAME_TEACHER_FLAGS TEACHER_FLAGS
+    export STUDENT_MIN AE DEVICE DIR ENV NAME CLIPS FRAMES SIZE WORKERS PRESET AE_MIN TEACHER_MIN AE_VARIANTS GAME_TEACHER_FLAGS TEACHER_FLAGS
     setsid nohup bash -c "$(declare -f log pipeline); pipeline" > "$DIR/pipeline.log" 2>&1 < /dev/null &
     echo "started the $NAME pipeline (pid $!) in $DIR" | tee -a "$OUT/$NAME-start.log"
     ;;
@@ -101,8 +117,9 @@ case "${1:-}" in
     ;;
   collect-results)
     cp "$DIR/summary.log" "$OUT/$NAME-summary.log" 2>/dev/null
-    cp "$DIR/export/$NAME.safetensors" "$DIR/export/$NAME.md" "$OUT/" 2>/dev/null
+    cp "$DIR/export/$NAME.safetensors" "$DIR/export/$NAME.md" "$DIR/export/$NAME-student.safetensors" "$OUT/" 2>/dev/null
     cp "$DIR/eval.json" "$OUT/$NAME-eval.json" 2>/dev/null
+    cp "$DIR/student-eval.json" "$OUT/$NAME-student-eval.json" 2>/dev/null
     ls -la "$OUT"
     ;;
   *)

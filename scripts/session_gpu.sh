@@ -8,7 +8,8 @@
 # Runs ($JOBS, default "game sf"; three at once ran each at ~1/3 of its speed alone: the tiny teacher
 # 120-140 clips/s beside two others, 385 alone, on an H200):
 #   game   an own game's pipeline (own_game_gpu.sh, $ENV: autoencoder variants side by side, the one that
-#          keeps what moves, or the carried $GAME_AE; then the teacher with --motion-share);
+#          keeps what moves, or the carried $GAME_AE; then the teacher with --motion-share, and with
+#          $GAME_STUDENT_MIN > 0 a 1-step student of it);
 #   sf     streamed self-forcing of the 1-step tiny student at context noise $SF_NOISE (0.1), regression
 #          weighed by depth (--regression-horizon $SF_HORIZON, 32), from $SF_TEACHER (tiny), continuing the
 #          student in $SF_INIT when that file was carried;
@@ -31,7 +32,7 @@ case "${1:-}" in
     if [[ $jobs == *" tinyr "* ]]; then OUT=$OUT MIN=${TEACHER_MIN:-20} scripts/teacher_gpu.sh recipe; fi
     if [[ $jobs == *" game "* ]]; then
       OUT=$OUT ENV=${ENV:-ALE/Breakout-v5} NAME=${NAME:-breakout} AE_MIN=${AE_MIN:-4} TEACHER_MIN=${GAME_MIN:-13} \
-        AE=${GAME_AE:-} scripts/own_game_gpu.sh all
+        AE=${GAME_AE:-} STUDENT_MIN=${GAME_STUDENT_MIN:-0} scripts/own_game_gpu.sh all
     fi
     if [[ $jobs == *" sf "* ]]; then
       init=(); [ -n "${SF_INIT:-}" ] && [ -f "$SF_INIT" ] && init=(--init "$SF_INIT")
@@ -55,10 +56,10 @@ case "${1:-}" in
     cp "$RUN"/tinyr/teacher.state*.safetensors "$OUT/" 2>/dev/null
     [ -f "$RUN/sf/self_forcing.pt" ] && python3 -c "import sys; from worldsim.train.sf_state import export_student; \
 export_student(sys.argv[1], sys.argv[2])" "$RUN/sf/self_forcing.pt" "$OUT/sf-stream.safetensors" > "$RUN/export-sf.log" 2>&1
-    cp "$RUN/$name/export/$name.safetensors" "$OUT/" 2>/dev/null
+    cp "$RUN/$name/export/$name.safetensors" "$RUN/$name/export/$name-student.safetensors" "$OUT/" 2>/dev/null
     for f in "$RUN/$name"/teacher/teacher.state*.safetensors; do [ -f "$f" ] && cp "$f" "$OUT/$name.${f##*/teacher.}"; done
     python3 scripts/pack_texts.py "$OUT/texts.json" "$RUN"/*.log "$RUN"/*/metrics.jsonl "$RUN"/*/summary.log \
-      "$RUN"/*/eval.json "$RUN"/*/*.log "$RUN"/*/*/metrics.jsonl "$RUN"/*/ae-*/autoencoder.json "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json
+      "$RUN"/*/eval.json "$RUN"/*/student-eval.json "$RUN"/*/*.log "$RUN"/*/export/*.md "$RUN"/*/*/metrics.jsonl "$RUN"/*/ae-*/autoencoder.json "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json
     ls -la "$OUT"
     ;;
   *)
