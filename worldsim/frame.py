@@ -68,23 +68,28 @@ class Pending:
         keys: torch.Tensor,
         drop: torch.Tensor | None = None,
         *,
+        t: torch.Tensor,
         rows: torch.Tensor | None = None,
         active: torch.Tensor | None = None,
     ) -> None:
-        """The finished block `z [R,Fb,...]` (already noised) with `keys`, `drop` becomes pending for
-        `rows` (None = all) or, on all rows, for the `active` ones (long `[B]`, 1 = update)."""
+        """The finished block `z [R,Fb,...]` (already noised to its levels `t [R,Fb]`) with `keys`, `drop`
+        becomes pending for `rows` (None = all) or, on all rows, for the `active` ones (long `[B]`)."""
         drop = self.no_drop[: z.shape[0]] if drop is None else drop
+        t = t.to(self.t.dtype)
         if active is not None:
             on = active.bool()  # [B]
             self.z.copy_(torch.where(on.view(-1, *[1] * (z.ndim - 1)), z, self.z))
+            self.t.copy_(torch.where(on[:, None], t, self.t))
             self.keys.copy_(torch.where(on[:, None, None], keys, self.keys))
             self.drop.copy_(torch.where(on[:, None], drop, self.drop))
         elif rows is None:
             self.z.copy_(z)
+            self.t.copy_(t)
             self.keys.copy_(keys)
             self.drop.copy_(drop)
         else:
             self.z.index_copy_(0, rows, z)
+            self.t.index_copy_(0, rows, t)
             self.keys.index_copy_(0, rows, keys.bool())
             self.drop.index_copy_(0, rows, drop)
 
@@ -102,6 +107,17 @@ def _levels(level: Level, like: torch.Tensor) -> torch.Tensor:
     if isinstance(level, float | int):
         return torch.full(like.shape[:2], float(level), device=like.device, dtype=like.dtype)
     return level.to(device=like.device, dtype=like.dtype).expand(like.shape[:2]).contiguous()
+
+
+def write_level(cfg, keys: torch.Tensor) -> Level:
+    """The noise level finished frames with `keys [R,Fb,K]` enter the cache at: `cfg.context_noise`, and
+    `cfg.idle_context_noise` (when set) for the frames made while no key was held, as `[R,Fb]` levels
+    (device arithmetic: no host read, so the engine's graph captures it)."""
+    idle, level = cfg.idle_context_noise, cfg.context_noise
+    if idle is None or idle == level:
+        return level
+    held = keys.any(-1).to(torch.float32)  # [R,Fb]
+    return held * (level - idle) + idle
 
 
 def _noised(z: torch.Tensor, t: torch.Tensor, level: Level, noise: torch.Tensor | None) -> torch.Tensor:
@@ -165,7 +181,7 @@ def prime(
         n = None if noise is None else noise[:, sl]
         if pending is not None and f + Fb >= z.shape[1]:
             t = _levels(level, z[:, sl])
-            pending.update(_noised(z[:, sl], t, level, n), keys[:, sl], d, rows=rows)
+            pending.update(_noised(z[:, sl], t, level, n), keys[:, sl], d, t=t, rows=rows)
             cache.advance(rows)
         else:
             write(dit, cache, z[:, sl], keys[:, sl], level=level, noise=n, drop=d, rows=rows,
@@ -249,7 +265,8 @@ def next_frame(
     z = x0.detach() if write_z is None else write_z
     if staged:
         with torch.no_grad():
-            pending.update(_noised(z, _levels(level, z), level, write_noise), keys, rows=rows, active=active)
+            t_w = _levels(level, z)
+            pending.update(_noised(z, t_w, level, write_noise), keys, t=t_w, rows=rows, active=active)
         _advance(cache, rows, active)
     else:
         write(dit, cache, z, keys, level=level, noise=write_noise, rows=rows, active=active,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 
 from worldsim.engine.graph import StepGraph
-from worldsim.frame import next_frame
+from worldsim.frame import next_frame, write_level
 from worldsim.neural import NeuralWorld
 from worldsim.world import World, keys_tensor
 
@@ -53,7 +53,7 @@ class GraphWorld(World):
         dev, dt = world.device, world.dtype
         # static inputs, filled in place before every replay
         self._noise = torch.zeros(B, 1, C, h, w, device=dev, dtype=dt)  # [B,1,C,h,w]
-        self._write_noise = torch.zeros_like(self._noise) if cfg.context_noise > 0 else None
+        self._write_noise = torch.zeros_like(self._noise) if cfg.write_noise else None
         self._keys = torch.zeros(B, 1, world.num_keys, device=dev, dtype=torch.bool)  # [B,1,K]
         self._active = torch.zeros(B, device=dev, dtype=torch.long)  # [B]
         self._all = torch.ones(B, device=dev, dtype=torch.long)
@@ -83,7 +83,7 @@ class GraphWorld(World):
         w = self.world
         return next_frame(
             w.dit, w.cache, w.sampler, w.schedule, self._keys, self._noise, active=self._active,
-            pending=w.pending, guidance=w.guidance, drop=self._null, level=w.cfg.context_noise,
+            pending=w.pending, guidance=w.guidance, drop=self._null, level=write_level(w.cfg, self._keys),
             write_noise=self._write_noise, passes=w.passes, attend=w.attend, decode=w.decode,
         )  # [B,H,W,3] uint8  # fmt: skip
 

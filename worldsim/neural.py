@@ -22,7 +22,7 @@ from worldsim.engine.attention import cached_attention
 from worldsim.engine.fp8 import fp8_world
 from worldsim.engine.quant import WEIGHTS, load_dit
 from worldsim.errors import UserError
-from worldsim.frame import PassHook, Pending, next_frame, prime
+from worldsim.frame import PassHook, Pending, next_frame, prime, write_level
 from worldsim.model.autoencoder import Autoencoder, frames_to_model, model_to_frames
 from worldsim.model.config import ModelConfig
 from worldsim.model.dit import CachedAttend, DiT
@@ -125,6 +125,7 @@ class NeuralWorld(World):
         steps: int | None = None,
         weights: str = "fp",
         context_noise: float | None = None,
+        idle_context_noise: float | None = None,
         **kwargs,
     ) -> NeuralWorld:
         """Load a shipped checkpoint (a bare name, a path, or None = the best one for `device`).
@@ -133,6 +134,7 @@ class NeuralWorld(World):
         (e4m3 W8A8, activation scales per pass calibrated at load); an int8 file loads either way.
         `context_noise`: the noise level finished frames enter the cache at, instead of the checkpoint's
         (a model trained on noised context may hold longer with some; scripts/context_noise.py measures).
+        `idle_context_noise`: the level for frames made while no key is held, instead of the checkpoint's.
         """
         if weights not in WEIGHTS:
             raise UserError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
@@ -151,6 +153,10 @@ class NeuralWorld(World):
             if not 0.0 <= context_noise < 1.0:
                 raise UserError(f"context_noise must be in [0, 1), got {context_noise}")
             cfg = cfg.replace(context_noise=float(context_noise))
+        if idle_context_noise is not None:
+            if not 0.0 <= idle_context_noise < 1.0:
+                raise UserError(f"idle_context_noise must be in [0, 1), got {idle_context_noise}")
+            cfg = cfg.replace(idle_context_noise=float(idle_context_noise))
         dit = load_dit(ckpt, weights="fp" if weights == "fp8" else weights)  # fp8: calibrated below
         ae = load_module(Autoencoder(cfg.autoencoder), ckpt, "autoencoder")
         start = ckpt.tensors.get("start", {})
@@ -249,10 +255,10 @@ class NeuralWorld(World):
         rows, R = self.slot_rows(slots)
         k = keys_tensor(keys, R, self.num_keys, self.device)[:, None]  # [R,1,K]
         noise = self._noise(R)  # drawn in this order: the frame's noise, then its cache write's
-        write_noise = self._noise(R) if self.cfg.context_noise > 0 else None
+        write_noise = self._noise(R) if self.cfg.write_noise else None
         return next_frame(
             self.dit, self.cache, self.sampler, self.schedule, k, noise, rows=rows, pending=self.pending,
-            guidance=self.guidance, drop=self._drop[:R], level=self.cfg.context_noise,
+            guidance=self.guidance, drop=self._drop[:R], level=write_level(self.cfg, k),
             write_noise=write_noise, passes=self.passes, attend=self.attend, decode=self.decode,
         )  # fmt: skip
 

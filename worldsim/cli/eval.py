@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--context-noise", type=float, default=None, metavar="T",
                    help="neural world: the noise level finished frames enter the cache at, instead of the checkpoint's (0.1: standing still the view keeps its brightness, walking it moves less; docs/experiments/context_noise_h200)")  # fmt: skip
+    p.add_argument("--idle-context-noise", type=float, default=None, metavar="T",
+                   help="neural world: the level for frames made while no key is held, instead of the checkpoint's (0.1: a still view holds, walking keeps the checkpoint's level; docs/experiments/idle_context_noise)")  # fmt: skip
     p.add_argument(
         "--weights",
         choices=("fp", "int8", "fp8"),
@@ -208,6 +210,7 @@ def _neural_world(args: argparse.Namespace, batch_size: int):
         "neural", checkpoint=args.checkpoint, weights=args.weights, device=device,
         batch_size=batch_size, steps=args.steps, dtype=dtype,
         **({} if args.context_noise is None else {"context_noise": args.context_noise}),
+        **({} if args.idle_context_noise is None else {"idle_context_noise": args.idle_context_noise}),
     )  # fmt: skip
     name = neural.describe().get("checkpoint") or (
         Path(args.checkpoint).stem if args.checkpoint else "default"
@@ -223,6 +226,7 @@ def _write(result: dict, args: argparse.Namespace, out, dtype):
 
     result["weights"] = args.weights
     result["context_noise"] = args.context_noise  # the cache-write level asked for; None: the checkpoint's
+    result["idle_context_noise"] = args.idle_context_noise  # the same, for frames made with no key held
     result["dtype"] = str(dtype).removeprefix("torch.")
     json_path = Path(args.json) if args.json else Path(out) / "eval.json"
     write_json(result, json_path)

@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--context-noise", type=float, default=None, metavar="T",
                    help="neural world: the noise level finished frames enter the cache at, instead of the checkpoint's (0.1: standing still the view keeps its brightness, walking it moves less; docs/experiments/context_noise_h200)")  # fmt: skip
+    p.add_argument("--idle-context-noise", type=float, default=None, metavar="T",
+                   help="neural world: the level for frames made while no key is held, instead of the checkpoint's (0.1: a still view holds, walking keeps the checkpoint's level; docs/experiments/idle_context_noise)")  # fmt: skip
     p.add_argument(
         "--scale", type=int, default=None, help="integer window scale (default: the largest that fits)"
     )
@@ -263,6 +265,10 @@ def build_source(args: argparse.Namespace, kind: str | None, checkpoint: str | N
         if kind != "neural":
             raise UserError(f"--context-noise is for the neural world; --world {kind} has no KV cache")
         extra["context_noise"] = args.context_noise
+    if args.idle_context_noise is not None:
+        if kind != "neural":
+            raise UserError(f"--idle-context-noise is for the neural world; --world {kind} has no KV cache")
+        extra["idle_context_noise"] = args.idle_context_noise
     make = world_factory(kind, checkpoint=checkpoint, size=args.size, device=device, **extra)
     if args.server:
         from worldsim.serve import Server  # zmq (heavy, optional): only for the networked path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from worldsim.engine.graph import StepGraph
-from worldsim.frame import next_frame
+from worldsim.frame import next_frame, write_level
 from worldsim.model.config import ModelConfig
 from worldsim.model.dit import DiT
 from worldsim.model.kvcache import KVCache
@@ -41,7 +41,7 @@ class LatentEngine:
         Fb, C, (h, w) = cfg.block_frames, cfg.latent_channels, cfg.latent_hw
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self._noise = torch.zeros(batch_size, Fb, C, h, w, device=self.device, dtype=dtype)
-        self._wnoise = torch.zeros_like(self._noise) if cfg.context_noise > 0 else None
+        self._wnoise = torch.zeros_like(self._noise) if cfg.write_noise else None
         self._keys = torch.zeros(batch_size, Fb, cfg.num_keys, device=self.device, dtype=torch.bool)
         self._active = torch.zeros(batch_size, device=self.device, dtype=torch.long)
         self.graph = StepGraph(self._step_all, enabled=graph)
@@ -49,7 +49,7 @@ class LatentEngine:
     def _step_all(self) -> torch.Tensor:
         return next_frame(
             self.dit, self.cache, self.sampler, self.schedule, self._keys, self._noise,
-            active=self._active, level=self.cfg.context_noise, write_noise=self._wnoise,
+            active=self._active, level=write_level(self.cfg, self._keys), write_noise=self._wnoise,
         )  # fmt: skip
 
     @torch.inference_mode()

@@ -62,6 +62,9 @@ class ModelConfig:
     schedule: str = "shifted"  # uniform | shifted
     schedule_shift: float = 1.0  # > 1 spends more steps at high noise
     context_noise: float = 0.0  # noise level t at which finished frames are written to the cache
+    # the level for frames made while no key is held (None: context_noise): a still view holds on
+    # noised context, a moving one needs its detail (docs/design.md §5)
+    idle_context_noise: float | None = None
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -118,6 +121,16 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.schedule_shift must be > 0, got {self.schedule_shift}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"ModelConfig.context_noise must be in [0, 1), got {self.context_noise}")
+        idle = self.idle_context_noise
+        if idle is not None and (
+            isinstance(idle, bool) or not isinstance(idle, int | float) or not 0.0 <= idle < 1.0
+        ):
+            raise ValueError(f"ModelConfig.idle_context_noise must be null or in [0, 1), got {idle!r}")
+
+    @property
+    def write_noise(self) -> bool:
+        """Whether any cache write is noised (a write noise must be drawn)."""
+        return max(self.context_noise, self.idle_context_noise or 0.0) > 0
 
     def _check_memory(self) -> None:
         params = self.depth * self.width**2 * (10 + 2 * self.mlp_ratio)  # qkv+out, adaLN (6 D^2), MLP
@@ -212,6 +225,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["key_names"] = list(self.key_names)
+        if d["idle_context_noise"] is None:  # unset: files older code reads too
+            del d["idle_context_noise"]
         if isinstance(d["autoencoder"]["image_size"], tuple):
             d["autoencoder"]["image_size"] = list(d["autoencoder"]["image_size"])
         return d
