@@ -37,6 +37,22 @@ class ContextRecipe:
     own_prob: float = 0.0  # fraction of rows whose context frames are the model's own predictions
     own_levels: tuple[float, float] = (0.3, 0.7)  # the noise a predicted frame was denoised from
 
+    @classmethod
+    def from_flags(cls, args) -> ContextRecipe:
+        """The recipe a teacher's `--context-*` / `--own-prob` flags ask for, checked (and its
+        `--motion-share`, the objective's weighting of what moves: flow.flow_matching_loss)."""
+        from worldsim.errors import UserError
+
+        recipe = cls(prob=args.context_prob, max=args.context_max, aug_prob=args.context_aug_prob,
+                     aug_max=args.context_aug_max, offset=args.context_offset,
+                     offset_prob=args.context_offset_prob, own_prob=args.own_prob)  # fmt: skip
+        recipe.check()
+        if not 0.0 <= getattr(args, "motion_share", 0.0) < 1.0:
+            raise UserError(
+                f"--motion-share must be in [0, 1) (0: the plain mean over tokens), got {args.motion_share}"
+            )
+        return recipe
+
     def check(self) -> None:
         from worldsim.errors import UserError
 

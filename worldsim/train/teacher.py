@@ -196,7 +196,7 @@ def _train(args, dist_info, device, out: Path) -> dict:
     )
     if not evals:
         evals.append([0, validation_loss(ema, val_z, val_t, val_keys, val_noise, amp)])  # untrained baseline
-    recipe = context_recipe(args)
+    recipe = ContextRecipe.from_flags(args)
     plain = common.unwrap(model)  # the own-prediction pass: eager, no gradient, outside DDP's bookkeeping
     budget = common.Budget(args.steps, args.minutes)  # compile time counts: the run cannot overrun
     stop_at = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
@@ -337,19 +337,6 @@ def _train(args, dist_info, device, out: Path) -> dict:
     distributed.barrier(dist_info)  # no rank returns before the train state is on disk
     log.info("teacher: %d steps in %.0f s, ema val loss %.4f", step, seconds, v)
     return metrics
-
-
-def context_recipe(args: argparse.Namespace) -> ContextRecipe:
-    """The context noise and corruptions the flags ask for (train/corrupt.py), checked."""
-    recipe = ContextRecipe(prob=args.context_prob, max=args.context_max, aug_prob=args.context_aug_prob,
-                           aug_max=args.context_aug_max, offset=args.context_offset,
-                           offset_prob=args.context_offset_prob, own_prob=args.own_prob)  # fmt: skip
-    recipe.check()
-    if not 0.0 <= getattr(args, "motion_share", 0.0) < 1.0:
-        raise UserError(
-            f"--motion-share must be in [0, 1) (0: the plain mean over tokens), got {args.motion_share}"
-        )
-    return recipe
 
 
 def _compiled(wrapped, model, data, cfg, args, amp, device):
