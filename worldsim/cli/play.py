@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context-noise", type=float, default=None, metavar="T",
                    help="neural world: the noise level finished frames enter the cache at, instead of the checkpoint's (0.1: standing still the view keeps its brightness, walking it moves less; docs/experiments/context_noise_h200)")  # fmt: skip
     p.add_argument("--idle-context-noise", type=float, default=None, metavar="T",
-                   help="neural world: the level for frames made while no key is held, instead of the checkpoint's (0.1: a still view holds, walking keeps the checkpoint's level; docs/experiments/idle_context_noise)")  # fmt: skip
+                   help="neural world: the level for frames made while no key is held, instead of the checkpoint's (walking keeps the other level; a student trained at 0.1 holds a still view there, the shipped ones do not: docs/experiments/idle_context_noise)")  # fmt: skip
     p.add_argument(
         "--scale", type=int, default=None, help="integer window scale (default: the largest that fits)"
     )
