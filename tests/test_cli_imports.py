@@ -65,3 +65,36 @@ def test_gymnasium_ids_register_whichever_is_imported_first():
             timeout=120,
         )
         assert out.stdout.strip() == "True", (code, out.stderr)
+
+
+def test_a_command_that_computes_alone_gets_the_spin_wait_and_the_others_keep_passive():
+    """OpenMP's wait (set before torch loads): active for eval, the neural and game benches and headless
+    play without a server; the passive default for serve, the window, a server or client, and training;
+    never over a policy the user set, never once torch is loaded."""
+    import worldsim
+    from worldsim.cli import build_parser, wait_policy
+
+    p = build_parser()
+    alone = [
+        ["eval", "--quick"],
+        ["bench", "neural"],
+        ["bench", "game"],
+        ["play", "--headless", "--frames", "5"],
+    ]
+    shared = [["serve"], ["play"], ["play", "--headless", "--frames", "5", "--server"], ["bench", "serve"],
+              ["play", "--connect", "tcp://127.0.0.1:5555"], ["train", "teacher", "--out", "x"]]  # fmt: skip
+    ours = worldsim.OMP_POLICY_OURS
+    try:
+        worldsim.OMP_POLICY_OURS = True
+        for argv in alone + shared:
+            env = {"OMP_WAIT_POLICY": "PASSIVE"}
+            got = wait_policy(p.parse_args(argv), environ=env, modules={})
+            want = "ACTIVE" if argv in alone else None
+            assert got == want and env["OMP_WAIT_POLICY"] == (want or "PASSIVE"), argv
+        env = {"OMP_WAIT_POLICY": "PASSIVE"}
+        assert wait_policy(p.parse_args(["eval"]), environ=env, modules={"torch": None}) is None  # too late
+        worldsim.OMP_POLICY_OURS = False  # the user's own policy stays
+        assert wait_policy(p.parse_args(["eval"]), environ=env, modules={}) is None
+        assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    finally:
+        worldsim.OMP_POLICY_OURS = ours

@@ -3,7 +3,9 @@
 import os
 
 # OpenMP's default busy-wait makes batched torch work 10-80x slower on a small, shared CPU (measured on
-# 2 cores with a server and clients beside it). It only takes effect if set before torch loads.
+# 2 cores with a server and clients beside it). It only takes effect if set before torch loads. A command
+# that computes alone takes the spin back (worldsim/cli: `wait_policy`); a policy the user set stays.
+OMP_POLICY_OURS = "OMP_WAIT_POLICY" not in os.environ
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import importlib.abc  # noqa: E402

@@ -96,7 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="torch intra-op threads for the world this process steps (default: 1 on a CPU, where more "
-        "threads spin against the window and the server for cores; 0 keeps torch's default)",
+        "threads spin against the window and the server for cores; all cores for --headless without a "
+        "server; 0 keeps torch's default)",
     )
     p.add_argument("--no-gamepad", action="store_true", help="ignore joysticks")
     p.add_argument(
@@ -175,7 +176,8 @@ def _default_device(args: argparse.Namespace, world: str | None) -> str:
 
 
 def torch_threads(args: argparse.Namespace, device: str) -> int | None:
-    """Intra-op threads for the world stepped here: --threads, else 1 on a CPU (None: torch's default).
+    """Intra-op threads for the world stepped here: --threads, else 1 on a CPU (None: torch's default),
+    except headless play without a server, which has the cores to itself.
 
     On a CPU shared with the window and the server loop, OpenMP workers spin-wait against them for
     cores: one thread made batched steps ~5x faster on 2 cores (the serving engineer's measurement).
@@ -184,6 +186,10 @@ def torch_threads(args: argparse.Namespace, device: str) -> int | None:
         return args.threads or None
     import torch
 
+    from worldsim.cli import computes_alone
+
+    if computes_alone(args):  # headless, no server: nothing to spin against (OpenMP waits actively then)
+        return None
     return 1 if torch.device(device).type == "cpu" else None
 
 
