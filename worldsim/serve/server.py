@@ -31,7 +31,7 @@ from worldsim.serve.engines import EnginePool
 from worldsim.serve.handlers import SERVER_VERSION, MessageHandlers
 from worldsim.serve.outbox import Outbox
 from worldsim.serve.security import CurveServer, check_bind
-from worldsim.serve.session import Session
+from worldsim.serve.session import Session, StepTimes
 from worldsim.world import World
 from worldsim.worlds import world_factory as named_world_factory
 
@@ -116,8 +116,7 @@ class Server(MessageHandlers):
         self.errors_sent = 0
         self.sessions_opened = 0
         self.foreign_messages = 0  # messages naming a session that is not the sender's (refused)
-        self._step_ms: collections.deque[float] = collections.deque(maxlen=1024)  # batched World.step times
-        self._batch: collections.deque[int] = collections.deque(maxlen=1024)  # sessions per step
+        self._steps = StepTimes()  # batched World.step times and sessions per step
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -351,8 +350,7 @@ class Server(MessageHandlers):
         keys = np.stack([b[1] for b in batch])  # [B, K] bool
         t = time.perf_counter()
         results = self.pool.step([b[0].slot for b in batch], keys)  # one World.step per engine, in parallel
-        self._step_ms.append((time.perf_counter() - t) * 1000)
-        self._batch.append(len(batch))
+        self._steps.add((time.perf_counter() - t) * 1000, len(batch))
         for pos, frames, step_ms in results:
             if isinstance(frames, BaseException):  # that engine failed: its sessions end, never the server
                 for i in pos:
@@ -405,7 +403,7 @@ class Server(MessageHandlers):
             s.recorder.close()
         self._send(s.identity, P.encode({"type": "bye", "session": s.id, "reason": reason}))
         self._closed.append({**s.describe(), "reason": reason})
-        log.info("session %s closed (%s): %s", s.label, reason, self._stats_line(s))
+        log.info("session %s closed (%s): %s", s.label, reason, s.stats.line())
 
     def _fail_session(self, s: Session) -> None:
         self._send(s.identity, P.error(P.INTERNAL, "the world failed; this session is closed", session=s.id))
@@ -418,20 +416,12 @@ class Server(MessageHandlers):
         if self.stats_interval_s and now - getattr(self, "_last_log", 0.0) >= self.stats_interval_s:
             self._last_log = now
             for s in self._sessions.values():
-                log.info("session %s: %s", s.label, self._stats_line(s))
+                log.info("session %s: %s", s.label, s.stats.line())
 
     def _describe(self, s: Session) -> dict[str, Any]:
         return {**s.describe(), "engine": s.slot // self.pool.per_engine}
 
-    @staticmethod
-    def _stats_line(s: Session) -> str:
-        st = s.stats.snapshot()
-        lat = st["latency_ms"]
-        lat_s = f"p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms" if lat["n"] else "no inputs"
-        return f"{st['frames']} frames, {st['fps']:.1f} fps, {st['dropped']} dropped, latency {lat_s}"
-
     def _server_counters(self) -> dict[str, Any]:
-        steps, batch = list(self._step_ms), list(self._batch)
         return {
             "sessions": len(self._sessions),
             "max_sessions": self.max_sessions,
@@ -443,12 +433,7 @@ class Server(MessageHandlers):
             "control_delayed": self._outbox.control_delayed if self._outbox else 0,
             "control_dropped": self._outbox.control_dropped if self._outbox else 0,
             "engines": [e.describe() for e in self.pool.engines],
-            "world_step_ms": {
-                "n": len(steps),
-                "p50": round(float(np.percentile(steps, 50)), 3) if steps else None,
-                "p99": round(float(np.percentile(steps, 99)), 3) if steps else None,
-                "mean_batch": round(float(np.mean(batch)), 2) if batch else None,
-            },
+            "world_step_ms": self._steps.summary(),
         }
 
     def stats(self) -> dict[str, Any]:

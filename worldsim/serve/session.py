@@ -14,6 +14,31 @@ import numpy as np
 MAX_PENDING_STEPS = 8
 
 
+def summary_ms(values, extra: dict | None = None) -> dict[str, Any]:
+    """`n`, `p50`, `p99` of timings in ms (None when there are none), rounded to the microsecond."""
+    v = np.asarray(values, dtype=np.float64)
+    out: dict[str, Any] = {"n": int(v.size)}
+    for name, q in (("p50", 50), ("p99", 99)):
+        out[name] = round(float(np.percentile(v, q)), 3) if v.size else None
+    return {**out, **(extra or {})}
+
+
+class StepTimes:
+    """The server's batched `World.step` calls: how long each took and how many sessions it stepped."""
+
+    def __init__(self, window: int = 1024) -> None:
+        self._ms: collections.deque[float] = collections.deque(maxlen=window)
+        self._batch: collections.deque[int] = collections.deque(maxlen=window)
+
+    def add(self, ms: float, sessions: int) -> None:
+        self._ms.append(ms)
+        self._batch.append(sessions)
+
+    def summary(self) -> dict[str, Any]:
+        batch = list(self._batch)  # copies first: another thread may be reading the stats
+        return summary_ms(list(self._ms), {"mean_batch": round(float(np.mean(batch)), 2) if batch else None})
+
+
 class SessionStats:
     """Frames, drops and input-to-frame latency of one session (latency measured on the server)."""
 
@@ -64,13 +89,15 @@ class SessionStats:
             "errors": self.errors,
             "foreign": self.foreign,
             "fps": round(self.fps(now), 2),
-            "latency_ms": {
-                "n": int(lat.size),
-                "p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,
-                "p99": round(float(np.percentile(lat, 99)), 3) if lat.size else None,
-                "mean": round(float(lat.mean()), 3) if lat.size else None,
-            },
+            "latency_ms": summary_ms(lat, {"mean": round(float(lat.mean()), 3) if lat.size else None}),
         }
+
+    def line(self) -> str:
+        """The session's stats as one log line."""
+        st = self.snapshot()
+        lat = st["latency_ms"]
+        lat_s = f"p50 {lat['p50']:.1f} ms p99 {lat['p99']:.1f} ms" if lat["n"] else "no inputs"
+        return f"{st['frames']} frames, {st['fps']:.1f} fps, {st['dropped']} dropped, latency {lat_s}"
 
 
 def quota_key(identity: bytes, user: str | None) -> bytes | str:
