@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
+import worldsim
 from worldsim.cli.options import checkpoint_verification
 from worldsim.errors import UserError
 
@@ -67,10 +69,6 @@ def wait_policy(args: argparse.Namespace, environ=None, modules=None) -> str | N
     set (None: left as it was). worldsim's passive default (worldsim/__init__.py) is for a CPU shared with
     a server, clients or a window; alone on 2 cores it made `tiny-student` steps 2.4x slower (10.3 against
     25.0 frames/s at 2 threads). A policy the user set, or torch already loaded, leaves it."""
-    import os
-
-    import worldsim
-
     environ = os.environ if environ is None else environ
     modules = sys.modules if modules is None else modules
     if "torch" in modules or not worldsim.OMP_POLICY_OURS or not computes_alone(args):

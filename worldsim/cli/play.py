@@ -7,6 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from worldsim.cli import computes_alone
 from worldsim.cli.options import add_no_verify, check_frame_size
 from worldsim.errors import UserError
 from worldsim.serve.protocol import MAX_SEED
@@ -185,8 +186,6 @@ def torch_threads(args: argparse.Namespace, device: str) -> int | None:
     if args.threads is not None:
         return args.threads or None
     import torch
-
-    from worldsim.cli import computes_alone
 
     if computes_alone(args):  # headless, no server: nothing to spin against (OpenMP waits actively then)
         return None

@@ -70,10 +70,12 @@ def reconstruction_loss(
     screen it moves on."""
     e = x_hat - x
     l1, mse = e.abs().mean(), e.pow(2).mean()
-    if moving is not None and share > 0 and moving.any():
-        m = moving.expand_as(e)
-        l1 = (1 - share) * l1 + share * e.abs()[m].mean()
-        mse = (1 - share) * mse + share * e.pow(2)[m].mean()
+    if moving is not None and share > 0:  # on the device: no host sync, no data-sized indexing
+        m = moving.expand_as(e).to(e.dtype)
+        n = m.sum()
+        on = n > 0  # nothing moves: the plain loss alone
+        l1 = torch.where(on, (1 - share) * l1 + share * (e.abs() * m).sum() / n.clamp_min(1), l1)
+        mse = torch.where(on, (1 - share) * mse + share * (e.pow(2) * m).sum() / n.clamp_min(1), mse)
 
     def grads(im: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return im[..., 1:, :] - im[..., :-1, :], im[..., :, 1:] - im[..., :, :-1]

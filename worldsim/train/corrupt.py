@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from worldsim.errors import UserError
+
 
 @dataclass(frozen=True)
 class ContextRecipe:
@@ -41,8 +43,6 @@ class ContextRecipe:
     def from_flags(cls, args) -> ContextRecipe:
         """The recipe a teacher's `--context-*` / `--own-prob` flags ask for, checked (and its
         `--motion-share`, the objective's weighting of what moves: flow.flow_matching_loss)."""
-        from worldsim.errors import UserError
-
         recipe = cls(prob=args.context_prob, max=args.context_max, aug_prob=args.context_aug_prob,
                      aug_max=args.context_aug_max, offset=args.context_offset,
                      offset_prob=args.context_offset_prob, own_prob=args.own_prob)  # fmt: skip
@@ -54,8 +54,6 @@ class ContextRecipe:
         return recipe
 
     def check(self) -> None:
-        from worldsim.errors import UserError
-
         for name in ("prob", "aug_prob", "offset_prob", "own_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:

@@ -301,17 +301,7 @@ def _train(args, dist_info, device, out: Path) -> dict:
         "key_dropout": args.key_dropout,
         "context_prob": args.context_prob,
         "context_max": args.context_max,
-        **{
-            k: getattr(args, k)
-            for k in (
-                "context_aug_prob",
-                "context_aug_max",
-                "context_offset",
-                "context_offset_prob",
-                "own_prob",
-                "motion_share",
-            )
-        },  # the recipe (corrupt.py; motion_share: flow.flow_matching_loss)
+        **{k: getattr(args, k) for k in RECIPE},
         "data": data.describe(),
         "dataset": None if ds is None else ds.manifest,  # None: trajectories rendered by the game
         "train_seconds_this_run": round(seconds, 1),
@@ -374,6 +364,15 @@ def _with_val(history: dict, evals: list) -> dict:
 
 WARM_STEPS = 20  # steps left out of the steady-state throughput (a multiple of 10: the loss sync)
 
+# the context recipe's flags (corrupt.py) and the objective's weighting of what moves (flow.py)
+RECIPE = (
+    "context_aug_prob",
+    "context_aug_max",
+    "context_offset",
+    "context_offset_prob",
+    "own_prob",
+    "motion_share",
+)
 HPARAMS = (
     "lr",
     "batch",
@@ -381,12 +380,7 @@ HPARAMS = (
     "key_dropout",
     "context_prob",
     "context_max",
-    "context_aug_prob",
-    "context_aug_max",
-    "context_offset",
-    "context_offset_prob",
-    "own_prob",
-    "motion_share",
+    *RECIPE,
     "ema_decay",
     "warmup",
     "grad_clip",
