@@ -9,7 +9,10 @@
 # SIZE, WORKERS processes; DEVICE (cuda). AE_VARIANTS: autoencoders trained side by side
 # ("name=flags;name=flags"); the one with the best held-out PSNR on the pixels that move (what the world
 # model needs: a ball, a paddle) goes on to the teacher, which also takes GAME_TEACHER_FLAGS; AE=PATH
-# (an autoencoder.pt of an earlier machine) skips the autoencoder stage; STUDENT_MIN > 0 distils a 1-step
+# (an autoencoder.pt of an earlier machine) skips the autoencoder stage; TEACHER_RESUME=FILE (the compact
+# teacher.state.safetensors of an earlier machine) continues that teacher on a fresh LR schedule over
+# TEACHER_MIN, its autoencoder with it (the dataset is collected again: the same seed, the same frames);
+# STUDENT_MIN > 0 distils a 1-step
 # student from the teacher on the dataset (streamed self-forcing) and exports it in 8 bits. Everything lives in $RUN/$NAME
 # (outside the checkout); every stage tees its summary into $RUN/$NAME/summary.log, which `status` and
 # `collect-results` copy into $OUT.
@@ -31,6 +34,8 @@ AE_VARIANTS=${AE_VARIANTS:-ds8c32=--latent-channels 32 --motion-share 0.5;ds4c8=
 GAME_TEACHER_FLAGS=${GAME_TEACHER_FLAGS:---motion-share 0.5}
 TEACHER_FLAGS=${TEACHER_FLAGS---compile --attention flex}
 AE=${AE:-}
+TEACHER_RESUME=${TEACHER_RESUME:-}
+STUDENT_INIT=${STUDENT_INIT:-}  # a student checkpoint of this game to continue (e.g. checkpoints/breakout.safetensors)
 STUDENT_MIN=${STUDENT_MIN:-0}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT" "$DIR"
@@ -43,7 +48,13 @@ pipeline() {
   python3 -m worldsim collect --env "$ENV" --out "$DIR/data" --clips "$CLIPS" --frames "$FRAMES" \
     --size "$SIZE" --workers "$WORKERS" > "$DIR/collect.log" 2>&1 || { log "collect failed"; tail -n 5 "$DIR/collect.log" | tee -a "$DIR/summary.log"; return 1; }
   tail -n 2 "$DIR/collect.log" | tee -a "$DIR/summary.log"
-  if [ -n "$AE" ]; then
+  local teacher_from=(--preset "$PRESET" --autoencoder "$DIR/ae/autoencoder.pt" --steps 100000)
+  if [ -n "$TEACHER_RESUME" ]; then
+    [ -f "$TEACHER_RESUME" ] || { log "TEACHER_RESUME=$TEACHER_RESUME: no such file"; return 1; }
+    mkdir -p "$DIR/teacher" && cp "$TEACHER_RESUME" "$DIR/teacher/teacher.state.safetensors"
+    teacher_from=(--resume --steps 200000)  # --steps unlike the run's: a new cosine, fitted to TEACHER_MIN
+    log "autoencoder: the resumed teacher's ($TEACHER_RESUME)"
+  elif [ -n "$AE" ]; then
     [ -f "$AE" ] || { log "AE=$AE: no such file"; return 1; }
     mkdir -p "$DIR/ae-given" && cp "$AE" "$DIR/ae-given/autoencoder.pt" && ln -sfn "$DIR/ae-given" "$DIR/ae"
     log "autoencoder: $AE (given)"
@@ -76,8 +87,8 @@ PY
   log "autoencoder: $best"
   fi
   log "teacher ($TEACHER_MIN min)"
-  python3 -m worldsim train teacher --preset "$PRESET" --data "$DIR/data" --autoencoder "$DIR/ae/autoencoder.pt" \
-    --device "$DEVICE" --out "$DIR/teacher" --steps 100000 --minutes "$TEACHER_MIN" --batch 64 --clip-frames 32 \
+  python3 -m worldsim train teacher "${teacher_from[@]}" --data "$DIR/data" \
+    --device "$DEVICE" --out "$DIR/teacher" --minutes "$TEACHER_MIN" --batch 64 --clip-frames 32 \
     --context-aug-prob 0.3 --context-offset 0.3 --own-prob 0.25 --ckpt-every 500 --no-progress \
     $GAME_TEACHER_FLAGS $TEACHER_FLAGS > "$DIR/teacher.log" 2>&1 || { log "teacher failed"; tail -n 5 "$DIR/teacher.log" | tee -a "$DIR/summary.log"; return 1; }
   grep "ema val loss" "$DIR/teacher.log" | tail -n 2 | tee -a "$DIR/summary.log"
@@ -91,7 +102,8 @@ PY
   if [ "$STUDENT_MIN" != "0" ]; then
     local rollout=$(( (FRAMES - 16) / 8 * 8 ))  # a window of history and the rollout fit in one clip
     log "1-step student ($STUDENT_MIN min, streamed rollouts of $rollout recorded frames)"
-    python3 -m worldsim train self-forcing --teacher "$DIR/teacher/teacher.pt" --data "$DIR/data" --device "$DEVICE" \
+    local init=(); [ -n "$STUDENT_INIT" ] && init=(--init "$STUDENT_INIT")
+    python3 -m worldsim train self-forcing --teacher "$DIR/teacher/teacher.pt" "${init[@]}" --data "$DIR/data" --device "$DEVICE" \
       --out "$DIR/student" --minutes "$STUDENT_MIN" --steps 100000 --batch 16 --steps-per-frame 1 \
       --rollout-frames "$rollout" --regression-horizon 32 --ckpt-every 200 --no-progress \
       --export "$DIR/export/$NAME-student-bf16.safetensors" > "$DIR/student.log" 2>&1 \

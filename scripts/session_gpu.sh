@@ -8,7 +8,8 @@
 # Runs ($JOBS, default "game sf"; three at once ran each at ~1/3 of its speed alone: the tiny teacher
 # 120-140 clips/s beside two others, 385 alone, on an H200):
 #   game   an own game's pipeline (own_game_gpu.sh, $ENV: autoencoder variants side by side, the one that
-#          keeps what moves, or the carried $GAME_AE; then the teacher with --motion-share, and with
+#          keeps what moves, or the carried $GAME_AE; then the teacher with --motion-share (continuing the
+#          carried compact state $GAME_TEACHER_RESUME), and with
 #          $GAME_STUDENT_MIN > 0 a 1-step student of it);
 #   sf     streamed self-forcing of the 1-step tiny student at context noise $SF_NOISE (0.1), regression
 #          weighed by depth (--regression-horizon $SF_HORIZON, 32), from $SF_TEACHER (tiny), continuing the
@@ -32,7 +33,8 @@ case "${1:-}" in
     if [[ $jobs == *" tinyr "* ]]; then OUT=$OUT MIN=${TEACHER_MIN:-20} scripts/teacher_gpu.sh recipe; fi
     if [[ $jobs == *" game "* ]]; then
       OUT=$OUT ENV=${ENV:-ALE/Breakout-v5} NAME=${NAME:-breakout} AE_MIN=${AE_MIN:-4} TEACHER_MIN=${GAME_MIN:-13} \
-        AE=${GAME_AE:-} STUDENT_MIN=${GAME_STUDENT_MIN:-0} scripts/own_game_gpu.sh all
+        AE=${GAME_AE:-} STUDENT_MIN=${GAME_STUDENT_MIN:-0} TEACHER_RESUME=${GAME_TEACHER_RESUME:-} \
+        STUDENT_INIT=${GAME_STUDENT_INIT:-} scripts/own_game_gpu.sh all
     fi
     if [[ $jobs == *" sf "* ]]; then
       init=(); [ -n "${SF_INIT:-}" ] && [ -f "$SF_INIT" ] && init=(--init "$SF_INIT")

@@ -129,3 +129,39 @@ def test_a_breakout_dataset_gives_a_teacher_of_its_four_actions(autoencoder, tmp
 
     cfg = ModelConfig.from_dict(state["config"])
     assert cfg.num_keys == 4 and state["metrics"]["dataset"]["env"] == "ALE/Breakout-v5"
+
+
+def test_a_student_of_a_dataset_starts_from_the_datasets_episodes(autoencoder, cartpole, tmp_path, capsys):
+    """The exported student's start latents are its dataset's episode starts, as its teacher's are (the
+    student export once wrote the raycaster's spawns for every student: a Breakout model started from
+    walls and floor encoded by Breakout's autoencoder)."""
+    from worldsim.train.export import start_latents
+
+    run = tmp_path / "teacher"
+    argv = ["train", "teacher", *TRAIN, "--autoencoder", str(autoencoder / "autoencoder.pt"), "--data",
+            str(cartpole), "--store-trajectories", "3", "--refresh-every", "0", "--out", str(run)]  # fmt: skip
+    assert cli_main(argv) == 0
+    teacher_ckpt = tmp_path / "t.safetensors"
+    assert cli_main(["train", "export", str(run / "teacher.pt"), str(teacher_ckpt)]) == 0
+    sf = ["train", "self-forcing", "--device", "cpu", "--no-progress", "--steps", "1", "--batch", "1",
+          "--frames", "2", "--context-frames", "1", "--critic-steps", "1"]  # fmt: skip
+    want = load_checkpoint(teacher_ckpt).tensors["start"]["latents"].float()
+    for i, source in enumerate((run / "teacher.pt", teacher_ckpt)):  # a teacher state or a checkpoint
+        student = tmp_path / f"s{i}.safetensors"
+        argv = [*sf, "--teacher", str(source), "--data", str(cartpole), "--out", str(tmp_path / f"sf{i}"),
+                "--export", str(student)]  # fmt: skip
+        assert cli_main(argv) == 0
+        got = load_checkpoint(student).tensors["start"]["latents"].float()
+        # the same frames through the same autoencoder (read back from bf16 for a checkpoint teacher)
+        assert got.shape == want.shape and torch.allclose(got, want, atol=0.05), source
+    # without --data a dataset's teacher has no game to roll out: one line that names the flag
+    assert cli_main([*sf, "--teacher", str(teacher_ckpt), "--out", str(tmp_path / "nodata")]) == 2
+    assert "--data is required" in capsys.readouterr().err
+    assert not (tmp_path / "nodata").exists()
+    ae = load_checkpoint(teacher_ckpt)
+    from worldsim.model.autoencoder import Autoencoder
+
+    model = Autoencoder(ae.config.autoencoder)
+    model.load_state_dict(ae.float_state("autoencoder"))
+    spawns = start_latents(model, [0])[1]
+    assert (spawns[0] - want[0]).abs().mean() > 0.1, "the raycaster's spawn encodes unlike a CartPole start"

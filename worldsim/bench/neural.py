@@ -252,8 +252,8 @@ def one_row(args: argparse.Namespace, device: torch.device, quick: bool, dtype, 
     return {
         "model": world.describe().get("checkpoint") or "?",
         "dtype": {v: k for k, v in DTYPES.items()}.get(inner.dtype, str(inner.dtype)),
-        "mode": ("graph" if graph else "eager") + ("+k" if fused else "") + ("" if world.fold else "+nofold"),
-        "steps": world.steps,
+        "mode": ("graph" if graph else "eager") + ("+k" if fused else "") + ("" if inner.fold else "+nofold"),
+        "steps": inner.steps,
         "vs_eager": None,
         **r,
     }

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
+from worldsim.data.dataset import Dataset
 from worldsim.errors import UserError
 from worldsim.model.config import ModelConfig
 from worldsim.sampling import schedule_for
-from worldsim.train import common, resume
+from worldsim.train import common, datasets, resume
 from worldsim.train.dmd import critic_loss, dmd_loss, sample_levels
 from worldsim.train.options import CONTEXTS
 from worldsim.train.options import add_self_forcing_arguments as add_arguments  # noqa: F401 (stage protocol)
@@ -39,6 +40,7 @@ from worldsim.train.sf_state import (
     load_teacher,
     save_state,
 )
+from worldsim.world import KEY_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,11 @@ def _settings(
 ) -> ModelConfig:
     """Resolve the flags left unset (they depend on the device, the teacher and the mode), check them,
     and return the config the student trains and exports with (its context noise level)."""
+    if args.data is None and tuple(cfg.key_names) != KEY_NAMES:
+        raise UserError(
+            f"--data is required: the teacher's keys {list(cfg.key_names)} are not the built-in game's; "
+            "pass the dataset it was trained on (--data DIR)"
+        )
     if args.rollout_frames is None:
         before = state is not None and "rollout_frames" not in state.get("hparams", {})  # a pre-streaming run
         fresh = args.context != "self" or args.frames is not None or before
@@ -130,8 +137,13 @@ def train(args: argparse.Namespace) -> dict:
         cfg = cfg.replace(steps=args.steps_per_frame)
     cfg = _settings(args, cfg, device, state)
     student, critic = copy.deepcopy(teacher), copy.deepcopy(teacher)
+    budget_before = (state.get("metrics") or {}).get("budget") if state is not None else None
+    starts = state.get("start_frames") if state is not None else None  # what the exported student starts from
+    if starts is None and args.data is not None:
+        starts = {"frames": datasets.start_frames(Dataset(args.data), cfg.image_hw[0])}
     if state is None and args.init:  # continue a student (the critic still starts from the teacher)
-        student.load_state_dict(load_student(args.init, cfg))
+        weights, budget_before = load_student(args.init, cfg)
+        student.load_state_dict(weights)
     out.mkdir(parents=True, exist_ok=True)  # after every input was read: a failed start leaves no folder
     live = resume.MetricsLog(out)
     for m in (student, critic):
@@ -176,6 +188,52 @@ def train(args: argparse.Namespace) -> dict:
             "%d critic steps per generator step, data %s, device %s",
             args.context, cfg.name, S, Fc, args.frames, B, args.critic_steps, args.data or source, device,
         )  # fmt: skip
+
+    def run_metrics(interrupted: bool | None) -> dict:
+        """This run's figures so far (interrupted None: a state saved mid-run), with the budget of all runs."""
+        seconds = time.monotonic() - t_start
+        last = {k: float(f"{v[-1]:.4g}") for k, v in history.items() if k != "step" and v}
+        metrics = {
+            "preset": cfg.name,
+            "context": args.context,
+            "steps_per_frame": S,
+            "generator_steps": step,
+            "critic_steps_per_generator_step": args.critic_steps,
+            "batch": B,
+            "context_frames": Fc,
+            "rollout_frames": R or args.frames,
+            "streamed": bool(R),
+            "chunk": args.chunk if R else None,
+            "idle_fraction": args.idle_fraction if R else None,
+            "mean_rollout_depth": round(depth_sum / max(step - start_step, 1), 1),
+            "context_noise": cfg.context_noise,
+            "data": {
+                "path": args.data,
+                **data.describe(),
+                **(rollouts.describe() if R else {}),
+                **({"manifest": dataset_manifest(args.data)} if args.data else {}),
+            },
+            "lr": args.lr,
+            "critic_lr": args.critic_lr,
+            "regression_weight": args.regression_weight,
+            "regression_horizon": args.regression_horizon,
+            "guidance": args.guidance,
+            "final": last,
+            "train_seconds_this_run": round(seconds, 1),
+            "steps_per_second": round((step - start_step) / max(seconds, 1e-6), 3),
+            "device": str(device),
+            "interrupted": bool(interrupted),
+            "in_progress": interrupted is None,
+            "budget_before": budget_before,
+            "budget": resume.add_run(
+                budget_before,
+                steps=step - start_step,
+                clips=(step - start_step) * B,
+                seconds=seconds,
+                device=device,
+            ),
+        }
+        return metrics
 
     budget = common.Budget(args.steps, args.minutes)
     bar = common.progress(args.steps, step, args.no_progress, f"self-forcing ({args.context})")
@@ -232,7 +290,7 @@ def train(args: argparse.Namespace) -> dict:
                          step, ld.item(), lc.item(), lr_.item(), gnorm.item(), figs)  # fmt: skip
             if step % args.ckpt_every == 0:
                 save_state(state_path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info,
-                           step, history)  # fmt: skip
+                           step, history, run_metrics(None), starts)  # fmt: skip
     except KeyboardInterrupt:  # a second Ctrl-C: keep what was trained all the same
         stop.requested = True
     finally:
@@ -240,40 +298,9 @@ def train(args: argparse.Namespace) -> dict:
     interrupted = stop.finish(step)
     bar.close()
     seconds = time.monotonic() - t_start
-    last = {k: float(f"{v[-1]:.4g}") for k, v in history.items() if k != "step" and v}
-    metrics = {
-        "preset": cfg.name,
-        "context": args.context,
-        "steps_per_frame": S,
-        "generator_steps": step,
-        "critic_steps_per_generator_step": args.critic_steps,
-        "batch": B,
-        "context_frames": Fc,
-        "rollout_frames": R or args.frames,
-        "streamed": bool(R),
-        "chunk": args.chunk if R else None,
-        "idle_fraction": args.idle_fraction if R else None,
-        "mean_rollout_depth": round(depth_sum / max(step - start_step, 1), 1),
-        "context_noise": cfg.context_noise,
-        "data": {
-            "path": args.data,
-            **data.describe(),
-            **(rollouts.describe() if R else {}),
-            **({"manifest": dataset_manifest(args.data)} if args.data else {}),
-        },
-        "lr": args.lr,
-        "critic_lr": args.critic_lr,
-        "regression_weight": args.regression_weight,
-        "regression_horizon": args.regression_horizon,
-        "guidance": args.guidance,
-        "final": last,
-        "train_seconds_this_run": round(seconds, 1),
-        "steps_per_second": round((step - start_step) / max(seconds, 1e-6), 3),
-        "device": str(device),
-        "interrupted": interrupted,
-    }
+    metrics = run_metrics(interrupted)
     save_state(state_path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info, step,
-               history, metrics)  # fmt: skip
+               history, metrics, starts)  # fmt: skip
     common.save_loss_plot(history, out / "self_forcing_loss.png",
                           f"student ({cfg.name}, {args.context} context): DMD / critic / regression")  # fmt: skip
     common.write_json(metrics, out / "self_forcing.json")

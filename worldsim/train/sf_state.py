@@ -11,7 +11,7 @@ import torch
 
 from worldsim.checkpoint import load_checkpoint, save_checkpoint
 from worldsim.errors import UserError
-from worldsim.model.autoencoder import Autoencoder
+from worldsim.model.autoencoder import Autoencoder, frames_to_model
 from worldsim.model.config import ModelConfig
 from worldsim.model.dit import DiT
 from worldsim.train import common
@@ -44,14 +44,16 @@ def load_teacher(source, device: torch.device) -> tuple[ModelConfig, DiT, Autoen
         cfg = ModelConfig.from_dict(state["config"])
         dit_state, ae_state = state["ema"], state["autoencoder"]
         info = {"source": str(source), "metrics": state.get("metrics", {}), "hparams": state.get("hparams", {}),
-                "autoencoder_metrics": state.get("autoencoder_metrics", {})}  # fmt: skip
+                "autoencoder_metrics": state.get("autoencoder_metrics", {}),
+                "start_frames": state.get("start_frames", {}).get("frames")}  # fmt: skip
     else:
         ckpt = load_checkpoint(source)
         cfg = ckpt.config
         dit_state, ae_state = ckpt.float_state("dit"), ckpt.float_state("autoencoder")
         m = ckpt.metrics
         info = {"source": str(ckpt.path), "sha256": ckpt.sha256, "metrics": m.get("teacher", {}),
-                "hparams": {}, "autoencoder_metrics": m.get("autoencoder", {})}  # fmt: skip
+                "hparams": {}, "autoencoder_metrics": m.get("autoencoder", {}),
+                "start_latents": ckpt.tensors.get("start", {}).get("latents")}  # fmt: skip
     teacher, ae = DiT(cfg), Autoencoder(cfg.autoencoder)
     teacher.load_state_dict(_fp32(dit_state))
     ae.load_state_dict(_fp32(ae_state))
@@ -60,8 +62,10 @@ def load_teacher(source, device: torch.device) -> tuple[ModelConfig, DiT, Autoen
     return cfg, teacher, ae, info
 
 
-def load_student(source, cfg: ModelConfig) -> dict:
-    """The float DiT state dict of checkpoint `source` (--init), checked against the teacher's config."""
+def load_student(source, cfg: ModelConfig) -> tuple[dict, dict | None]:
+    """(float DiT state dict, cumulative budget) of checkpoint `source` (--init), checked against the
+    teacher's config. The budget is what the student's earlier runs cost (None for a checkpoint that is
+    not a student); a student exported before budgets were recorded counts as one run of its metrics."""
     from worldsim.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(source)
@@ -77,11 +81,22 @@ def load_student(source, cfg: ModelConfig) -> dict:
             f"--init {source}: its autoencoder differs from the teacher's; use a matching teacher"
         )
     log.info("--init %s: the student starts from its weights", ckpt.path)
-    return ckpt.float_state("dit")
+    return ckpt.float_state("dit"), prior_budget(ckpt.metrics.get("self_forcing") or {})
+
+
+def prior_budget(sf: dict) -> dict | None:
+    """The cumulative budget in a student's self-forcing metrics (older exports: their one run)."""
+    if sf.get("budget"):
+        return sf["budget"]
+    if not sf.get("generator_steps"):
+        return None
+    steps = int(sf["generator_steps"])
+    return {"steps": steps, "clips": steps * int(sf.get("batch") or 0), "runs": 1,
+            "device_minutes": {str(sf.get("device")): round(float(sf.get("train_seconds_this_run", 0)) / 60, 2)}}  # fmt: skip
 
 
 def save_state(path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info, step,
-               history, metrics=None) -> None:  # fmt: skip
+               history, metrics=None, starts=None) -> None:  # fmt: skip
     common.atomic_save(
         {
             "kind": "self_forcing",
@@ -98,9 +113,28 @@ def save_state(path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher,
             "teacher_info": teacher_info,
             "history": history,
             "metrics": metrics or {},
+            **({} if starts is None else {"start_frames": starts}),
         },
         path,
     )
+
+
+def student_starts(state: dict, ae: Autoencoder) -> tuple[torch.Tensor, int]:
+    """The start latents a student ships with and their count: the first frames of its dataset's
+    training episodes (a `--data` run), else its teacher's (a dataset teacher's recorded episode starts,
+    a checkpoint's own start latents: the same autoencoder), else the default level's spawns."""
+    info = state["teacher_info"]
+    frames = state.get("start_frames", {}).get("frames")
+    if frames is None:
+        frames = info.get("start_frames")
+    if frames is not None:
+        n = min(START_SEEDS, len(frames))
+        with torch.no_grad():
+            return ae.cpu().eval().encode(frames_to_model(frames[:n])).float(), n
+    if info.get("start_latents") is not None:
+        z = info["start_latents"].float()
+        return z, len(z)
+    return start_latents(ae, list(range(START_SEEDS)))[1], START_SEEDS
 
 
 def export_student(state_path: str | Path, out_path: str | Path, *, eval_result: dict | None = None) -> Path:
@@ -112,8 +146,8 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
     cfg = ModelConfig.from_dict(state["config"])
     ae = Autoencoder(cfg.autoencoder)
     ae.load_state_dict(state["autoencoder"])
-    _, z = start_latents(ae, list(range(START_SEEDS)))
     info = state["teacher_info"]
+    z, seeds = student_starts(state, ae)
     metrics = {"teacher": info.get("metrics", {}), "autoencoder": info.get("autoencoder_metrics", {}),
                "self_forcing": state.get("metrics", {}), "teacher_source": info.get("source")}  # fmt: skip
     if eval_result:
@@ -124,7 +158,7 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
                     metrics=metrics)  # fmt: skip
     # The card: the teacher's card layout (how the teacher was trained), then the student's section.
     card_state = {"metrics": info.get("metrics", {}), "hparams": info.get("hparams", {}), "ema": state["ema"]}
-    card = write_card(out_path, cfg, card_state, metrics, seeds=START_SEEDS)
+    card = write_card(out_path, cfg, card_state, metrics, seeds=seeds)
     sf = state.get("metrics", {})
     lines = [
         "## Student (self-forcing distillation, docs/design.md §7.3)",
@@ -147,9 +181,15 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
             else ""
         )
         + f", context noise {sf.get('context_noise')}, data {(sf.get('data') or {}).get('path') or 'the game'}, "
-        f"{sf.get('steps_per_second')} steps/s on {sf.get('device')}; final losses {sf.get('final')}.",
+        f"{sf.get('steps_per_second')} steps/s on {sf.get('device')}; final losses {sf.get('final')}"
+        + (" (a state saved mid-run)." if sf.get("in_progress") else "."),
         "",
     ]
+    b = sf.get("budget")
+    if b:
+        minutes = ", ".join(f"{m} min on {dev}" for dev, m in b.get("device_minutes", {}).items())
+        lines[-1:-1] = [f"- Student budget, all runs together: {b.get('steps')} generator steps, "
+                        f"{b.get('clips')} rollouts, {minutes}, {b.get('runs')} run(s).", ""]  # fmt: skip
     ev = metrics.get("eval", {})
     for key in ("action_accuracy", "loop", "long_run"):
         if ev.get(key):
