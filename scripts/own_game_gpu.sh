@@ -119,7 +119,8 @@ PY
 
 case "${1:-}" in
   all)
-    export STUDENT_MIN AE DEVICE DIR ENV NAME CLIPS FRAMES SIZE WORKERS PRESET AE_MIN TEACHER_MIN AE_VARIANTS GAME_TEACHER_FLAGS TEACHER_FLAGS
+    export STUDENT_MIN AE TEACHER_RESUME STUDENT_INIT DEVICE DIR ENV NAME CLIPS FRAMES SIZE WORKERS PRESET AE_MIN TEACHER_MIN \
+      AE_VARIANTS GAME_TEACHER_FLAGS TEACHER_FLAGS
     setsid nohup bash -c "$(declare -f log pipeline); pipeline" > "$DIR/pipeline.log" 2>&1 < /dev/null &
     echo "started the $NAME pipeline (pid $!) in $DIR" | tee -a "$OUT/$NAME-start.log"
     ;;

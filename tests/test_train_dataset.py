@@ -165,3 +165,23 @@ def test_a_student_of_a_dataset_starts_from_the_datasets_episodes(autoencoder, c
     model.load_state_dict(ae.float_state("autoencoder"))
     spawns = start_latents(model, [0])[1]
     assert (spawns[0] - want[0]).abs().mean() > 0.1, "the raycaster's spawn encodes unlike a CartPole start"
+
+
+def test_a_dataset_teacher_resumes_from_its_compact_state_elsewhere(autoencoder, cartpole, tmp_path):
+    """The compact state (what comes back from a GPU machine) of a `--data` run carries the episode-start
+    frames as uint8; a fresh folder holding only it continues the run, start frames and all."""
+    import shutil
+
+    run = tmp_path / "a"
+    argv = ["train", "teacher", *TRAIN, "--autoencoder", str(autoencoder / "autoencoder.pt"), "--data",
+            str(cartpole), "--store-trajectories", "3", "--refresh-every", "0", "--out", str(run)]  # fmt: skip
+    assert cli_main(argv) == 0
+    moved = tmp_path / "b"
+    moved.mkdir()
+    shutil.copy(run / "teacher.state.safetensors", moved)
+    argv = ["train", "teacher", "--resume", "--device", "cpu", "--no-progress", "--steps", "3", "--data",
+            str(cartpole), "--store-trajectories", "3", "--refresh-every", "0", "--out", str(moved)]  # fmt: skip
+    assert cli_main(argv) == 0
+    a = torch.load(run / "teacher.pt", weights_only=True)
+    b = torch.load(moved / "teacher.pt", weights_only=True)
+    assert b["step"] == 3 and torch.equal(a["start_frames"]["frames"], b["start_frames"]["frames"])

@@ -167,7 +167,10 @@ def _check_values(path: Path, group: str, state: Mapping[str, torch.Tensor]) -> 
         elif t.dtype in FLOAT_DTYPES:
             if not torch.isfinite(t).all():
                 raise UserError(f"{where} holds NaN or infinite values; the file is damaged: re-export it")
-        elif not (group == "start" and k == "keys" and t.dtype in KEY_DTYPES):
+        elif not (
+            (group == "start" and k == "keys" and t.dtype in KEY_DTYPES)
+            or (group == "start_frames" and k == "frames" and t.dtype == torch.uint8)  # a dataset run's
+        ):
             raise UserError(
                 f"{where} is stored as {_name(t.dtype)}, which worldsim never writes "
                 f"there (bfloat16 or float32; int8 beside its scales); the file was relabelled or written "
