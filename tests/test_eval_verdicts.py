@@ -134,3 +134,18 @@ def test_an_idle_view_that_dissolves_fails(world, reason):
         assert idle["drift"] == pytest.approx(25.5, abs=1.0)
         assert idle["psnr_curve"]["1"] > idle["psnr_curve"]["30"] > idle["psnr_curve"]["40"]
     assert r["controllability"] is None and r["pass"]["controllability"] is None
+
+
+def test_idle_drifts_of_opposite_sign_do_not_cancel():
+    """Two sequences, one brightening by 6 gray levels and one darkening by 6: the signed mean is 0, the
+    verdict fails on the mean of |drift| and its line shows that figure beside the signed one."""
+    from worldsim.evaluation.scores import idle_section
+
+    start = torch.full((2, 8, 8, 3), 100, dtype=torch.uint8)
+    last = start.clone()
+    gray = torch.tensor([[106.0, 94.0]]).repeat(40, 1)  # [F, B]
+    idle = idle_section(
+        start, last, torch.full((40, 2), 40.0), gray, torch.full((40,), 100.0), torch.ones(40)
+    )
+    assert idle["drift"] == 0.0 and idle["drift_abs"] == 6.0 and not idle["pass"]
+    assert "mean |brightness drift| 6.0 > 3.0" in idle["verdict"] and "mean |drift| 6.0" in idle["verdict"]
