@@ -63,6 +63,21 @@ def start_latents(ae: Autoencoder, seeds: list[int]) -> tuple[torch.Tensor, torc
     return frames, z.float()
 
 
+@torch.no_grad()
+def encoded_starts(ae: Autoencoder, recorded: torch.Tensor | None, seeds: int) -> tuple[torch.Tensor, int]:
+    """The start latents `[S,C,h,w]` and their count: the first `seeds` of a dataset run's recorded
+    episode-start frames (uint8 `[N,H,W,3]`), or with none the default level's spawns 0..seeds-1."""
+    if recorded is None:
+        return start_latents(ae, list(range(seeds)))[1], seeds
+    seeds = min(seeds, len(recorded))
+    return ae.cpu().eval().encode(frames_to_model(recorded[:seeds])).float(), seeds
+
+
+def budget_minutes(budget: dict) -> str:
+    """'12.5 min on NVIDIA H200, ...': the device minutes of a cumulative budget (resume.add_run)."""
+    return ", ".join(f"{m} min on {dev}" for dev, m in budget.get("device_minutes", {}).items())
+
+
 def export(
     state_path: str | Path,
     out_path: str | Path,
@@ -82,12 +97,7 @@ def export(
     cfg = ModelConfig.from_dict(state["config"])
     ae = Autoencoder(cfg.autoencoder)
     ae.load_state_dict(state["autoencoder"])
-    recorded = state.get("start_frames", {}).get("frames")  # a dataset run: its episodes' first frames
-    if recorded is not None:
-        seeds = min(seeds, len(recorded))
-        z = ae.cpu().eval().encode(frames_to_model(recorded[:seeds])).float()
-    else:
-        _, z = start_latents(ae, list(range(seeds)))
+    z, seeds = encoded_starts(ae, state.get("start_frames", {}).get("frames"), seeds)
     metrics = {"teacher": state.get("metrics", {}), "autoencoder": state.get("autoencoder_metrics", {})}
     metrics.update(train_metrics or {})
     if eval_result:
@@ -119,7 +129,7 @@ def _budget_lines(tm: dict) -> list[str]:
     b = tm.get("budget")
     if not b:
         return []
-    minutes = ", ".join(f"{m} min on {dev}" for dev, m in b.get("device_minutes", {}).items())
+    minutes = budget_minutes(b)
     data = tm.get("data", {})
     src = data.get("source", "live")
     if src == "store":

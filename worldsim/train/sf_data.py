@@ -18,6 +18,7 @@ import logging
 
 import torch
 
+from worldsim.data.dataset import Dataset
 from worldsim.errors import UserError
 from worldsim.model.config import ModelConfig
 from worldsim.model.kvcache import KVCache
@@ -36,8 +37,6 @@ def open_data(args: argparse.Namespace, cfg: ModelConfig, ae, device: torch.devi
               source: str, seed: int) -> LatentBatches:  # fmt: skip
     """Batches of `batch` real windows of `clip` frames (latents and keys) from the game or `--data`."""
     if args.data is not None:
-        from worldsim.data.dataset import Dataset
-
         ds = Dataset(args.data)
         if tuple(ds.key_names) != tuple(cfg.key_names):
             raise UserError(
@@ -61,8 +60,6 @@ def open_data(args: argparse.Namespace, cfg: ModelConfig, ae, device: torch.devi
 
 def dataset_manifest(folder) -> dict:
     """The dataset's own description (its meta.json without the shard list), for the metrics and card."""
-    from worldsim.data.dataset import Dataset
-
     return {k: v for k, v in Dataset(folder).meta.items() if k != "shards"}
 
 

@@ -11,11 +11,11 @@ import torch
 
 from worldsim.checkpoint import load_checkpoint, save_checkpoint
 from worldsim.errors import UserError
-from worldsim.model.autoencoder import Autoencoder, frames_to_model
+from worldsim.model.autoencoder import Autoencoder
 from worldsim.model.config import ModelConfig
 from worldsim.model.dit import DiT
 from worldsim.train import common
-from worldsim.train.export import EVAL_KEYS, START_SEEDS, _storage, start_latents, write_card
+from worldsim.train.export import EVAL_KEYS, START_SEEDS, _storage, budget_minutes, encoded_starts, write_card
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,6 @@ def load_student(source, cfg: ModelConfig) -> tuple[dict, dict | None]:
     """(float DiT state dict, cumulative budget) of checkpoint `source` (--init), checked against the
     teacher's config. The budget is what the student's earlier runs cost (None for a checkpoint that is
     not a student); a student exported before budgets were recorded counts as one run of its metrics."""
-    from worldsim.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(source)
     theirs, ours = ckpt.config, cfg
     for k in ("width", "depth", "heads", "patch_size", "sinks", "key_names"):
@@ -127,14 +125,10 @@ def student_starts(state: dict, ae: Autoencoder) -> tuple[torch.Tensor, int]:
     frames = state.get("start_frames", {}).get("frames")
     if frames is None:
         frames = info.get("start_frames")
-    if frames is not None:
-        n = min(START_SEEDS, len(frames))
-        with torch.no_grad():
-            return ae.cpu().eval().encode(frames_to_model(frames[:n])).float(), n
-    if info.get("start_latents") is not None:
+    if frames is None and info.get("start_latents") is not None:
         z = info["start_latents"].float()
         return z, len(z)
-    return start_latents(ae, list(range(START_SEEDS)))[1], START_SEEDS
+    return encoded_starts(ae, frames, START_SEEDS)
 
 
 def export_student(state_path: str | Path, out_path: str | Path, *, eval_result: dict | None = None) -> Path:
@@ -187,9 +181,8 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
     ]
     b = sf.get("budget")
     if b:
-        minutes = ", ".join(f"{m} min on {dev}" for dev, m in b.get("device_minutes", {}).items())
         lines[-1:-1] = [f"- Student budget, all runs together: {b.get('steps')} generator steps, "
-                        f"{b.get('clips')} rollouts, {minutes}, {b.get('runs')} run(s).", ""]  # fmt: skip
+                        f"{b.get('clips')} rollouts, {budget_minutes(b)}, {b.get('runs')} run(s).", ""]  # fmt: skip
     ev = metrics.get("eval", {})
     for key in ("action_accuracy", "loop", "long_run"):
         if ev.get(key):
