@@ -12,9 +12,13 @@
 #          carried compact state $GAME_TEACHER_RESUME), and with
 #          $GAME_STUDENT_MIN > 0 a 1-step student of it);
 #   sf     streamed self-forcing of the 1-step tiny student at context noise $SF_NOISE (0.1), regression
-#          weighed by depth (--regression-horizon $SF_HORIZON, 32), from $SF_TEACHER (tiny), continuing the
-#          student in $SF_INIT when that file was carried;
-#   tinyr  the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr).
+#          weighed by depth (--regression-horizon $SF_HORIZON, 32), lr $SF_LR (1e-5), from $SF_TEACHER
+#          (tiny), continuing the student in $SF_INIT when that file was carried;
+#   sf2    a second student beside it, one recipe change apart: $SF2_HORIZON, $SF2_LR, $SF2_NOISE, $SF2_INIT
+#          (each defaults to the sf run's), in $RUN/sf2;
+#   tinyr  the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr);
+#   eval   the full eval (64 sequences, horizons to 512, 2,000 idle frames, 18,000 frames) of
+#          $EVAL_CHECKPOINT (tiny-student) into $OUT/full-eval.json.
 # A lent machine goes back when no call is in flight for ~30 s: poll with calls that sleep, back to back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,17 +40,27 @@ case "${1:-}" in
         AE=${GAME_AE:-} STUDENT_MIN=${GAME_STUDENT_MIN:-0} TEACHER_RESUME=${GAME_TEACHER_RESUME:-} \
         STUDENT_INIT=${GAME_STUDENT_INIT:-} scripts/own_game_gpu.sh all
     fi
-    if [[ $jobs == *" sf "* ]]; then
-      init=(); [ -n "${SF_INIT:-}" ] && [ -f "$SF_INIT" ] && init=(--init "$SF_INIT")
+    if [[ $jobs == *" eval "* ]]; then
+      setsid nohup python3 -m worldsim eval --checkpoint "${EVAL_CHECKPOINT:-tiny-student}" --device cuda \
+        --json "$OUT/full-eval.json" --out "$RUN/eval-full" > "$RUN/eval.log" 2>&1 < /dev/null &
+      echo "started eval of ${EVAL_CHECKPOINT:-tiny-student} (pid $!)" | tee -a "$OUT/start.log"
+    fi
+    start_sf() {  # name, init file, horizon, lr, context noise
+      local init=(); [ -n "$2" ] && [ -f "$2" ] && init=(--init "$2")
       setsid nohup python3 -m worldsim train self-forcing --teacher "${SF_TEACHER:-tiny}" "${init[@]}" --device cuda \
-        --out "$RUN/sf" --minutes "${SF_MIN:-20}" --steps 100000 --batch 16 --steps-per-frame 1 \
-        --context-noise "${SF_NOISE:-0.1}" --regression-horizon "${SF_HORIZON:-32}" \
-        --ckpt-every 200 --no-progress > "$RUN/sf.log" 2>&1 < /dev/null &
-      echo "started sf (pid $!) ${init[*]}" | tee -a "$OUT/start.log"
+        --out "$RUN/$1" --minutes "${SF_MIN:-20}" --steps 100000 --batch 16 --steps-per-frame 1 \
+        --context-noise "$5" --regression-horizon "$3" --lr "$4" \
+        --ckpt-every 200 --no-progress > "$RUN/$1.log" 2>&1 < /dev/null &
+      echo "started $1 (pid $!) ${init[*]} horizon $3 lr $4 context noise $5" | tee -a "$OUT/start.log"
+    }
+    sf_init=${SF_INIT:-} sf_h=${SF_HORIZON:-32} sf_lr=${SF_LR:-1e-5} sf_noise=${SF_NOISE:-0.1}
+    if [[ $jobs == *" sf "* ]]; then start_sf sf "$sf_init" "$sf_h" "$sf_lr" "$sf_noise"; fi
+    if [[ $jobs == *" sf2 "* ]]; then
+      start_sf sf2 "${SF2_INIT:-$sf_init}" "${SF2_HORIZON:-$sf_h}" "${SF2_LR:-$sf_lr}" "${SF2_NOISE:-$sf_noise}"
     fi
     ;;
   status)
-    for f in "$RUN"/tinyr.log "$RUN"/sf.log "$RUN"/${NAME:-breakout}/summary.log; do
+    for f in "$RUN"/tinyr.log "$RUN"/sf.log "$RUN"/sf2.log "$RUN"/eval.log "$RUN"/${NAME:-breakout}/summary.log; do
       echo "== $f: $(grep -h "INFO\|^\[" "$f" 2>/dev/null | tail -n 1 | cut -c1-200)"
     done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
@@ -56,8 +70,10 @@ case "${1:-}" in
     [ -f "$RUN/tinyr/teacher.pt" ] && python3 -m worldsim train export "$RUN/tinyr/teacher.pt" \
       "$RUN/export/tinyr.safetensors" --int8 > "$RUN/export-tinyr.log" 2>&1 && cp "$RUN/export/tinyr.safetensors" "$OUT/"
     cp "$RUN"/tinyr/teacher.state*.safetensors "$OUT/" 2>/dev/null
-    [ -f "$RUN/sf/self_forcing.pt" ] && python3 -c "import sys; from worldsim.train.sf_state import export_student; \
-export_student(sys.argv[1], sys.argv[2])" "$RUN/sf/self_forcing.pt" "$OUT/sf-stream.safetensors" > "$RUN/export-sf.log" 2>&1
+    for sf in sf sf2; do
+      [ -f "$RUN/$sf/self_forcing.pt" ] && python3 -c "import sys; from worldsim.train.sf_state import export_student; \
+export_student(sys.argv[1], sys.argv[2])" "$RUN/$sf/self_forcing.pt" "$OUT/$sf-stream.safetensors" > "$RUN/export-$sf.log" 2>&1
+    done
     cp "$RUN/$name/export/$name.safetensors" "$RUN/$name/export/$name-student.safetensors" "$OUT/" 2>/dev/null
     for f in "$RUN/$name"/teacher/teacher.state*.safetensors; do [ -f "$f" ] && cp "$f" "$OUT/$name.${f##*/teacher.}"; done
     python3 scripts/pack_texts.py "$OUT/texts.json" "$RUN"/*.log "$RUN"/*/metrics.jsonl "$RUN"/*/summary.log \
