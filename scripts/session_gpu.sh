@@ -3,6 +3,7 @@
 #
 #   OUT=/tmp/o scripts/session_gpu.sh start    # the background runs below (wheels in .whl installed first)
 #   OUT=/tmp/o scripts/session_gpu.sh status   # one line per run
+#   OUT=/tmp/o scripts/session_gpu.sh wait     # until the runs have ended (at most $WAIT_S s, 540), then bundle
 #   OUT=/tmp/o scripts/session_gpu.sh bundle   # exports + compact states + one JSON of every log: <= 8 files
 #
 # Runs ($JOBS, default "game sf"; three at once ran each at ~1/3 of its speed alone: the tiny teacher
@@ -65,6 +66,13 @@ case "${1:-}" in
     done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
     ;;
+  wait)
+    # the runs' own processes (this script's command line does not hold the pattern, so pgrep never
+    # finds itself or the shell that called it)
+    end=$((SECONDS + ${WAIT_S:-540}))
+    while pgrep -f "python3 -m worldsim (train|eval)" > /dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 5; done
+    pgrep -af "python3 -m worldsim (train|eval)" | cut -c1-160 || echo "no run left"
+    ;;
   bundle)
     name=${NAME:-breakout}
     [ -f "$RUN/tinyr/teacher.pt" ] && python3 -m worldsim train export "$RUN/tinyr/teacher.pt" \
@@ -81,5 +89,5 @@ export_student(sys.argv[1], sys.argv[2])" "$RUN/$sf/self_forcing.pt" "$OUT/$sf-s
     ls -la "$OUT"
     ;;
   *)
-    sed -n 2,11p "$0"; exit 2 ;;
+    sed -n 2,7p "$0"; exit 2 ;;
 esac

@@ -78,5 +78,7 @@ def test_idle_context_noise_in_the_config_and_at_load():
     with pytest.raises(ValueError, match="idle_context_noise must be null or in"):
         cfg.replace(idle_context_noise=1.5)
     shipped = load_checkpoint("tiny-student").config.context_noise  # walking keeps the checkpoint's level
-    w = NeuralWorld.from_checkpoint("tiny-student", device="cpu", dtype=torch.float32, idle_context_noise=0.05)
+    w = NeuralWorld.from_checkpoint(
+        "tiny-student", device="cpu", dtype=torch.float32, idle_context_noise=0.05
+    )
     assert w.cfg.idle_context_noise == 0.05 and w.cfg.context_noise == shipped

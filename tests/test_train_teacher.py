@@ -123,7 +123,18 @@ def test_export_verb_writes_the_bf16_and_the_8bit_file_with_cards(teacher_run, t
     assert not any(t.dtype == torch.int8 for t in full.tensors["dit"].values())
     assert "8 bits" in ship.with_suffix(".md").read_text() and "21.5" in ship.with_suffix(".md").read_text()
     assert "8 bits" not in bf16.with_suffix(".md").read_text()
-    for path in (bf16, ship):
+    # --int8-group G: the blocks' linears int8 per G input columns, read back as floats; its card says so
+    grouped = tmp_path / "grouped.safetensors"
+    assert (
+        main(["train", "export", str(out / "teacher.pt"), str(grouped), "--int8", "--int8-group", "16"]) == 0
+    )
+    g = load_checkpoint(grouped)
+    assert (
+        g.metrics["weights"] == "int8-g16"
+        and "one scale per 16 input columns" in grouped.with_suffix(".md").read_text()
+    )
+    assert not any(t.dtype == torch.int8 for t in g.tensors["dit"].values()), "read back as floats"
+    for path in (bf16, ship, grouped):
         world = NeuralWorld.from_checkpoint(str(path), device="cpu", batch_size=1)
         frames = world.reset([0])
         assert world.step(torch.zeros(1, world.num_keys, dtype=torch.bool)).shape == frames.shape
@@ -151,6 +162,8 @@ def test_export_module_entry_point_still_works(teacher_run, tmp_path):
         (["/nonexistent/teacher.pt", "x.safetensors"], "STATE"),
         (["STATE", "x.safetensors", "--eval-json", "/nonexistent/eval.json"], "--eval-json"),
         (["STATE", "x.safetensors", "--int8", "--card-only"], "--card-only"),
+        (["STATE", "x.safetensors", "--int8-group", "32"], "--int8-group"),
+        (["STATE", "x.safetensors", "--int8", "--int8-group", "0"], "--int8-group"),
     ],
 )
 def test_export_verb_bad_input_is_a_one_line_error(teacher_run, tmp_path, argv, flag, capsys):

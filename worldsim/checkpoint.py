@@ -7,8 +7,9 @@ Writes are atomic (tmp + rename). A checkpoint larger than the per-file budget (
 from the GPU machine) is written as `<name>.safetensors` (metadata + the first tensors) plus parts
 `<name>.part2.safetensors`, ...; the main file's metadata lists each part with its sha256, so a missing,
 truncated or swapped part is a clear error and the main file's hash identifies the whole checkpoint.
-8-bit storage outside the DiT (the autoencoder of an 8-bit export): a float tensor `k` may be stored as
-int8 `k` plus per-slice scales `k.q8scale` (one per index of dim 0); `load_checkpoint` turns the pair back
+8-bit storage (the autoencoder and the DiT's other matrices of an 8-bit export; with `group`, its blocks'
+linears too): a float tensor `k` may be stored as int8 `k` plus scales `k.q8scale` (one per index of dim
+0, or per group of columns of a matrix's row); `load_checkpoint` turns the pair back
 into a float tensor (worldsim/storage8.py), so everything that reads checkpoints sees float weights.
 Integrity (worldsim/checkpoint_check.py): the metadata holds a content hash of the tensors (parts
 included) and the metadata, checked at load; every tensor is checked against the config (names, shapes,

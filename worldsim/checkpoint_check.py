@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 HASH_KEY = "content_sha256"
 FLOAT_DTYPES = (torch.bfloat16, torch.float32)  # what worldsim writes for float tensors
 KEY_DTYPES = (torch.bool, torch.uint8)  # start keys
-Q8_SCALE = ".q8scale"  # int8 storage outside the DiT: `k` int8 + `k.q8scale` (see checkpoint.py)
+# int8 storage: `k` int8 + `k.q8scale`, one scale per row or per group of a row (see checkpoint.py)
+Q8_SCALE = ".q8scale"
 MAX_STARTS = 1 << 16  # start latents: entries, and context frames per entry
 
 
@@ -121,6 +122,16 @@ def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
+def stored_scale_fits(t: torch.Tensor, scale: torch.Tensor) -> bool:
+    """Whether `scale` fits int8 tensor `t` as `.q8scale` storage: one scale per index of dim 0 `[d0]`, or
+    for a matrix `[d0, d1]` one per group of columns `[d0, G]` (G dividing d1: groups of d1 / G)."""
+    if tuple(scale.shape) == tuple(t.shape[:1]):
+        return True
+    if t.dim() != 2 or scale.dim() != 2 or scale.shape[0] != t.shape[0]:
+        return False
+    return 0 < scale.shape[1] <= t.shape[1] and t.shape[1] % scale.shape[1] == 0
+
+
 def int8_scale_name(state: Mapping[str, torch.Tensor], k: str) -> str | None:
     """The name of the scales stored beside int8 tensor `k`: `k.q8scale`, or `X.scale` for a DiT
     `X.weight` (the engine's int8 layer, engine/quant.py); None if there is none."""
@@ -150,10 +161,12 @@ def _check_values(path: Path, group: str, state: Mapping[str, torch.Tensor]) -> 
         if t.dtype == torch.int8:
             s = int8_scale_name(state, k)
             scale = None if s is None else state[s]
-            if scale is None or tuple(scale.shape) != tuple(t.shape[:1]):
+            per_row = scale is not None and tuple(scale.shape) == tuple(t.shape[:1])
+            fits = per_row or (scale is not None and s.endswith(Q8_SCALE) and stored_scale_fits(t, scale))
+            if not fits:
                 raise UserError(
-                    f"{where} is int8 {tuple(t.shape)} without one scale per row beside it; the file is "
-                    f"damaged: re-export it"
+                    f"{where} is int8 {tuple(t.shape)} without one scale per row (or per group of a row) "
+                    f"beside it; the file is damaged: re-export it"
                 )
             if scale.dtype not in FLOAT_DTYPES:
                 raise UserError(

@@ -246,21 +246,42 @@ def _all_quantized(state: Mapping[str, torch.Tensor], dit: DiT) -> bool:
 
 
 def export_int8(
-    src: str | os.PathLike, dst: str | os.PathLike, *, float_dtype: torch.dtype = torch.bfloat16
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    float_dtype: torch.dtype = torch.bfloat16,
+    group: int | None = None,
 ) -> Path:
     """Write `src`'s checkpoint with an 8-bit DiT: the blocks' linears as `Int8Linear` weights, and every
     other matrix or convolution of at least 4,096 elements (the DiT's embeddings and modulation, the
     autoencoder) stored as int8 with per-channel scales, read back as floats (`checkpoint.quantize_stored`);
-    every other float tensor in `float_dtype`."""
+    every other float tensor in `float_dtype`.
+
+    `group` g: the blocks' linears are stored as int8 with one scale per g input columns of each output
+    row instead, and read back as floats too (the file loads as an fp model; `weights="int8"` at load
+    still makes per-row `Int8Linear`s of it). One scale per row moves a self-forced student's still view
+    off its fixed point; per 32 columns keeps it (docs/design.md §7.4)."""
     ckpt = load_checkpoint(src)
-    dit = load_dit(ckpt, weights="int8")
     groups = {
         g: {k: (t.to(float_dtype) if t.is_floating_point() else t) for k, t in s.items()}
         for g, s in ckpt.tensors.items()
         if g != "dit"
     }
-    groups["dit"] = quantize_stored(int8_tensors(dit, float_dtype))
+    if group is None:
+        groups["dit"] = quantize_stored(int8_tensors(load_dit(ckpt, weights="int8"), float_dtype))
+    else:
+        dit = DiT(ckpt.config)
+        load_module(dit, ckpt, "dit")
+        names = {
+            f"{n}.weight" for n, m in dit.blocks.named_modules(prefix="blocks") if isinstance(m, nn.Linear)
+        }
+        state = {k: (t.to(float_dtype) if t.is_floating_point() else t) for k, t in dit.state_dict().items()}
+        groups["dit"] = {
+            **quantize_stored({k: t for k, t in state.items() if k not in names}),
+            **quantize_stored({k: t for k, t in state.items() if k in names}, group=group),
+        }
     if "autoencoder" in groups:
         groups["autoencoder"] = quantize_stored(groups["autoencoder"])
-    metrics = {**ckpt.metrics, "weights": "int8", "quantized_from": ckpt.sha256}
+    weights = "int8" if group is None else f"int8-g{group}"
+    metrics = {**ckpt.metrics, "weights": weights, "quantized_from": ckpt.sha256}
     return save_checkpoint(dst, config=ckpt.config, tensors=groups, metrics=metrics)

@@ -42,7 +42,15 @@ STORAGE = {
     "fp32": "EMA weights; every tensor fp32",
     "int8": "EMA weights in 8 bits: the DiT blocks' linears int8 per output channel; every other matrix and "
     "convolution int8 per channel, read back as floats; vectors bf16 (`worldsim.engine.quant.export_int8`)",
+    "int8-g": "EMA weights in 8 bits: the DiT blocks' linears int8 with one scale per {group} input columns; "
+    "every other matrix and convolution int8 per channel; all read back as floats (bf16 compute); vectors "
+    "bf16 (`worldsim.engine.quant.export_int8(..., group={group})`)",
 }
+
+
+def storage_line(storage: str, group: int | None = None) -> str:
+    """The card's storage line: STORAGE[storage], with the group size of a grouped 8-bit file."""
+    return STORAGE["int8-g"].format(group=group) if storage == "int8" and group else STORAGE[storage]
 
 
 def _storage(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -87,9 +95,11 @@ def export(
     dtype: torch.dtype = torch.bfloat16,
     seeds: int = START_SEEDS,
     int8_path: str | Path | None = None,
+    int8_group: int | None = None,
 ) -> Path:
     """Write `out_path` (.safetensors) and its card (`.md` beside it) from a teacher train state; with
-    `int8_path`, also the 8-bit checkpoint made from it, and its card."""
+    `int8_path`, also the 8-bit checkpoint made from it (`int8_group`: per-group scales of the blocks'
+    linears, `export_int8`), and its card."""
 
     state = resume.load_train_state(state_path)
     if state.get("kind") != "teacher":
@@ -116,8 +126,8 @@ def export(
     )
     written = [out_path]
     if int8_path is not None:
-        int8_path = export_int8(out_path, int8_path)
-        write_card(int8_path, cfg, state, metrics, seeds=seeds, storage="int8")
+        int8_path = export_int8(out_path, int8_path, group=int8_group)
+        write_card(int8_path, cfg, state, metrics, seeds=seeds, storage="int8", group=int8_group)
         written.append(int8_path)
     for path in written:  # debug: the command line says what it wrote, once
         log.debug("exported %s (%.2f MiB) and its card", path, path.stat().st_size / 2**20)
@@ -180,7 +190,16 @@ def _fmt(v) -> str:
     return "n/a" if v is None else str(v)
 
 
-def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int, storage: str = "bf16") -> Path:
+def write_card(
+    out_path: Path,
+    cfg,
+    state: dict,
+    metrics: dict,
+    *,
+    seeds: int,
+    storage: str = "bf16",
+    group: int | None = None,
+) -> Path:
     """A markdown model card beside the checkpoint: what it is, how trained, what was measured, how to reproduce."""
     tm = state.get("metrics", {})
     ae = metrics.get("autoencoder", {})
@@ -212,7 +231,7 @@ def write_card(out_path: Path, cfg, state: dict, metrics: dict, *, seeds: int, s
         f"| sampling | {cfg.steps} steps, {cfg.schedule} schedule (shift {cfg.schedule_shift}), context noise {cfg.context_noise} |",
         f"| keys | {', '.join(cfg.key_names)} |",
         f"| start latents | {starts} |",
-        f"| storage | {STORAGE[storage]} |",
+        f"| storage | {storage_line(storage, group)} |",
         "",
         "## How it was trained",
         "",
@@ -313,6 +332,10 @@ def run(args: argparse.Namespace) -> int:
     """`worldsim train export`: print one line per file written."""
     if args.card_only and args.int8:
         raise UserError("--card-only rewrites one card; drop --int8 (or --card-only to export again)")
+    if args.int8_group is not None and (not args.int8 or args.int8_group < 1):
+        raise UserError(
+            f"--int8-group {args.int8_group}: a column count >= 1 (e.g. 32) for the 8-bit file; it needs --int8"
+        )
     extra = {}
     if args.autoencoder_metrics:
         extra["autoencoder"] = _read_json(args.autoencoder_metrics, "--autoencoder-metrics")
@@ -338,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
     out = bf16_path(args.out) if args.int8 else Path(args.out)
     export(args.state, out, train_metrics=extra, eval_result=ev, seeds=args.seeds,
            dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32,
-           int8_path=args.out if args.int8 else None)  # fmt: skip
+           int8_path=args.out if args.int8 else None, int8_group=args.int8_group)  # fmt: skip
     for path in [out] + ([Path(args.out)] if args.int8 else []):
         print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB) and its card {path.with_suffix('.md')}")
     return 0

@@ -242,6 +242,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         help="also write the 8-bit file that ships (blocks' linears int8 per output channel) and its card",
     )
     p.add_argument(
+        "--int8-group",
+        type=int,
+        default=None,
+        metavar="G",
+        help="with --int8: store the blocks' linears as int8 with one scale per G input columns (e.g. 32), "
+        "read back as floats: per output channel moves a self-forced student's still view, per 32 keeps it",
+    )
+    p.add_argument(
         "--autoencoder-metrics", default=None, help="autoencoder.json from `worldsim train autoencoder`"
     )
     p.add_argument("--eval-json", default=None, help="a `worldsim eval` JSON to put in the card")
