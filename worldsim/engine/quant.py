@@ -262,11 +262,11 @@ def export_int8(
     still makes per-row `Int8Linear`s of it). One scale per row moves a self-forced student's still view
     off its fixed point; per 32 columns keeps it (docs/design.md §7.4)."""
     ckpt = load_checkpoint(src)
-    groups = {
-        g: {k: (t.to(float_dtype) if t.is_floating_point() else t) for k, t in s.items()}
-        for g, s in ckpt.tensors.items()
-        if g != "dit"
-    }
+
+    def cast(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: (t.to(float_dtype) if t.is_floating_point() else t) for k, t in state.items()}
+
+    groups = {g: cast(s) for g, s in ckpt.tensors.items() if g != "dit"}
     if group is None:
         groups["dit"] = quantize_stored(int8_tensors(load_dit(ckpt, weights="int8"), float_dtype))
     else:
@@ -275,7 +275,7 @@ def export_int8(
         names = {
             f"{n}.weight" for n, m in dit.blocks.named_modules(prefix="blocks") if isinstance(m, nn.Linear)
         }
-        state = {k: (t.to(float_dtype) if t.is_floating_point() else t) for k, t in dit.state_dict().items()}
+        state = cast(dit.state_dict())
         groups["dit"] = {
             **quantize_stored({k: t for k, t in state.items() if k not in names}),
             **quantize_stored({k: t for k, t in state.items() if k in names}, group=group),
