@@ -14,9 +14,10 @@
 #          $GAME_STUDENT_MIN > 0 a 1-step student of it);
 #   sf     streamed self-forcing of the 1-step tiny student at context noise $SF_NOISE (0.1), regression
 #          weighed by depth (--regression-horizon $SF_HORIZON, 32), lr $SF_LR (1e-5), idle rollouts
-#          $SF_IDLE (0.15), from $SF_TEACHER (tiny), continuing the student in $SF_INIT when carried;
+#          $SF_IDLE (0.15) with DMD weight $SF_IDLE_DMD (1) on them, from $SF_TEACHER (tiny), continuing
+#          the student in $SF_INIT when carried;
 #   sf2    a second student beside it, one recipe change apart: $SF2_HORIZON, $SF2_LR, $SF2_NOISE, $SF2_IDLE,
-#          $SF2_INIT (each defaults to the sf run's), in $RUN/sf2;
+#          $SF2_IDLE_DMD, $SF2_INIT (each defaults to the sf run's), in $RUN/sf2;
 #   tinyr  the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr);
 #   eval   the full eval (64 sequences, horizons to 512, 2,000 idle frames, 18,000 frames) of
 #          $EVAL_CHECKPOINT (tiny-student) into $OUT/full-eval.json.
@@ -46,19 +47,20 @@ case "${1:-}" in
         --json "$OUT/full-eval.json" --out "$RUN/eval-full" > "$RUN/eval.log" 2>&1 < /dev/null &
       echo "started eval of ${EVAL_CHECKPOINT:-tiny-student} (pid $!)" | tee -a "$OUT/start.log"
     fi
-    start_sf() {  # name, init file, horizon, lr, context noise, idle fraction
+    start_sf() {  # name, init file, horizon, lr, context noise, idle fraction, DMD weight on idle rollouts
       local init=(); [ -n "$2" ] && [ -f "$2" ] && init=(--init "$2")
       setsid nohup python3 -m worldsim train self-forcing --teacher "${SF_TEACHER:-tiny}" "${init[@]}" --device cuda \
         --out "$RUN/$1" --minutes "${SF_MIN:-20}" --steps 100000 --batch 16 --steps-per-frame 1 \
         --context-noise "$5" --regression-horizon "$3" --lr "$4" --idle-fraction "$6" \
-        --ckpt-every 200 --no-progress > "$RUN/$1.log" 2>&1 < /dev/null &
-      echo "started $1 (pid $!) ${init[*]} horizon $3 lr $4 context noise $5 idle $6" | tee -a "$OUT/start.log"
+        --idle-dmd "$7" --ckpt-every 200 --no-progress > "$RUN/$1.log" 2>&1 < /dev/null &
+      echo "started $1 (pid $!) ${init[*]} horizon $3 lr $4 context noise $5 idle $6 idle DMD $7" | tee -a "$OUT/start.log"
     }
     sf_init=${SF_INIT:-} sf_h=${SF_HORIZON:-32} sf_lr=${SF_LR:-1e-5} sf_noise=${SF_NOISE:-0.1} sf_idle=${SF_IDLE:-0.15}
-    if [[ $jobs == *" sf "* ]]; then start_sf sf "$sf_init" "$sf_h" "$sf_lr" "$sf_noise" "$sf_idle"; fi
+    sf_idmd=${SF_IDLE_DMD:-1}
+    if [[ $jobs == *" sf "* ]]; then start_sf sf "$sf_init" "$sf_h" "$sf_lr" "$sf_noise" "$sf_idle" "$sf_idmd"; fi
     if [[ $jobs == *" sf2 "* ]]; then
       start_sf sf2 "${SF2_INIT:-$sf_init}" "${SF2_HORIZON:-$sf_h}" "${SF2_LR:-$sf_lr}" "${SF2_NOISE:-$sf_noise}" \
-        "${SF2_IDLE:-$sf_idle}"
+        "${SF2_IDLE:-$sf_idle}" "${SF2_IDLE_DMD:-$sf_idmd}"
     fi
     ;;
   status)

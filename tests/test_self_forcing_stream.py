@@ -11,8 +11,9 @@ from test_self_forcing import _models, teacher_ckpt  # noqa: F401 (teacher_ckpt:
 from worldsim.errors import UserError
 from worldsim.model.kvcache import KVCache
 from worldsim.sampling import schedule_for
+from worldsim.train.dmd import dmd_loss
 from worldsim.train.rollout import rollout
-from worldsim.train.streaming import Streams, Windows
+from worldsim.train.streaming import Chunk, Streams, Windows
 
 
 class RandomWindows:
@@ -121,8 +122,6 @@ def test_idle_fraction_holds_and_idle_rollouts_hold_still():
 
 def test_regression_horizon_weighs_moving_rows_by_depth_and_idle_rows_fully():
     """exp(-d / H) per frame of a moving rollout, 1 for an idle one; H = 0 is the plain MSE."""
-    from worldsim.train.streaming import Chunk
-
     B, F = 3, 4
     x0 = torch.zeros(B, F, 2, 1, 1)
     true_z = torch.ones(B, F, 2, 1, 1)  # every frame's MSE is 1
@@ -143,6 +142,37 @@ def test_regression_horizon_weighs_moving_rows_by_depth_and_idle_rows_fully():
     assert torch.allclose(c.regression(0.0), torch.tensor((4 + 16 + 4) / 12.0))
     # the rows a critic or generator split selects keep their idle flags
     assert torch.equal(c.select(torch.tensor([2, 0])).idle, torch.tensor([True, False]))
+
+
+def test_idle_dmd_weight_scales_only_the_idle_rows_dmd_gradient():
+    """`--idle-dmd W`: the DMD gradient of an idle row is W times its gradient at weight 1; moving rows keep
+    theirs, and W = 0 leaves idle rows no DMD gradient at all (the regression alone holds them)."""
+    cfg, teacher, _ = _models(0)
+    _, critic, _ = _models(1)
+    C, (h, w), K = cfg.latent_channels, cfg.latent_hw, cfg.num_keys
+    g = torch.Generator().manual_seed(3)
+    B, Fc, F = 3, 2, 2
+    ctx_z, x0 = torch.randn(B, Fc, C, h, w, generator=g), torch.randn(B, F, C, h, w, generator=g)
+    ctx_keys, keys = torch.zeros(B, Fc, K, dtype=torch.bool), torch.zeros(B, F, K, dtype=torch.bool)
+    chunk = Chunk(
+        ctx_z, ctx_keys, keys, x0, x0, torch.zeros(B, dtype=torch.long), torch.tensor([False, True, False])
+    )
+    assert chunk.dmd_weight(1.0) is None  # weight 1: the plain DMD term
+    t = torch.full((B, F), 0.5)
+
+    def grad(weight):
+        torch.manual_seed(7)  # the same DMD noise for every weight
+        x = x0.clone().requires_grad_(True)
+        loss, _ = dmd_loss(x, ctx_z, ctx_keys, keys, teacher, critic, t, row_weight=chunk.dmd_weight(weight))
+        loss.backward()
+        return x.grad
+
+    g1, g0, g_half = grad(1.0), grad(0.0), grad(0.5)
+    assert g1[1].abs().sum() > 0  # the teacher and the critic differ: DMD has a gradient on every row
+    assert torch.equal(g0[1], torch.zeros_like(g0[1]))
+    assert torch.allclose(g_half[1], 0.5 * g1[1], atol=1e-6)
+    for r in (0, 2):
+        assert torch.allclose(g0[r], g1[r], atol=1e-6) and torch.allclose(g_half[r], g1[r], atol=1e-6)
 
 
 @pytest.mark.parametrize("merged", [True, False])
@@ -222,6 +252,7 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
         (["--rollout-frames", "32", "--frames", "6"], "--frames 6 sets fresh rollouts"),
         (["--rollout-frames", "30", "--chunk", "4"], "--chunk 4"),
         (["--rollout-frames", "32", "--idle-fraction", "1.5"], "--idle-fraction"),
+        (["--rollout-frames", "32", "--idle-dmd", "-1"], "--idle-dmd must be >= 0"),
         (["--rollout-frames", "0", "--chunk", "2"], "--chunk 2 shapes streamed rollouts"),
         (["--rollout-frames", "0", "--regression-horizon", "8"], "--regression-horizon 8.0"),
         (["--rollout-frames", "32", "--regression-horizon", "-1"], "--regression-horizon -1.0"),

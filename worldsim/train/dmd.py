@@ -50,12 +50,14 @@ def dmd_loss(
     *,
     context_noise: float = 0.0,
     guidance: float = 1.0,
+    row_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """DMD generator loss for generated latents `x0 [B,F,C,h,w]` (with gradient) at levels `t [B,F]`.
 
     The gradient of the returned loss w.r.t. x0 is the normalized DMD gradient
     (x0_fake - x0_real) / mean|x0 - x0_real| (DMD2), per clip; `guidance` > 1 applies key guidance to
-    the teacher. Returns (loss, figures for the log).
+    the teacher; `row_weight [B]` scales each clip's gradient (0: the clip leaves the DMD term, as idle
+    rollouts do with `--idle-dmd 0`). Returns (loss, figures for the log).
     """
     Fc = ctx_z.shape[1]
     with torch.no_grad():
@@ -71,7 +73,10 @@ def dmd_loss(
         tb = t[..., None, None, None].to(xt.dtype)  # [B,F,1,1,1]
         x0_real, x0_fake = xt - tb * v_real, xt - tb * v_fake
         scale = (x0.detach() - x0_real).abs().float().mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-6)
-        grad = ((x0_fake - x0_real).float() / scale).to(x0.dtype)
+        grad = (x0_fake - x0_real).float() / scale
+        if row_weight is not None:
+            grad = grad * row_weight.to(grad.device, grad.dtype).view(-1, 1, 1, 1, 1)
+        grad = grad.to(x0.dtype)
         target = (x0.detach() - grad).float()
     loss = 0.5 * (x0.float() - target).pow(2).sum() / x0.shape[0]  # d loss / d x0 = grad / B
     return loss / x0[0].numel(), {"dmd_grad_norm": grad.float().pow(2).mean().sqrt().item()}

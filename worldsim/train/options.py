@@ -180,6 +180,10 @@ def add_self_forcing_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-fraction", type=float, default=None,
                    help="streaming: fraction of rollouts with no key held throughout (default 0.15; 0 with "
                         "--data: a recording has no frames for keys it did not hold)")  # fmt: skip
+    p.add_argument("--idle-dmd", type=float, default=1.0, metavar="W",
+                   help="streaming: weight of the DMD term on idle rollouts (default 1); 0 leaves them to the "
+                        "regression to the still view: the teacher's own still view drifts, and its score "
+                        "pulls a held view along with it")  # fmt: skip
     p.add_argument("--separate-critic-rollouts", action="store_true",
                    help="streaming on a GPU: roll the critic's rows apart from the generator's (a CPU always "
                         "does); twice the rollout passes, 1 / (critic steps + 1) of the exit passes' memory")  # fmt: skip

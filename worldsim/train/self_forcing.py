@@ -85,6 +85,8 @@ def _settings(
             args.idle_fraction = 0.0 if args.data else 0.15
         if not 0.0 <= args.idle_fraction <= 1.0:
             raise UserError(f"--idle-fraction must be in [0, 1], got {args.idle_fraction}")
+        if args.idle_dmd < 0:
+            raise UserError(f"--idle-dmd must be >= 0 (the DMD weight on idle rollouts), got {args.idle_dmd}")
         if args.data and args.idle_fraction:
             raise UserError(
                 f"--idle-fraction {args.idle_fraction} with --data: a recording holds no frames for keys it "
@@ -205,6 +207,7 @@ def train(args: argparse.Namespace) -> dict:
             "streamed": bool(R),
             "chunk": args.chunk if R else None,
             "idle_fraction": args.idle_fraction if R else None,
+            "idle_dmd": args.idle_dmd if R else None,
             "mean_rollout_depth": round(depth_sum / max(step - start_step, 1), 1),
             "context_noise": cfg.context_noise,
             "data": {
@@ -259,7 +262,8 @@ def train(args: argparse.Namespace) -> dict:
                 gen = rollouts.generator(student)
                 t = sample_levels(gen.keys.shape[:2], args.t_min, args.t_max, device)
                 ld, figs = dmd_loss(gen.x0, gen.ctx_z, gen.ctx_keys, gen.keys, teacher, critic, t,
-                                    context_noise=cfg.context_noise, guidance=args.guidance)  # fmt: skip
+                                    context_noise=cfg.context_noise, guidance=args.guidance,
+                                    row_weight=gen.dmd_weight(args.idle_dmd))  # fmt: skip
                 lr_ = gen.regression(args.regression_horizon)
                 loss = ld + args.regression_weight * lr_ if args.regression_weight else ld
             depth = gen.depth.float().mean().item()  # host counters: no device sync

@@ -55,6 +55,12 @@ class Chunk:
         return Chunk(*(t.index_select(0, rows) for t in pick), x0.detach() if detach else x0,
                      self.true_z.index_select(0, rows), self.depth[rows.cpu()], idle)  # fmt: skip
 
+    def dmd_weight(self, idle: float) -> torch.Tensor | None:
+        """Per-row weight `[B]` of the DMD term: `idle` on idle rows, 1 elsewhere (None: all 1)."""
+        if self.idle is None or idle == 1.0 or not bool(self.idle.any()):
+            return None
+        return torch.where(self.idle, torch.tensor(float(idle)), torch.tensor(1.0))
+
     def regression(self, horizon: float = 0.0) -> torch.Tensor:
         """MSE of the chunk's frames to the true latents. `horizon` H > 0 weighs a frame generated d frames
         into a moving rollout by exp(-d / H): deep in a rollout the student's view has drifted from the
