@@ -156,3 +156,28 @@ def test_the_cpu_engine_runs_bf16_only_where_it_was_timed_faster(tmp_path, monke
     engine_world.cpu_prefers_bf16.cache_clear()
     assert isinstance(engine_world.cpu_prefers_bf16(), bool)  # the timed answer, whatever this CPU says
     engine_world.cpu_prefers_bf16.cache_clear()
+
+
+def test_the_bf16_timing_runs_on_one_thread_and_leaves_the_threads_as_set(monkeypatch):
+    """The CPU's bf16 question is timed on one thread (under a passive OpenMP wait two threads' wake-ups
+    hid bf16's gain and the window played fp32), and the process's thread count is left as it was."""
+    from worldsim.engine import dtype as engine_world
+
+    seen, linear = [], torch.nn.functional.linear
+
+    def counted(*a, **k):
+        seen.append(torch.get_num_threads())
+        return linear(*a, **k)
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv(engine_world.CPU_DTYPE_ENV, raising=False)
+    monkeypatch.setattr(torch.nn.functional, "linear", counted)
+    torch.set_num_threads(2)
+    engine_world.cpu_prefers_bf16.cache_clear()
+    try:
+        engine_world.cpu_prefers_bf16()
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        engine_world.cpu_prefers_bf16.cache_clear()
+        torch.set_num_threads(before)

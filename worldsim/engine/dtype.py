@@ -20,7 +20,10 @@ def cpu_prefers_bf16(rows: int = 64, width: int = 256, repeats: int = 30) -> boo
     process at the tiny preset's MLP shape (`[rows, width] x [width, 4 width]`, median of `repeats`,
     ~30 ms); `WORLDSIM_CPU_DTYPE=fp32|bf16` overrides it. Measured on our 2-core CPU (AVX512-BF16):
     2.45x per matmul, 1.12-1.18x per frame of `tiny-student`, quick eval within 0.25 dB of fp32 at every
-    horizon and 0.4 points of action following (docs/experiments/cpu_bf16/)."""
+    horizon and 0.4 points of action following (docs/experiments/cpu_bf16/). The timing runs on one
+    thread whatever the process has set (and restores it): with two threads and OpenMP's passive wait
+    (a process that plays or serves) every small matmul pays the workers' wake-up, which hid the 3.4x of
+    bf16 behind ~2x and made the window play fp32 at 17.7 frames/s instead of bf16 at 30-32 (2 cores)."""
     forced = os.environ.get(CPU_DTYPE_ENV, "").strip().lower()
     if forced in ("fp32", "bf16"):
         return forced == "bf16"
@@ -38,7 +41,12 @@ def cpu_prefers_bf16(rows: int = 64, width: int = 256, repeats: int = 30) -> boo
             times.append(time.perf_counter() - t0)
         return sorted(times)[repeats // 2]
 
-    fp32, bf16 = median_s(torch.float32), median_s(torch.bfloat16)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fp32, bf16 = median_s(torch.float32), median_s(torch.bfloat16)
+    finally:
+        torch.set_num_threads(threads)
     log.debug("CPU matmul [%d,%d]x[%d,%d]: fp32 %.0f us, bf16 %.0f us", rows, width, width, 4 * width,
               fp32 * 1e6, bf16 * 1e6)  # fmt: skip
     return bf16 * 1.3 <= fp32
