@@ -14,10 +14,11 @@
 #          $GAME_STUDENT_MIN > 0 a 1-step student of it);
 #   sf     streamed self-forcing of the 1-step tiny student at context noise $SF_NOISE (0.1), regression
 #          weighed by depth (--regression-horizon $SF_HORIZON, 32), lr $SF_LR (1e-5), idle rollouts
-#          $SF_IDLE (0.15) with DMD weight $SF_IDLE_DMD (1) on them, from $SF_TEACHER (tiny), continuing
-#          the student in $SF_INIT when carried;
-#   sf2    a second student beside it, one recipe change apart: $SF2_HORIZON, $SF2_LR, $SF2_NOISE, $SF2_IDLE,
-#          $SF2_IDLE_DMD, $SF2_INIT (each defaults to the sf run's), in $RUN/sf2;
+#          $SF_IDLE (0.15) of $SF_IDLE_FRAMES frames (256) with DMD weight $SF_IDLE_DMD (1) on them, from
+#          $SF_TEACHER (tiny), continuing the student in $SF_INIT when carried;
+#   sf2    a second student beside it (and sf3 a third), a recipe change apart: $SF2_HORIZON, $SF2_LR,
+#   sf3    $SF2_NOISE, $SF2_IDLE, $SF2_IDLE_DMD, $SF2_IDLE_FRAMES, $SF2_INIT (SF3_...; each defaults to the
+#          sf run's), in $RUN/sf2 ($RUN/sf3);
 #   tinyr  the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr);
 #   eval   the full eval (64 sequences, horizons to 512, 2,000 idle frames, 18,000 frames) of
 #          $EVAL_CHECKPOINT (tiny-student) into $OUT/full-eval.json.
@@ -47,24 +48,26 @@ case "${1:-}" in
         --json "$OUT/full-eval.json" --out "$RUN/eval-full" > "$RUN/eval.log" 2>&1 < /dev/null &
       echo "started eval of ${EVAL_CHECKPOINT:-tiny-student} (pid $!)" | tee -a "$OUT/start.log"
     fi
-    start_sf() {  # name, init file, horizon, lr, context noise, idle fraction, DMD weight on idle rollouts
+    start_sf() {  # name, init file, horizon, lr, context noise, idle fraction, DMD weight on idle, idle frames
       local init=(); [ -n "$2" ] && [ -f "$2" ] && init=(--init "$2")
       setsid nohup python3 -m worldsim train self-forcing --teacher "${SF_TEACHER:-tiny}" "${init[@]}" --device cuda \
         --out "$RUN/$1" --minutes "${SF_MIN:-20}" --steps 100000 --batch 16 --steps-per-frame 1 \
         --context-noise "$5" --regression-horizon "$3" --lr "$4" --idle-fraction "$6" \
-        --idle-dmd "$7" --ckpt-every 200 --no-progress > "$RUN/$1.log" 2>&1 < /dev/null &
-      echo "started $1 (pid $!) ${init[*]} horizon $3 lr $4 context noise $5 idle $6 idle DMD $7" | tee -a "$OUT/start.log"
+        --idle-dmd "$7" --idle-rollout-frames "$8" --ckpt-every 200 --no-progress > "$RUN/$1.log" 2>&1 < /dev/null &
+      echo "started $1 (pid $!) ${init[*]} horizon $3 lr $4 context noise $5 idle $6 (DMD $7, $8 frames)" | tee -a "$OUT/start.log"
     }
-    sf_init=${SF_INIT:-} sf_h=${SF_HORIZON:-32} sf_lr=${SF_LR:-1e-5} sf_noise=${SF_NOISE:-0.1} sf_idle=${SF_IDLE:-0.15}
-    sf_idmd=${SF_IDLE_DMD:-1}
-    if [[ $jobs == *" sf "* ]]; then start_sf sf "$sf_init" "$sf_h" "$sf_lr" "$sf_noise" "$sf_idle" "$sf_idmd"; fi
-    if [[ $jobs == *" sf2 "* ]]; then
-      start_sf sf2 "${SF2_INIT:-$sf_init}" "${SF2_HORIZON:-$sf_h}" "${SF2_LR:-$sf_lr}" "${SF2_NOISE:-$sf_noise}" \
-        "${SF2_IDLE:-$sf_idle}" "${SF2_IDLE_DMD:-$sf_idmd}"
-    fi
+    var() {  # var PREFIX NAME DEFAULT: $PREFIX_NAME, else $SF_NAME, else DEFAULT
+      local a="${1}_$2" b="SF_$2"; echo "${!a:-${!b:-$3}}"
+    }
+    for name in sf sf2 sf3; do
+      [[ $jobs == *" $name "* ]] || continue
+      P=${name^^}
+      start_sf "$name" "$(var "$P" INIT "")" "$(var "$P" HORIZON 32)" "$(var "$P" LR 1e-5)" "$(var "$P" NOISE 0.1)" \
+        "$(var "$P" IDLE 0.15)" "$(var "$P" IDLE_DMD 1)" "$(var "$P" IDLE_FRAMES 256)"
+    done
     ;;
   status)
-    for f in "$RUN"/tinyr.log "$RUN"/sf.log "$RUN"/sf2.log "$RUN"/eval.log "$RUN"/${NAME:-breakout}/summary.log; do
+    for f in "$RUN"/tinyr.log "$RUN"/sf.log "$RUN"/sf2.log "$RUN"/sf3.log "$RUN"/eval.log "$RUN"/${NAME:-breakout}/summary.log; do
       echo "== $f: $(grep -h "INFO\|^\[" "$f" 2>/dev/null | tail -n 1 | cut -c1-200)"
     done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
@@ -81,7 +84,7 @@ case "${1:-}" in
     [ -f "$RUN/tinyr/teacher.pt" ] && python3 -m worldsim train export "$RUN/tinyr/teacher.pt" \
       "$RUN/export/tinyr.safetensors" --int8 > "$RUN/export-tinyr.log" 2>&1 && cp "$RUN/export/tinyr.safetensors" "$OUT/"
     cp "$RUN"/tinyr/teacher.state*.safetensors "$OUT/" 2>/dev/null
-    for sf in sf sf2; do
+    for sf in sf sf2 sf3; do
       [ -f "$RUN/$sf/self_forcing.pt" ] && python3 -c "import sys; from worldsim.train.sf_state import export_student; \
 export_student(sys.argv[1], sys.argv[2])" "$RUN/$sf/self_forcing.pt" "$OUT/$sf-stream.safetensors" > "$RUN/export-$sf.log" 2>&1
     done

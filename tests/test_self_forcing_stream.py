@@ -28,9 +28,10 @@ class RandomWindows:
         return z, torch.rand(n, self.length, K, generator=self.g) < 0.4
 
 
-def _streams(cfg, rows, R, chunk, *, idle=0.0, stagger=True, seed=0, Fc=2):
+def _streams(cfg, rows, R, chunk, *, idle=0.0, stagger=True, seed=0, Fc=2, idle_R=None):
     s = Streams(cfg, rows, lambda n: None, rollout_frames=R, chunk=chunk, context_frames=Fc, idle_fraction=idle,
-                context_noise=0.0, device=torch.device("cpu"), seed=seed, stagger=stagger)  # fmt: skip
+                context_noise=0.0, device=torch.device("cpu"), seed=seed, stagger=stagger,
+                idle_rollout_frames=idle_R)  # fmt: skip
     s.draw = RandomWindows(cfg, s.window(), seed)
     return s
 
@@ -120,6 +121,36 @@ def test_idle_fraction_holds_and_idle_rollouts_hold_still():
     assert abs(frac - 0.15) < 0.04, frac  # 1,280 rollouts: sd 0.010, so 4 sd
 
 
+def test_idle_rollouts_run_their_own_length_holding_the_still_view_past_the_plan():
+    """--idle-rollout-frames: an idle row restarts after its own length (3x the moving rows' here), and
+    every chunk of it, also past the moving rollout's length, holds no key and the still view as truth."""
+    cfg, dit, _ = _models(6)
+    B, R, F = 8, 4, 2
+    s = _streams(cfg, B, R, F, idle=0.5, stagger=False, seed=3, idle_R=3 * R)
+    with torch.no_grad():
+        first = s.advance(dit, schedule_for(cfg, cfg.steps))
+        idle = first.idle.clone()
+        assert idle.any() and (~idle).any()
+        still = first.ctx_z[:, -1]  # the last real context frame: an idle row's truth at every depth
+        depths = [first.depth.clone()]
+        for _ in range(3 * R // F - 1):
+            c = s.advance(dit, schedule_for(cfg, cfg.steps))
+            depths.append(c.depth.clone())
+            assert not c.keys[idle].any()
+            assert torch.equal(c.true_z[idle], still[idle][:, None].expand_as(c.true_z[idle]))
+        nxt = s.advance(dit, schedule_for(cfg, cfg.steps))
+    # moving rows restarted every R frames (depths 0, 2, 0, 2, ...), idle ones ran 0..10 and restart now
+    assert [int(d[~idle][0]) for d in depths] == [0, 2] * (3 * R // F // 2)
+    assert [int(d[idle][0]) for d in depths] == list(range(0, 3 * R, F))
+    assert (nxt.depth[idle] == 0).all()  # their rollouts ended after 3 R frames: new ones (idle or not) began
+
+
+def test_idle_rollout_length_refused_unless_a_multiple_of_the_chunk():
+    cfg, _, _ = _models(6)
+    with pytest.raises(ValueError, match="idle_rollout_frames 3 must be a positive multiple of chunk 2"):
+        _streams(cfg, 2, 4, 2, idle_R=3)
+
+
 def test_regression_horizon_weighs_moving_rows_by_depth_and_idle_rows_fully():
     """exp(-d / H) per frame of a moving rollout, 1 for an idle one; H = 0 is the plain MSE."""
     B, F = 3, 4
@@ -187,7 +218,7 @@ def test_streamed_rollouts_give_critic_fakes_and_generator_frames(merged):
     dit.requires_grad_(True)
     B, cs, R, F = 4, 2, 8, 2
     args = argparse.Namespace(batch=B, critic_steps=cs, rollout_frames=R, chunk=F, context_frames=2,
-                              idle_fraction=0.0)  # fmt: skip
+                              idle_fraction=0.0, idle_rollout_frames=None)  # fmt: skip
     windows = RandomWindows(cfg, 3 + R)
     data = argparse.Namespace(next=lambda: windows(B))
     s = StreamedRollouts(
@@ -224,17 +255,23 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
         "0.2",
         "--regression-horizon",
         "16",
+        "--idle-rollout-frames",
+        "64",
+        "--idle-dmd",
+        "0",
         "--export",
         str(student),
     ]
     assert _cli(teacher_ckpt, out, *argv) == 0
     m = json.loads((out / "self_forcing.json").read_text())
     assert m["streamed"] and m["rollout_frames"] == 32 and m["chunk"] == 2 and m["regression_weight"] == 1.0
-    assert m["regression_horizon"] == 16
+    assert m["regression_horizon"] == 16 and m["idle_rollout_frames"] == 64 and m["idle_dmd"] == 0
     assert m["mean_rollout_depth"] == 2.0  # depths 0, 2, 4 of the three chunks
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["rollout_depth"] for r in rows] == [0.0]  # step 1 (rows every 5 steps)
     assert all(torch.isfinite(torch.tensor(v)) for v in m["final"].values())
+    card = student.with_suffix(".md").read_text()
+    assert "idle ones of 64 frames, DMD weight 0 on the idle ones" in card  # the recipe is on the card
     ckpt = load_checkpoint(student)
     assert ckpt.config.context_noise == 0.2  # the level the student trained with is the one it deploys
     world = NeuralWorld.from_checkpoint(student, device="cpu", batch_size=1)
@@ -253,6 +290,8 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
         (["--rollout-frames", "30", "--chunk", "4"], "--chunk 4"),
         (["--rollout-frames", "32", "--idle-fraction", "1.5"], "--idle-fraction"),
         (["--rollout-frames", "32", "--idle-dmd", "-1"], "--idle-dmd must be >= 0"),
+        (["--rollout-frames", "32", "--idle-rollout-frames", "33"], "--idle-rollout-frames 33"),
+        (["--rollout-frames", "0", "--idle-rollout-frames", "64"], "--idle-rollout-frames 64 shapes"),
         (["--rollout-frames", "0", "--chunk", "2"], "--chunk 2 shapes streamed rollouts"),
         (["--rollout-frames", "0", "--regression-horizon", "8"], "--regression-horizon 8.0"),
         (["--rollout-frames", "32", "--regression-horizon", "-1"], "--regression-horizon -1.0"),

@@ -180,6 +180,9 @@ def add_self_forcing_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-fraction", type=float, default=None,
                    help="streaming: fraction of rollouts with no key held throughout (default 0.15; 0 with "
                         "--data: a recording has no frames for keys it did not hold)")  # fmt: skip
+    p.add_argument("--idle-rollout-frames", type=int, default=None, metavar="N",
+                   help="streaming: frames of an idle rollout before it restarts (default --rollout-frames): "
+                        "longer trains the hold where a still view has drifted furthest")  # fmt: skip
     p.add_argument("--idle-dmd", type=float, default=1.0, metavar="W",
                    help="streaming: weight of the DMD term on idle rollouts (default 1); 0 leaves them to the "
                         "regression to the still view: the teacher's own still view drifts, and its score "

@@ -85,6 +85,13 @@ def _settings(
             args.idle_fraction = 0.0 if args.data else 0.15
         if not 0.0 <= args.idle_fraction <= 1.0:
             raise UserError(f"--idle-fraction must be in [0, 1], got {args.idle_fraction}")
+        if args.idle_rollout_frames is None:
+            args.idle_rollout_frames = R
+        if args.idle_rollout_frames < args.chunk or args.idle_rollout_frames % args.chunk:
+            raise UserError(
+                f"--idle-rollout-frames {args.idle_rollout_frames} must be a positive multiple of --chunk "
+                f"{args.chunk}; pass e.g. --idle-rollout-frames {4 * R}"
+            )
         if args.idle_dmd < 0:
             raise UserError(f"--idle-dmd must be >= 0 (the DMD weight on idle rollouts), got {args.idle_dmd}")
         if args.data and args.idle_fraction:
@@ -93,7 +100,8 @@ def _settings(
                 "did not hold; pass --idle-fraction 0 (its recorded idle stretches still train)"
             )
     else:
-        for flag, v in (("--chunk", args.chunk), ("--idle-fraction", args.idle_fraction)):
+        for flag, v in (("--chunk", args.chunk), ("--idle-fraction", args.idle_fraction),
+                        ("--idle-rollout-frames", args.idle_rollout_frames)):  # fmt: skip
             if v is not None:
                 raise UserError(
                     f"{flag} {v} shapes streamed rollouts; drop it or stream (--rollout-frames N)"
@@ -176,8 +184,9 @@ def train(args: argparse.Namespace) -> dict:
         rollouts = StreamedRollouts(args, cfg, data, schedule, device, dtype, seed, merged=merged)
         log.info(
             "self-forcing (streamed) %s: %d-step student, rollouts of %d frames (%.1f windows) in chunks of "
-            "%d, %d real context frames, %.0f%% idle, batch %d, %d critic steps per generator step, data %s, "
-            "device %s", cfg.name, S, R, R / cfg.window, args.chunk, Fc, 100 * args.idle_fraction, B,
+            "%d, %d real context frames, %.0f%% idle (of %d frames), batch %d, %d critic steps per generator "
+            "step, data %s, device %s", cfg.name, S, R, R / cfg.window, args.chunk, Fc, 100 * args.idle_fraction,
+            args.idle_rollout_frames, B,
             args.critic_steps, args.data or source, device,
         )  # fmt: skip
     else:
@@ -208,6 +217,7 @@ def train(args: argparse.Namespace) -> dict:
             "chunk": args.chunk if R else None,
             "idle_fraction": args.idle_fraction if R else None,
             "idle_dmd": args.idle_dmd if R else None,
+            "idle_rollout_frames": args.idle_rollout_frames if R else None,
             "mean_rollout_depth": round(depth_sum / max(step - start_step, 1), 1),
             "context_noise": cfg.context_noise,
             "data": {

@@ -117,7 +117,8 @@ class StreamedRollouts:
         self.merged = merged
         draw = Windows(data.next)
         kw = dict(rollout_frames=args.rollout_frames, chunk=args.chunk, context_frames=args.context_frames,
-                  idle_fraction=args.idle_fraction, context_noise=cfg.context_noise, device=device, dtype=dtype)  # fmt: skip
+                  idle_fraction=args.idle_fraction, context_noise=cfg.context_noise, device=device, dtype=dtype,
+                  idle_rollout_frames=args.idle_rollout_frames)  # fmt: skip
         B, cs = args.batch, args.critic_steps
         if self.merged:
             self.all = Streams(cfg, B * (cs + 1), draw, seed=seed, **kw)

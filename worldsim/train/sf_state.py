@@ -24,7 +24,7 @@ HPARAMS = (
     "context", "critic_steps", "critic_lr", "lr", "batch", "frames", "context_frames", "steps_per_frame",
     "regression_weight", "guidance", "t_min", "t_max", "context_max", "ema_decay", "grad_clip", "seed",
     "rollout_frames", "chunk", "idle_fraction", "context_noise", "data", "source", "regression_horizon",
-    "idle_dmd",
+    "idle_dmd", "idle_rollout_frames",
 )  # fmt: skip
 
 
@@ -172,6 +172,11 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
         f"{sf.get('batch')}, {sf.get('context_frames')} context + {sf.get('rollout_frames')} rollout frames"
         + (
             f" (streamed in chunks of {sf.get('chunk')}, {sf.get('idle_fraction')} of them idle"
+            + (
+                f", idle ones of {sf['idle_rollout_frames']} frames"
+                if sf.get("idle_rollout_frames") not in (None, sf.get("rollout_frames"))
+                else ""
+            )
             + (f", DMD weight {sf['idle_dmd']:g} on the idle ones" if sf.get("idle_dmd", 1.0) != 1.0 else "")
             + ")"
             if sf.get("streamed")

@@ -14,7 +14,9 @@ fresh rollouts always scored, while the rollout generates a third of the frames 
 chunk buys more steps per second on a GPU (the passes are launch-bound) at fewer frames scored per step.
 Rows restart staggered (the first rollout of row r is cut short by r/rows of its length), so a batch holds
 rollouts at all depths. A fraction of the rollouts is idle: no key held for the whole rollout, the truth
-the last context frame held still (the game's view does not change while no key is held); the rest
+the last context frame held still (the game's view does not change while no key is held), and it may run
+longer than the moving ones (`idle_rollout_frames`: the hold is trained at the depths a player stands still
+for, where the view has drifted furthest); the rest
 follow the explorer's mix of the windows drawn (which has idle stretches of its own). The streams are
 not part of a train state: a resumed run begins them afresh (staggered again).
 Shapes: B rows, Hc history frames, R rollout frames, F chunk frames, C h w latent, K keys.
@@ -123,11 +125,17 @@ class Streams:
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
         stagger: bool = True,
+        idle_rollout_frames: int | None = None,
     ) -> None:
         if chunk < 1 or rollout_frames % chunk or chunk % cfg.block_frames:
             raise ValueError(
                 f"rollout_frames {rollout_frames} must be a multiple of chunk {chunk}, itself a multiple "
                 f"of block_frames {cfg.block_frames}"
+            )
+        self.R_idle = rollout_frames if idle_rollout_frames is None else idle_rollout_frames
+        if self.R_idle < chunk or self.R_idle % chunk:
+            raise ValueError(
+                f"idle_rollout_frames {self.R_idle} must be a positive multiple of chunk {chunk}"
             )
         self.cfg, self.rows, self.draw, self.device = cfg, rows, draw, device
         self.R, self.F, self.Fc = rollout_frames, chunk, context_frames
@@ -170,7 +178,7 @@ class Streams:
             buf.index_copy_(0, dev_rows, val)
         self.idle[rows] = idle
         self.depth[rows] = 0
-        self.left[rows] = self.R
+        self.left[rows] = torch.where(idle, self.R_idle, self.R)
         self.rollouts += n
         self.idle_rollouts += int(idle.sum())
         prime_context(dit, self.cache, hist_z[:, -self.Fc :], hist_keys[:, -self.Fc :], rows=dev_rows,
@@ -194,7 +202,9 @@ class Streams:
                 self.left -= self._first_cut.long()
         self._started = True
         F = self.F
-        idx = self.depth.to(self.device)[:, None] + torch.arange(F, device=self.device)  # [B,F]
+        # plan index: a moving row's depth is < R; an idle row's plan is one still frame and no key, so an
+        # idle rollout longer than R reads it modulo R
+        idx = (self.depth.to(self.device)[:, None] + torch.arange(F, device=self.device)) % self.R  # [B,F]
         at = torch.arange(self.rows, device=self.device)[:, None]
         keys, true_z = self.plan_keys[at, idx], self.plan_z[at, idx]  # [B,F,K], [B,F,C,h,w]
         if noise is None:
