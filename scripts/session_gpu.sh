@@ -4,6 +4,8 @@
 #   OUT=/tmp/o scripts/session_gpu.sh start    # the background runs below (wheels in .whl installed first)
 #   OUT=/tmp/o scripts/session_gpu.sh status   # one line per run
 #   OUT=/tmp/o scripts/session_gpu.sh wait     # until the runs have ended (at most $WAIT_S s, 540), then bundle
+#   OUT=/tmp/o scripts/session_gpu.sh stop     # SIGINT to the runs (they save), wait for them (never pkill
+#                                              # from the caller's command line: it matches itself)
 #   OUT=/tmp/o scripts/session_gpu.sh bundle   # exports + compact states + one JSON of every log: <= 8 files
 #
 # Runs ($JOBS, default "game sf"; three at once ran each at ~1/3 of its speed alone: the tiny teacher
@@ -37,6 +39,16 @@ fi
 case "${1:-}" in
   start)
     jobs=" ${JOBS:-game sf} "
+    # GPU memory each run takes (measured on the H200: a streamed student at batch 16 with its critic's rows
+    # merged ~44 GiB, the tiny teacher ~12, the full eval and an own game's pipeline less than 12): three
+    # students and the teacher asked 144 of 140 GiB and every student died of OOM at its first step.
+    need=0
+    for j in $jobs; do case $j in sf|sf2|sf3) need=$((need + 44)) ;; *) need=$((need + 12)) ;; esac; done
+    have=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
+    if [ -n "$have" ] && [ "$need" -gt $((have / 1024 - 4)) ]; then
+      echo "JOBS=\"${JOBS:-}\" need ~$need GiB of the GPU's $((have / 1024)): drop a run (each student ~44 GiB)" | tee -a "$OUT/start.log"
+      exit 2
+    fi
     if [[ $jobs == *" tinyr "* ]]; then OUT=$OUT MIN=${TEACHER_MIN:-20} scripts/teacher_gpu.sh recipe; fi
     if [[ $jobs == *" game "* ]]; then
       OUT=$OUT ENV=${ENV:-ALE/Breakout-v5} NAME=${NAME:-breakout} AE_MIN=${AE_MIN:-4} TEACHER_MIN=${GAME_MIN:-13} \
@@ -68,7 +80,10 @@ case "${1:-}" in
     ;;
   status)
     for f in "$RUN"/tinyr.log "$RUN"/sf.log "$RUN"/sf2.log "$RUN"/sf3.log "$RUN"/eval.log "$RUN"/${NAME:-breakout}/summary.log; do
+      [ -f "$f" ] || continue
       echo "== $f: $(grep -h "INFO\|^\[" "$f" 2>/dev/null | tail -n 1 | cut -c1-200)"
+      # a run that raised: its error line, so a dead run is seen at the first poll
+      grep -h "^[A-Za-z_.]*Error\|^Traceback" "$f" | tail -n 1 | cut -c1-200 | sed 's/^/   FAILED: /'
     done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
     ;;
@@ -77,6 +92,14 @@ case "${1:-}" in
     # finds itself or the shell that called it)
     end=$((SECONDS + ${WAIT_S:-540}))
     while pgrep -f "python3 -m worldsim (train|eval)" > /dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 5; done
+    pgrep -af "python3 -m worldsim (train|eval)" | cut -c1-160 || echo "no run left"
+    ;;
+  stop)
+    # ask the runs to save and end (SIGINT: the step finishes, the state is written), then wait for them;
+    # the pattern lives here: a caller's command line holding it would be matched and stopped too
+    pkill -INT -f "python3 -m worldsim (train|eval)"
+    end=$((SECONDS + ${WAIT_S:-90}))
+    while pgrep -f "python3 -m worldsim (train|eval)" > /dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 2; done
     pgrep -af "python3 -m worldsim (train|eval)" | cut -c1-160 || echo "no run left"
     ;;
   bundle)
