@@ -134,7 +134,14 @@ def test_export_verb_writes_the_bf16_and_the_8bit_file_with_cards(teacher_run, t
         and "one scale per 16 input columns" in grouped.with_suffix(".md").read_text()
     )
     assert not any(t.dtype == torch.int8 for t in g.tensors["dit"].values()), "read back as floats"
-    for path in (bf16, ship, grouped):
+    # --context-noise T: the deployed cache-write level goes into the file's config (the run's was 0),
+    # and a world loaded from it writes its frames there
+    noised = tmp_path / "noised.safetensors"
+    assert main(["train", "export", str(out / "teacher.pt"), str(noised), "--context-noise", "0.1"]) == 0
+    assert full.config.context_noise == 0.0 and load_checkpoint(noised).config.context_noise == 0.1
+    assert "context noise 0.1" in noised.with_suffix(".md").read_text()
+    assert NeuralWorld.from_checkpoint(str(noised), device="cpu", batch_size=1).cfg.context_noise == 0.1
+    for path in (bf16, ship, grouped, noised):
         world = NeuralWorld.from_checkpoint(str(path), device="cpu", batch_size=1)
         frames = world.reset([0])
         assert world.step(torch.zeros(1, world.num_keys, dtype=torch.bool)).shape == frames.shape
@@ -164,6 +171,8 @@ def test_export_module_entry_point_still_works(teacher_run, tmp_path):
         (["STATE", "x.safetensors", "--int8", "--card-only"], "--card-only"),
         (["STATE", "x.safetensors", "--int8-group", "32"], "--int8-group"),
         (["STATE", "x.safetensors", "--int8", "--int8-group", "0"], "--int8-group"),
+        (["STATE", "x.safetensors", "--context-noise", "1.5"], "--context-noise 1.5"),
+        (["STATE", "x.safetensors", "--card-only", "--context-noise", "0.1"], "--context-noise"),
     ],
 )
 def test_export_verb_bad_input_is_a_one_line_error(teacher_run, tmp_path, argv, flag, capsys):

@@ -14,6 +14,7 @@ budget of docs/design.md §4), 1-D tensors (norms, biases, latent statistics) st
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -96,15 +97,19 @@ def export(
     seeds: int = START_SEEDS,
     int8_path: str | Path | None = None,
     int8_group: int | None = None,
+    context_noise: float | None = None,
 ) -> Path:
     """Write `out_path` (.safetensors) and its card (`.md` beside it) from a teacher train state; with
     `int8_path`, also the 8-bit checkpoint made from it (`int8_group`: per-group scales of the blocks'
-    linears, `export_int8`), and its card."""
+    linears, `export_int8`), and its card. `context_noise`: the cache-write level the file deploys (default
+    the run's config; a teacher trained on context levels up to it plays better there, §7.2)."""
 
     state = resume.load_train_state(state_path)
     if state.get("kind") != "teacher":
         raise UserError(f"{state_path} is not a teacher train state (kind={state.get('kind')!r})")
     cfg = ModelConfig.from_dict(state["config"])
+    if context_noise is not None:
+        cfg = dataclasses.replace(cfg, context_noise=context_noise)
     ae = Autoencoder(cfg.autoencoder)
     ae.load_state_dict(state["autoencoder"])
     z, seeds = encoded_starts(ae, state.get("start_frames", {}).get("frames"), seeds)
@@ -336,6 +341,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--int8-group {args.int8_group}: a column count >= 1 (e.g. 32) for the 8-bit file; it needs --int8"
         )
+    if args.context_noise is not None and not 0.0 <= args.context_noise < 1.0:
+        raise UserError(f"--context-noise {args.context_noise}: a noise level in [0, 1), e.g. 0.1")
+    if args.card_only and args.context_noise is not None:
+        raise UserError("--card-only rewrites a card; --context-noise changes the file: drop one of them")
     extra = {}
     if args.autoencoder_metrics:
         extra["autoencoder"] = _read_json(args.autoencoder_metrics, "--autoencoder-metrics")
@@ -361,7 +370,8 @@ def run(args: argparse.Namespace) -> int:
     out = bf16_path(args.out) if args.int8 else Path(args.out)
     export(args.state, out, train_metrics=extra, eval_result=ev, seeds=args.seeds,
            dtype=torch.bfloat16 if args.dtype == "bf16" else torch.float32,
-           int8_path=args.out if args.int8 else None, int8_group=args.int8_group)  # fmt: skip
+           int8_path=args.out if args.int8 else None, int8_group=args.int8_group,
+           context_noise=args.context_noise)  # fmt: skip
     for path in [out] + ([Path(args.out)] if args.int8 else []):
         print(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB) and its card {path.with_suffix('.md')}")
     return 0

@@ -264,4 +264,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
         "--dtype", choices=["bf16", "fp32"], default="bf16", help="storage of matrices (default bf16)"
     )
     p.add_argument("--seeds", type=int, default=START_SEEDS, help="spawn seeds stored as start latents")
+    p.add_argument("--context-noise", type=float, default=None, metavar="T",
+                   help="the level finished frames enter the cache at, written into the file's config "
+                        "(default: the run's, 0 for a teacher); a teacher trained on context up to 0.1 "
+                        "plays better at 0.1")  # fmt: skip
     p.add_argument("--card-only", action="store_true", help="rewrite the card of an existing export")
