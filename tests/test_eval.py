@@ -81,6 +81,10 @@ def test_quick_eval_cli_writes_schema_with_real_numbers(random_checkpoint, tmp_p
     assert idle["pass"] is False and idle["psnr_last"] == idle["psnr_last_vs_start"] < 30
     assert list(idle["psnr_curve"]) == ["1", "24"] and idle["drift_frames"] == 24
     assert r["checkpoint"] == str(random_checkpoint) and r["device"] == "cpu" and r["seconds"] > 0
+    # where the time went: every part timed, together no more than the whole run
+    parts = r["seconds_by_part"]
+    assert list(parts) == ["rollouts", "loop", "long_run", "files"] and parts["rollouts"] > 0
+    assert sum(parts.values()) <= r["seconds"] + 0.2
     assert r["sequences"] == 4 and r["quick"] is True and r["dtype"] == "float32"  # fp32 on a CPU by default
     assert (out / "psnr_vs_horizon.png").stat().st_size > 1000
     mp4 = (out / "real_vs_generated.mp4").read_bytes()

@@ -99,6 +99,8 @@ def long_run(neural, game, explorer, context: tuple[torch.Tensor, torch.Tensor],
         # deliberate host sync, once a minute
         if minute_end and not (torch.isfinite(neural.cache.k).all() and torch.isfinite(neural.cache.v).all()):
             nan_minutes.append(i // per)
+        if minute_end and not progress:  # a run in the background: one line a minute of frames
+            log.info("long run: minute %d of %d", i // per + 1, -(-frames // per))
     lo_m, hi_m = stats["real_mean"].min().item() - 10, stats["real_mean"].max().item() + 10
     lo_s, hi_s = 0.5 * stats["real_std"].min().item(), 1.5 * stats["real_std"].max().item()
     minutes = []

@@ -28,8 +28,12 @@ The JSON (`evaluate`'s result; horizons and idle frames are string keys, PSNR in
 - action_accuracy: real / generated {per_key, exact, pairs}, frames, idm (idm.py); null when skipped.
 - loop: frames_each_way, turn_180_and_back / walk_and_back {psnr_end_vs_real, ...} (probes.py).
 - long_run: frames, fps, nan, in_range, minutes_in_range, per_minute [...] (probes.py).
-- checkpoint, device, steps, sequences, context_frames, idle_frames, level, seed, seconds; files
-  {plot, video, loop, long_run} when written.
+- checkpoint, device, steps, sequences, context_frames, idle_frames, level, seed, seconds,
+  seconds_by_part {rollouts, loop, long_run, files} (where the time went); files {plot, video, loop,
+  long_run} when written.
+
+With no progress bar (not a terminal: a run in the background) it logs where it is every
+`LOG_EVERY` frames instead, so a log shows a slow run moving.
 """
 
 from __future__ import annotations
@@ -133,6 +137,7 @@ def _at_context(game, seeds: list[int], ctx_keys: torch.Tensor):
 
 
 SHUFFLE = "sequences rolled by one: each gets the keys of the sequence before it"
+LOG_EVERY = 250  # frames between log lines when there is no progress bar
 
 
 @torch.no_grad()
@@ -217,6 +222,8 @@ def evaluate(
             video.append(torch.cat([real[:V], gen[:V]], dim=2).flatten(0, 1).cpu().numpy())  # [V*H, 2W, 3]
         else:
             idle = neural.step(no_keys, slots=idle_rows)
+        if not progress and (i + 1) % LOG_EVERY == 0:
+            log.info("eval: frame %d of %d (%.0f s)", i + 1, n, time.perf_counter() - t0)
         if i < F:
             f = idle.float()
             idle_mean[i], idle_std[i] = f.mean(), f.std(dim=(1, 2, 3)).mean()
@@ -224,6 +231,7 @@ def evaluate(
             idle_last = idle
     curves = {k: v.cpu() for k, v in curves.items()}
     idle_curves = {k: v.cpu() for k, v in idle_curves.items()}
+    parts = {"rollouts": time.perf_counter() - t0}
 
     p, s, bp, bs, margin = scores.horizon_section(curves, cfg.horizons)
     motion = scores.motion_section(curves["motion_real"], curves["motion_gen"], cfg.horizons)
@@ -265,6 +273,7 @@ def evaluate(
         "level": "default",
         "seed": cfg.seed,
         "seconds": None,
+        "seconds_by_part": None,
     }
     if idm is not None:
         keys_all, valid = torch.cat(act_keys), torch.cat(act_valid)
@@ -276,10 +285,12 @@ def evaluate(
         }
 
     loop = None
+    t = time.perf_counter()
     if cfg.loop:
         L = max(1, min(cfg.loop_sequences, B))
         loop = loop_test(neural, new_game, (ctx[:L], ctx_keys[:L]), seeds[:L])
         result["loop"] = {k: v for k, v in loop.items() if k != "frames"}
+    parts["loop"], t = time.perf_counter() - t, time.perf_counter()
     long_stats = None
     if cfg.long_frames:  # the first games of the neural world: the real starts again, new explorer paths
         G = min(cfg.long_sequences, cfg.world_batch)
@@ -289,10 +300,13 @@ def evaluate(
         result["long_run"], long_stats = long_run(
             neural, game2, explorer_long, (ctx[pick], ctx_keys[pick]), cfg.long_frames, progress
         )
+    parts["long_run"], t = time.perf_counter() - t, time.perf_counter()
     if out_dir is not None:
         result["files"] = _write_files(
             Path(out_dir), cfg, checkpoint, curves, idle_curves, start, result, video, loop, long_stats
         )
+    parts["files"] = time.perf_counter() - t
+    result["seconds_by_part"] = {k: round(v, 1) for k, v in parts.items()}
     result["seconds"] = round(time.perf_counter() - t0, 1)
     return result
 
