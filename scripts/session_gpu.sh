@@ -23,7 +23,10 @@
 #          sf run's), in $RUN/sf2 ($RUN/sf3);
 #   tinyr  the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr);
 #   eval   the full eval (64 sequences, horizons to 512, 2,000 idle frames, 18,000 frames) of
-#          $EVAL_CHECKPOINT (tiny-student) into $OUT/full-eval.json.
+#          $EVAL_CHECKPOINT (tiny-student) into $RUN/eval/full-eval.json (bundle packs it);
+# EVAL_AFTER="sf sf2": when each of those runs ends, its student is exported and gets the full eval, one
+# after another (~7.5 min each beside a student run; two at once did not finish in 510 s), into
+# $RUN/eval/full-eval-<run>.json: a session trains and scores in one machine's time.
 # A lent machine goes back when no call is in flight for ~30 s: poll with calls that sleep, back to back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,8 +59,9 @@ case "${1:-}" in
         STUDENT_INIT=${GAME_STUDENT_INIT:-} scripts/own_game_gpu.sh all
     fi
     if [[ $jobs == *" eval "* ]]; then
+      mkdir -p "$RUN/eval"
       setsid nohup python3 -m worldsim eval --checkpoint "${EVAL_CHECKPOINT:-tiny-student}" --device cuda \
-        --json "$OUT/full-eval.json" --out "$RUN/eval-full" > "$RUN/eval.log" 2>&1 < /dev/null &
+        --json "$RUN/eval/full-eval.json" --out "$RUN/eval-full" > "$RUN/eval.log" 2>&1 < /dev/null &
       echo "started eval of ${EVAL_CHECKPOINT:-tiny-student} (pid $!)" | tee -a "$OUT/start.log"
     fi
     start_sf() {  # name, init file, horizon, lr, context noise, idle fraction, DMD weight on idle, idle frames
@@ -71,15 +75,34 @@ case "${1:-}" in
     var() {  # var PREFIX NAME DEFAULT: $PREFIX_NAME, else $SF_NAME, else DEFAULT
       local a="${1}_$2" b="SF_$2"; echo "${!a:-${!b:-$3}}"
     }
+    declare -A pid_of
     for name in sf sf2 sf3; do
       [[ $jobs == *" $name "* ]] || continue
       P=${name^^}
       start_sf "$name" "$(var "$P" INIT "")" "$(var "$P" HORIZON 32)" "$(var "$P" LR 1e-5)" "$(var "$P" NOISE 0.1)" \
         "$(var "$P" IDLE 0.15)" "$(var "$P" IDLE_DMD 1)" "$(var "$P" IDLE_FRAMES 256)"
+      pid_of[$name]=$!
     done
+    after=()
+    for name in ${EVAL_AFTER:-}; do
+      [ -n "${pid_of[$name]:-}" ] || { echo "EVAL_AFTER: $name is not a student run of JOBS" | tee -a "$OUT/start.log"; exit 2; }
+      after+=("$name" "${pid_of[$name]}")
+    done
+    if [ ${#after[@]} -gt 0 ]; then
+      mkdir -p "$RUN/eval" "$RUN/export"
+      # one waiter, so the evals run one after another; each waits for its own run to end (it saves first)
+      setsid nohup bash -c 'while [ $# -gt 0 ]; do name=$1 pid=$2; shift 2
+          while kill -0 "$pid" 2> /dev/null; do sleep 5; done
+          python3 -c "import sys; from worldsim.train.sf_state import export_student; export_student(sys.argv[1], sys.argv[2])" \
+            "$RUN/$name/self_forcing.pt" "$RUN/export/$name-stream.safetensors" || continue
+          python3 -m worldsim eval --checkpoint "$RUN/export/$name-stream.safetensors" --device cuda \
+            --json "$RUN/eval/full-eval-$name.json" --out "$RUN/eval-$name"
+        done' evals "${after[@]}" > "$RUN/eval-after.log" 2>&1 < /dev/null &
+      echo "the full eval of ${EVAL_AFTER} when each run ends (pid $!)" | tee -a "$OUT/start.log"
+    fi
     ;;
   status)
-    for f in "$RUN"/tinyr.log "$RUN"/sf.log "$RUN"/sf2.log "$RUN"/sf3.log "$RUN"/eval.log "$RUN"/${NAME:-breakout}/summary.log; do
+    for f in "$RUN"/tinyr.log "$RUN"/sf.log "$RUN"/sf2.log "$RUN"/sf3.log "$RUN"/eval.log "$RUN"/eval-after.log "$RUN"/${NAME:-breakout}/summary.log; do
       [ -f "$f" ] || continue
       echo "== $f: $(grep -h "INFO\|^\[" "$f" 2>/dev/null | tail -n 1 | cut -c1-200)"
       # a run that raised: its error line, so a dead run is seen at the first poll
@@ -113,9 +136,11 @@ export_student(sys.argv[1], sys.argv[2])" "$RUN/$sf/self_forcing.pt" "$OUT/$sf-s
     done
     cp "$RUN/$name/export/$name.safetensors" "$RUN/$name/export/$name-student.safetensors" "$OUT/" 2>/dev/null
     for f in "$RUN/$name"/teacher/teacher.state*.safetensors; do [ -f "$f" ] && cp "$f" "$OUT/$name.${f##*/teacher.}"; done
+    # the start logs, the students' cards and the eval JSONs travel inside texts.json: files, not names,
+    # are counted (8 at most)
     python3 scripts/pack_texts.py "$OUT/texts.json" "$RUN"/*.log "$RUN"/*/metrics.jsonl "$RUN"/*/summary.log \
       "$RUN"/*/eval.json "$RUN"/*/student-eval.json "$RUN"/*/*.log "$RUN"/*/export/*.md "$RUN"/*/*/metrics.jsonl "$RUN"/*/ae-*/autoencoder.json "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json \
-      "$OUT"/*.log && rm -f "$OUT"/*.log  # the start logs travel inside texts.json: files, not names, are counted
+      "$RUN"/eval/*.json "$OUT"/*.log "$OUT"/*.md && rm -f "$OUT"/*.log "$OUT"/*.md
     ls -la "$OUT"
     ;;
   *)
