@@ -175,6 +175,29 @@ def test_regression_horizon_weighs_moving_rows_by_depth_and_idle_rows_fully():
     assert torch.equal(c.select(torch.tensor([2, 0])).idle, torch.tensor([True, False]))
 
 
+def test_frame_statistics_see_brightness_and_contrast_but_not_where_things_are():
+    """`Chunk.stats`: zero for the true frames and for the same frame shifted in space (the statistics do
+    not know where a wall is), the squared offset for a brighter frame, and a gradient that moves a frame's
+    mean toward the true one."""
+    g = torch.Generator().manual_seed(5)
+    B, F, C, h, w = 2, 3, 4, 8, 8
+    true_z = torch.randn(B, F, C, h, w, generator=g)
+    keys = torch.zeros(B, F, 6, dtype=torch.bool)
+
+    def chunk(x0):
+        return Chunk(x0, keys[:, :1], keys, x0, true_z, torch.zeros(B, dtype=torch.long))
+
+    assert chunk(true_z.clone()).stats().item() < 1e-10
+    assert chunk(true_z.roll(3, dims=-1).flip(-2)).stats().item() < 1e-10  # moved, not changed
+    assert torch.allclose(chunk(true_z + 0.5).stats(), torch.tensor(0.25))  # mean off by 0.5, std kept
+    flat = chunk(true_z.mean((-2, -1), keepdim=True).expand_as(true_z).clone())
+    want = true_z.std((-2, -1)).pow(2).mean()  # all the contrast lost
+    assert torch.allclose(flat.stats(), want, rtol=1e-5)
+    x = (true_z + 0.5).requires_grad_(True)
+    chunk(x).stats().backward()
+    assert bool((x.grad > 0).all())  # every element pushed down, toward the true mean
+
+
 def test_idle_dmd_weight_scales_only_the_idle_rows_dmd_gradient():
     """`--idle-dmd W`: the DMD gradient of an idle row is W times its gradient at weight 1; moving rows keep
     theirs, and W = 0 leaves idle rows no DMD gradient at all (the regression alone holds them)."""
@@ -259,6 +282,8 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
         "64",
         "--idle-dmd",
         "0",
+        "--stats-weight",
+        "0.5",
         "--export",
         str(student),
     ]
@@ -266,12 +291,14 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
     m = json.loads((out / "self_forcing.json").read_text())
     assert m["streamed"] and m["rollout_frames"] == 32 and m["chunk"] == 2 and m["regression_weight"] == 1.0
     assert m["regression_horizon"] == 16 and m["idle_rollout_frames"] == 64 and m["idle_dmd"] == 0
+    assert m["stats_weight"] == 0.5 and m["final"]["stats"] >= 0  # the statistics term ran and was logged
     assert m["mean_rollout_depth"] == 2.0  # depths 0, 2, 4 of the three chunks
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["rollout_depth"] for r in rows] == [0.0]  # step 1 (rows every 5 steps)
     assert all(torch.isfinite(torch.tensor(v)) for v in m["final"].values())
     card = student.with_suffix(".md").read_text()
     assert "idle ones of 64 frames, DMD weight 0 on the idle ones" in card  # the recipe is on the card
+    assert "frame statistics weight 0.5" in card
     ckpt = load_checkpoint(student)
     assert ckpt.config.context_noise == 0.2  # the level the student trained with is the one it deploys
     world = NeuralWorld.from_checkpoint(student, device="cpu", batch_size=1)
@@ -295,6 +322,8 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
         (["--rollout-frames", "0", "--chunk", "2"], "--chunk 2 shapes streamed rollouts"),
         (["--rollout-frames", "0", "--regression-horizon", "8"], "--regression-horizon 8.0"),
         (["--rollout-frames", "32", "--regression-horizon", "-1"], "--regression-horizon -1.0"),
+        (["--rollout-frames", "32", "--stats-weight", "-1"], "--stats-weight -1.0"),
+        (["--rollout-frames", "0", "--stats-weight", "1"], "--stats-weight 1.0"),
     ],
 )
 def test_streaming_flags_refused(teacher_ckpt, tmp_path, flags, match):  # noqa: F811

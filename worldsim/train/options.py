@@ -207,6 +207,10 @@ def add_self_forcing_arguments(p: argparse.ArgumentParser) -> None:
                         "exp(-d / H) (idle rollouts keep weight 1: their truth is the still view at any depth); "
                         "deep into a rollout the student's view has drifted from the true one and the MSE "
                         "pulls it to a blurred mean; 0 (default): weight 1 at every depth")  # fmt: skip
+    p.add_argument("--stats-weight", type=float, default=0.0, metavar="W",
+                   help="streaming: weight of the error of each generated frame's per-channel latent mean and "
+                        "contrast to the true frame's, at every depth (a guard against slow drift that does "
+                        "not blur; 0, the default: off)")  # fmt: skip
     p.add_argument("--guidance", type=float, default=1.0, help="key guidance of the teacher score")
     p.add_argument("--t-min", type=float, default=0.02, help="lowest DMD / critic noise level")
     p.add_argument("--t-max", type=float, default=0.98, help="highest DMD / critic noise level")

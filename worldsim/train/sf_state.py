@@ -24,7 +24,7 @@ HPARAMS = (
     "context", "critic_steps", "critic_lr", "lr", "batch", "frames", "context_frames", "steps_per_frame",
     "regression_weight", "guidance", "t_min", "t_max", "context_max", "ema_decay", "grad_clip", "seed",
     "rollout_frames", "chunk", "idle_fraction", "context_noise", "data", "source", "regression_horizon",
-    "idle_dmd", "idle_rollout_frames",
+    "idle_dmd", "idle_rollout_frames", "stats_weight",
 )  # fmt: skip
 
 
@@ -168,6 +168,7 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
             if sf.get("regression_horizon")
             else ""
         )
+        + (f", frame statistics weight {sf['stats_weight']:g}" if sf.get("stats_weight") else "")
         + f"; {sf.get('generator_steps')} generator steps, batch "
         f"{sf.get('batch')}, {sf.get('context_frames')} context + {sf.get('rollout_frames')} rollout frames"
         + (

@@ -63,6 +63,16 @@ class Chunk:
             return None
         return torch.where(self.idle, torch.tensor(float(idle)), torch.tensor(1.0))
 
+    def stats(self) -> torch.Tensor:
+        """Squared error of each generated frame's per-channel latent mean and spatial std to the true
+        frame's, at every depth, averaged over rows, frames and channels. A frame's mean and contrast barely
+        depend on where in the level it is seen, so this holds deep frames that have lost their place away
+        from the slow drift (darker, flatter views) without the MSE's pull toward a blurred mean."""
+        x, z = self.x0.float(), self.true_z.float()  # [B,F,C,h,w]
+        dm = x.mean((-2, -1)) - z.mean((-2, -1))
+        ds = x.std((-2, -1)) - z.std((-2, -1))
+        return (dm.pow(2) + ds.pow(2)).mean()
+
     def regression(self, horizon: float = 0.0) -> torch.Tensor:
         """MSE of the chunk's frames to the true latents. `horizon` H > 0 weighs a frame generated d frames
         into a moving rollout by exp(-d / H): deep in a rollout the student's view has drifted from the
