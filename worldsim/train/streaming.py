@@ -65,9 +65,9 @@ class Chunk:
 
     def stats(self) -> torch.Tensor:
         """Squared error of each generated frame's per-channel latent mean and spatial std to the true
-        frame's, at every depth, averaged over rows, frames and channels. A frame's mean and contrast barely
-        depend on where in the level it is seen, so this holds deep frames that have lost their place away
-        from the slow drift (darker, flatter views) without the MSE's pull toward a blurred mean."""
+        frame's, at every depth, averaged over rows, frames and channels: a few numbers a frame, so a deep
+        frame that has lost its place is pulled toward the true view's brightness and contrast without the
+        MSE's pull toward a blurred mean of two views (docs/design.md §7.3)."""
         x, z = self.x0.float(), self.true_z.float()  # [B,F,C,h,w]
         dm = x.mean((-2, -1)) - z.mean((-2, -1))
         ds = x.std((-2, -1)) - z.std((-2, -1))
