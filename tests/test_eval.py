@@ -74,6 +74,8 @@ def test_quick_eval_cli_writes_schema_with_real_numbers(random_checkpoint, tmp_p
     assert list(r["verdict"]) == horizons and r["pass"]["all"] is False
     assert all(line.startswith(("pass", "FAIL")) for line in r["verdict"].values())
     assert list(r["motion"]["ratio_by_horizon"]) == horizons and r["motion"]["ratio"] > 0
+    assert list(r["contrast"]["ratio_by_horizon"]) == horizons and r["contrast"]["ratio"] > 0
+    assert r["contrast"]["brightness_error"] >= 0
     control = r["controllability"]
     assert list(control["margin_db"]) == horizons and isinstance(control["pass"], bool)
     idle = r["idle"]
@@ -91,6 +93,7 @@ def test_quick_eval_cli_writes_schema_with_real_numbers(random_checkpoint, tmp_p
     assert mp4[4:8] == b"ftyp" and len(mp4) > 1000
     printed = capsys.readouterr().out
     assert "copy-last PSNR" in printed and "margin dB" in printed and "  128 frames: FAIL" in printed
+    assert "contrast: generated frames have" in printed
     # action following: the IDM (trained on the real game, cached) read on real and on generated pairs
     acc = r["action_accuracy"]
     assert idm.is_file() and acc["frames"] == 128

@@ -79,6 +79,18 @@ class BrighteningWorld(StillWorld):
         return (frames.int() + t.view(-1, 1, 1, 1)).clamp(0, 255).to(torch.uint8)
 
 
+class WashedWorld(StillWorld):
+    """The still view pulled halfway to its own mean gray: half its contrast, its brightness kept."""
+
+    def show(self, frames, t):
+        f = frames.float()
+        return (
+            (f.mean((1, 2, 3), keepdim=True) + 0.5 * (f - f.mean((1, 2, 3), keepdim=True)))
+            .round()
+            .to(torch.uint8)
+        )
+
+
 def _check_margin(r: dict) -> None:
     base = r["baseline_copy_last"]["psnr"]
     for h, m in r["margin_over_copy_last"].items():
@@ -101,7 +113,23 @@ def test_the_real_game_scored_against_itself_passes_everything():
     control = r["controllability"]
     assert control["pass"] and all(v > 0 for v in control["margin_db"].values() if v is not None)
     assert control["margin_db"]["32"] is not None and control["sequences"]["32"] > 0
+    contrast = r["contrast"]
+    assert contrast["ratio"] == 1.0 and contrast["brightness_error"] == 0 and contrast["real_std"] > 5
+    assert set(contrast["ratio_by_horizon"].values()) == {1.0}
+    assert set(contrast["brightness_error_by_horizon"].values()) == {0.0}
     assert r["pass"]["all"] is True
+
+
+def test_a_washed_out_view_shows_as_half_the_contrast():
+    """PSNR forgives a view pulled toward its mean; the contrast section reads half the still view's."""
+    cfg = _cfg(controllability=False)
+    still = evaluate(StillWorld(cfg), cfg, progress=False)["contrast"]
+    washed = evaluate(WashedWorld(cfg), cfg, progress=False)["contrast"]
+    assert washed["ratio"] == pytest.approx(0.5 * still["ratio"], abs=0.01)
+    assert washed["ratio_by_horizon"]["1"] == pytest.approx(0.5 * still["ratio_by_horizon"]["1"], abs=0.01)
+    # the brightness is the still view's: the same error against the walking real frames
+    assert washed["brightness_error"] == pytest.approx(still["brightness_error"], abs=0.6)
+    assert "0.5" in washed["verdict"] or washed["verdict"].startswith("generated frames have 0.")
 
 
 def test_a_world_that_never_moves_is_copy_last_and_fails():

@@ -305,6 +305,10 @@ def _print_verdicts(result: dict) -> None:
     for h, line in result["verdict"].items():
         print(f"{h:>5} frames: {line}")
     print(f"motion: {result['motion']['verdict']}")
+    if result.get("contrast"):
+        print(
+            f"contrast: {result['contrast']['verdict']}; by horizon {result['contrast']['ratio_by_horizon']}"
+        )
     if control:
         print(f"controllability: {control['verdict']}; shuffled keys: {control['shuffle']}")
     idle = result["idle"]

@@ -8,7 +8,7 @@ cannot know the new episode's first frame: recorded.py says where resets come fr
 verdicts, as for the game eval, without the idle run (a recording has no true still view to hold).
 
 The JSON has the game eval's psnr, ssim, baseline_copy_last, margin_over_copy_last, verdict, pass
-(horizons, motion, controllability, all), motion, controllability and action_accuracy (runner.py's
+(horizons, motion, controllability, all), motion, contrast, controllability and action_accuracy (runner.py's
 docstring says what each holds), and:
 - controllability: rows of shuffled keys are the recorded keys of another held-out clip (rolled by one
   within a batch); a clip counts at a horizon once its shuffled keys differed from its own there.
@@ -42,7 +42,8 @@ from worldsim.metrics import psnr, ssim
 log = logging.getLogger(__name__)
 
 SHUFFLE = "recorded keys of the held-out clip before it (rolled by one within each batch of clips)"
-CURVES = ("psnr", "ssim", "base_psnr", "base_ssim", "shuffled_psnr", "motion_real", "motion_gen")
+CURVES = ("psnr", "ssim", "base_psnr", "base_ssim", "shuffled_psnr", "motion_real", "motion_gen", "std_real",
+          "std_gen", "gray_err")  # fmt: skip
 
 
 @dataclass
@@ -162,7 +163,9 @@ def _run_batch(world, frames, keys, resets, cfg: DataEvalConfig, T: int, idm, on
         c = {"psnr": psnr(gen, real), "ssim": ssim(gen, real), "base_psnr": psnr(start, real),
              "base_ssim": ssim(start, real),
              "motion_real": (real.float() - prev_real.float()).abs().flatten(1).mean(1),
-             "motion_gen": (gen.float() - prev_gen.float()).abs().flatten(1).mean(1)}  # fmt: skip
+             "motion_gen": (gen.float() - prev_gen.float()).abs().flatten(1).mean(1),
+             "std_real": scores.frame_contrast(real), "std_gen": scores.frame_contrast(gen),
+             "gray_err": (scores.gray_mean(gen) - scores.gray_mean(real)).abs()}  # fmt: skip
         if G == 2:
             c["shuffled_psnr"] = psnr(out[R:], real)
         for n, v in c.items():
@@ -228,6 +231,7 @@ def evaluate_dataset(
 
     p, s, bp, bs, margin = scores.horizon_section(curves, horizons)
     motion = scores.motion_section(curves["motion_real"], curves["motion_gen"], horizons)
+    contrast = scores.contrast_section(curves["std_real"], curves["std_gen"], curves["gray_err"], horizons)
     control = None
     if cfg.controllability:
         control = scores.controllability_section(
@@ -239,7 +243,8 @@ def evaluate_dataset(
     ok["all"] = all(passed.values()) and motion["pass"] and ok["controllability"] is not False
     result = {
         "psnr": p, "ssim": s, "baseline_copy_last": {"psnr": bp, "ssim": bs}, "margin_over_copy_last": margin,
-        "verdict": verdict, "pass": ok, "motion": motion, "controllability": control, "idle": None,
+        "verdict": verdict, "pass": ok, "motion": motion, "contrast": contrast, "controllability": control,
+        "idle": None,
         "action_accuracy": None, "loop": None, "long_run": None,
         "clips": {str(h): int(scored[h - 1]) for h in horizons}, "horizons_dropped": dropped,
         "episode_resets": {"source": source, "clips_with_reset": with_reset},

@@ -15,6 +15,10 @@ The JSON (`evaluate`'s result; horizons and idle frames are string keys, PSNR in
 - motion: real_mean_abs_diff, generated_mean_abs_diff (levels 0-255, to the previous frame of the same
   world, from frame 2 on), ratio (generated / real; 0.8-1.2 passes), ratio_by_horizon {horizon: ratio
   over the frames since the previous horizon; null at 1}, band, pass, verdict.
+- contrast: real_std, generated_std (each frame's pixel std, levels 0-255), ratio (generated / real),
+  ratio_by_horizon {horizon: over the frames up to it since the previous one}, brightness_error and
+  brightness_error_by_horizon (mean |gray level of the generated frame - the real one's|), verdict;
+  informational (a washed-out view that cannot place itself scores well in PSNR).
 - controllability: psnr_true_keys, psnr_shuffled_keys, margin_db {horizon: true - shuffled; > 0 passes},
   sequences {horizon: how many sequences' real views differ at that horizon between the true and the
   shuffled keys (the real game is run on both): the figures average over those}, shuffle (how), pass,
@@ -190,6 +194,9 @@ def evaluate(
         "views_differ",
         "motion_real",
         "motion_gen",
+        "std_real",
+        "std_gen",
+        "gray_err",
     )
     curves = {k: torch.zeros(T, B, device=dev) for k in names}  # [frame, sequence]; to the host at the end
     idle_curves = {k: torch.zeros(F, B, device=dev) for k in ("psnr", "gray")}
@@ -218,6 +225,11 @@ def evaluate(
                 act_valid.append((~game.blocked).cpu())  # a blocked move shows no motion in the real game
             curves["motion_real"][i] = (real.float() - prev_real.float()).abs().flatten(1).mean(1)
             curves["motion_gen"][i] = (gen.float() - prev_gen.float()).abs().flatten(1).mean(1)
+            curves["std_real"][i], curves["std_gen"][i] = (
+                scores.frame_contrast(real),
+                scores.frame_contrast(gen),
+            )
+            curves["gray_err"][i] = (scores.gray_mean(gen) - scores.gray_mean(real)).abs()
             prev_real, prev_gen = real, gen
             video.append(torch.cat([real[:V], gen[:V]], dim=2).flatten(0, 1).cpu().numpy())  # [V*H, 2W, 3]
         else:
@@ -235,6 +247,9 @@ def evaluate(
 
     p, s, bp, bs, margin = scores.horizon_section(curves, cfg.horizons)
     motion = scores.motion_section(curves["motion_real"], curves["motion_gen"], cfg.horizons)
+    contrast = scores.contrast_section(
+        curves["std_real"], curves["std_gen"], curves["gray_err"], cfg.horizons
+    )
     control = (
         scores.controllability_section(
             curves["psnr"], curves["shuffled_psnr"], curves["views_differ"], cfg.horizons, SHUFFLE
@@ -259,6 +274,7 @@ def evaluate(
         "verdict": verdict,
         "pass": ok,
         "motion": motion,
+        "contrast": contrast,
         "controllability": control,
         "idle": idle,
         "action_accuracy": None,

@@ -92,6 +92,41 @@ def motion_section(real: torch.Tensor, gen: torch.Tensor, horizons: tuple[int, .
     }
 
 
+def frame_contrast(frames: torch.Tensor) -> torch.Tensor:
+    """Each uint8 frame's contrast `[B,H,W,3]` -> `[B]`: the std of its pixels (levels 0-255, over RGB)."""
+    return frames.float().flatten(1).std(1)
+
+
+def contrast_section(
+    real_std: torch.Tensor, gen_std: torch.Tensor, gray_err: torch.Tensor, horizons: tuple[int, ...]
+) -> dict:
+    """How washed out and how far off in brightness the generated frames are, frame by frame.
+
+    `real_std`, `gen_std`: `[T,B]` each frame's contrast (`frame_contrast`); `gray_err`: `[T,B]`
+    |mean gray level of the generated frame - the real frame's|. A blurred or washed-out view scores
+    well in PSNR against a view it cannot place, and moves little; its contrast says so. Per window of
+    frames up to each horizon (frame 1 included: contrast needs no previous frame): the ratio of means,
+    generated / real, and the mean brightness error. Informational: no pass or fail of its own.
+    """
+    out, lo = {"ratio_by_horizon": {}, "brightness_error_by_horizon": {}}, 0
+    for h in sorted(horizons):
+        w = slice(lo, max(lo + 1, h))
+        out["ratio_by_horizon"][str(h)] = _ratio(gen_std[w], real_std[w])
+        out["brightness_error_by_horizon"][str(h)] = _r(gray_err[w].nanmean(), 2)
+        lo = max(lo + 1, h)
+    ratio = _ratio(gen_std, real_std)
+    out.update(real_std=_r(real_std.nanmean(), 2), generated_std=_r(gen_std.nanmean(), 2), ratio=ratio,
+               brightness_error=_r(gray_err.nanmean(), 2))  # fmt: skip
+    out["verdict"] = (
+        "no contrast in the real frames"
+        if ratio is None
+        else f"generated frames have {ratio}x the real frames' contrast (pixel std {out['generated_std']} "
+        f"against {out['real_std']}), their brightness {out['brightness_error']} gray levels off the real "
+        f"frame's on average"
+    )
+    return out
+
+
 def controllability_section(
     true_psnr: torch.Tensor, shuffled: torch.Tensor, differ: torch.Tensor, horizons, how: str
 ) -> dict:
