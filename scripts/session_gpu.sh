@@ -101,6 +101,7 @@ case "${1:-}" in
           python3 -m worldsim eval --checkpoint "$RUN/export/$name-stream.safetensors" --device cuda \
             --json "$RUN/eval/full-eval-$name.json" --out "$RUN/eval-$name"
         done' evals "${after[@]}" > "$RUN/eval-after.log" 2>&1 < /dev/null &
+      echo $! > "$RUN/eval-after.pid"  # `wait` waits for it too (between its evals no eval process runs)
       echo "the full eval of ${EVAL_AFTER} when each run ends (pid $!)" | tee -a "$OUT/start.log"
     fi
     ;;
@@ -117,7 +118,11 @@ case "${1:-}" in
     # the runs' own processes (this script's command line does not hold the pattern, so pgrep never
     # finds itself or the shell that called it)
     end=$((SECONDS + ${WAIT_S:-540}))
-    while pgrep -f "python3 -m worldsim (train|eval)" > /dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 5; done
+    busy() {
+      pgrep -f "python3 -m worldsim (train|eval)" > /dev/null && return 0
+      [ -f "$RUN/eval-after.pid" ] && kill -0 "$(cat "$RUN/eval-after.pid")" 2> /dev/null
+    }
+    while busy && [ "$SECONDS" -lt "$end" ]; do sleep 5; done
     pgrep -af "python3 -m worldsim (train|eval)" | cut -c1-160 || echo "no run left"
     ;;
   stop)
