@@ -128,6 +128,7 @@ case "${1:-}" in
   stop)
     # ask the runs to save and end (SIGINT: the step finishes, the state is written), then wait for them;
     # the pattern lives here: a caller's command line holding it would be matched and stopped too
+    [ -f "$RUN/eval-after.pid" ] && kill "$(cat "$RUN/eval-after.pid")" 2> /dev/null  # no further eval starts
     pkill -INT -f "python3 -m worldsim (train|eval)"
     end=$((SECONDS + ${WAIT_S:-90}))
     while pgrep -f "python3 -m worldsim (train|eval)" > /dev/null && [ "$SECONDS" -lt "$end" ]; do sleep 2; done
