@@ -43,6 +43,11 @@ fi
 case "${1:-}" in
   start)
     jobs=" ${JOBS:-game sf} "
+    for name in ${EVAL_AFTER:-}; do  # refused before anything starts
+      case $name in sf|sf2|sf3) [[ $jobs == *" $name "* ]] && continue ;; esac
+      echo "EVAL_AFTER: $name is not a student run of JOBS=\"${JOBS:-}\" (sf, sf2, sf3)" | tee -a "$OUT/start.log"
+      exit 2
+    done
     # GPU memory each run takes (measured on the H200: a streamed student at batch 16 with its critic's rows
     # merged ~44 GiB, the tiny teacher ~12, the full eval and an own game's pipeline less than 12): three
     # students and the teacher asked 144 of 140 GiB and every student died of OOM at its first step.
@@ -87,10 +92,7 @@ case "${1:-}" in
       pid_of[$name]=$!
     done
     after=()
-    for name in ${EVAL_AFTER:-}; do
-      [ -n "${pid_of[$name]:-}" ] || { echo "EVAL_AFTER: $name is not a student run of JOBS" | tee -a "$OUT/start.log"; exit 2; }
-      after+=("$name" "${pid_of[$name]}")
-    done
+    for name in ${EVAL_AFTER:-}; do after+=("$name" "${pid_of[$name]}"); done
     if [ ${#after[@]} -gt 0 ]; then
       mkdir -p "$RUN/eval" "$RUN/export"
       # one waiter, so the evals run one after another; each waits for its own run to end (it saves first)
