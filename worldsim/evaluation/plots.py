@@ -75,9 +75,17 @@ def _motion_panel(ax_v, curves: dict[str, torch.Tensor], result: dict) -> None:
         linewidth=0.8,
         label="neural world",
     )
+    title = f"motion: ratio {mo['ratio']} (band {mo['band'][0]}-{mo['band'][1]})"
+    ylabel = "motion: mean |frame - previous| (levels)"
+    if "std_real" in curves and result.get("contrast"):  # same units: gray levels 0-255
+        for name, color, who in (("std_real", "black", "real"), ("std_gen", "tab:blue", "neural")):
+            ax_v.plot(x, curves[name].nanmean(1).numpy(), color=color, linewidth=0.8, linestyle="--",
+                      label=f"contrast (pixel std), {who}")  # fmt: skip
+        title += f"; contrast ratio {result['contrast']['ratio']}"
+        ylabel = "levels 0-255: motion (solid), contrast (dashed)"
     ax_v.set_xlabel("frames after the real context")
-    ax_v.set_ylabel("mean |frame - previous frame| (levels)")
-    ax_v.set_title(f"motion: ratio {mo['ratio']} (band {mo['band'][0]}-{mo['band'][1]})")
+    ax_v.set_ylabel(ylabel)
+    ax_v.set_title(title)
 
 
 def _finish(fig, axes, legends, title: str, path: Path) -> None:
