@@ -51,7 +51,7 @@ case "${1:-}" in
     # GPU memory each run takes (measured on the H200: a streamed student at batch 16 with its critic's rows
     # merged ~44 GiB, the tiny teacher ~12, the full eval and an own game's pipeline less than 12): three
     # students and the teacher asked 144 of 140 GiB and every student died of OOM at its first step; two
-    # students and the teacher ran, nvidia-smi reading 141.6 GiB used (the allocators keep what they free).
+    # students and the teacher ran, nvidia-smi reading 141,596 of 143,771 MiB used (the allocators keep what they free).
     need=0
     for j in $jobs; do case $j in sf|sf2|sf3) need=$((need + 44)) ;; *) need=$((need + 12)) ;; esac; done
     have=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
