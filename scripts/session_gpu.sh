@@ -6,7 +6,8 @@
 #   OUT=/tmp/o scripts/session_gpu.sh wait     # until the runs have ended (at most $WAIT_S s, 540), then bundle
 #   OUT=/tmp/o scripts/session_gpu.sh stop     # SIGINT to the runs (they save), wait for them (never pkill
 #                                              # from the caller's command line: it matches itself)
-#   OUT=/tmp/o scripts/session_gpu.sh bundle   # exports + compact states + one JSON of every log: <= 8 files
+#   OUT=/tmp/o scripts/session_gpu.sh bundle   # exports + compact states + one JSON of every log (+ the full
+#                                              # evals' plots while there is room): <= 8 files
 #
 # Runs ($JOBS, default "game sf"; three at once ran each at ~1/3 of its speed alone: the tiny teacher
 # 120-140 clips/s beside two others, 385 alone, on an H200):
@@ -153,6 +154,11 @@ export_student(sys.argv[1], sys.argv[2])" "$RUN/$sf/self_forcing.pt" "$OUT/$sf-s
     python3 scripts/pack_texts.py "$OUT/texts.json" "$RUN"/*.log "$RUN"/*/metrics.jsonl "$RUN"/*/summary.log \
       "$RUN"/*/eval.json "$RUN"/*/student-eval.json "$RUN"/*/*.log "$RUN"/*/export/*.md "$RUN"/*/*/metrics.jsonl "$RUN"/*/ae-*/autoencoder.json "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json \
       "$RUN"/eval/*.json "$OUT"/*.log "$OUT"/*.md && rm -f "$OUT"/*.log "$OUT"/*.md
+    # the full evals' plots, while the files stay within the 8 that come back (the models come first)
+    for png in "$RUN"/eval-*/psnr_vs_horizon.png "$RUN"/eval-*/long_run.png; do
+      [ -f "$png" ] && [ "$(find "$OUT" -maxdepth 1 -type f | wc -l)" -lt 8 ] || continue
+      d=${png%/*}; cp "$png" "$OUT/${d##*/eval-}-${png##*/}"
+    done
     ls -la "$OUT"
     ;;
   *)
