@@ -3,7 +3,7 @@
 #
 #   OUT=/tmp/o scripts/session_gpu.sh start    # the background runs below (wheels in .whl installed first)
 #   OUT=/tmp/o scripts/session_gpu.sh status   # one line per run
-#   OUT=/tmp/o scripts/session_gpu.sh wait     # until the runs have ended (at most $WAIT_S s, 540), then bundle
+#   OUT=/tmp/o scripts/session_gpu.sh wait     # until the runs and EVAL_AFTER's evals end (at most $WAIT_S s, 540)
 #   OUT=/tmp/o scripts/session_gpu.sh stop     # SIGINT to the runs (they save), wait for them (never pkill
 #                                              # from the caller's command line: it matches itself)
 #   OUT=/tmp/o scripts/session_gpu.sh bundle   # exports + compact states + one JSON of every log (+ the full
