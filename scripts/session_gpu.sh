@@ -162,5 +162,5 @@ export_student(sys.argv[1], sys.argv[2])" "$RUN/$sf/self_forcing.pt" "$OUT/$sf-s
     ls -la "$OUT"
     ;;
   *)
-    sed -n 2,7p "$0"; exit 2 ;;
+    sed -n '2,/^# Runs/p' "$0" | sed '$d'; exit 2 ;;
 esac
