@@ -196,6 +196,9 @@ def test_frame_statistics_see_brightness_and_contrast_but_not_where_things_are()
     x = (true_z + 0.5).requires_grad_(True)
     chunk(x).stats().backward()
     assert bool((x.grad > 0).all())  # every element pushed down, toward the true mean
+    x = flat.x0.clone().requires_grad_(True)  # a collapsed frame still gets a finite gradient
+    chunk(x).stats().backward()
+    assert bool(torch.isfinite(x.grad).all())
 
 
 def test_idle_dmd_weight_scales_only_the_idle_rows_dmd_gradient():

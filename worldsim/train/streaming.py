@@ -70,7 +70,7 @@ class Chunk:
         MSE's pull toward a blurred mean of two views (docs/design.md §7.3)."""
         x, z = self.x0.float(), self.true_z.float()  # [B,F,C,h,w]
         dm = x.mean((-2, -1)) - z.mean((-2, -1))
-        ds = x.std((-2, -1)) - z.std((-2, -1))
+        ds = x.std((-2, -1)) - z.std((-2, -1))  # torch's std backward stays finite on a flat channel
         return (dm.pow(2) + ds.pow(2)).mean()
 
     def regression(self, horizon: float = 0.0) -> torch.Tensor:
