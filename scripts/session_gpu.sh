@@ -100,8 +100,7 @@ case "${1:-}" in
       # one waiter, so the evals run one after another; each waits for its own run to end (it saves first)
       setsid nohup bash -c 'while [ $# -gt 0 ]; do name=$1 pid=$2; shift 2
           while kill -0 "$pid" 2> /dev/null; do sleep 5; done
-          python3 -c "import sys; from worldsim.train.sf_state import export_student; export_student(sys.argv[1], sys.argv[2])" \
-            "$RUN/$name/self_forcing.pt" "$RUN/export/$name-stream.safetensors" || continue
+          python3 -m worldsim.train.sf_state "$RUN/$name/self_forcing.pt" "$RUN/export/$name-stream.safetensors" || continue
           python3 -m worldsim eval --checkpoint "$RUN/export/$name-stream.safetensors" --device cuda \
             --json "$RUN/eval/full-eval-$name.json" --out "$RUN/eval-$name"
         done' evals "${after[@]}" > "$RUN/eval-after.log" 2>&1 < /dev/null &
@@ -144,8 +143,13 @@ case "${1:-}" in
       "$RUN/export/tinyr.safetensors" --int8 > "$RUN/export-tinyr.log" 2>&1 && cp "$RUN/export/tinyr.safetensors" "$OUT/"
     cp "$RUN"/tinyr/teacher.state*.safetensors "$OUT/" 2>/dev/null
     for sf in sf sf2 sf3; do
-      [ -f "$RUN/$sf/self_forcing.pt" ] && python3 -c "import sys; from worldsim.train.sf_state import export_student; \
-export_student(sys.argv[1], sys.argv[2])" "$RUN/$sf/self_forcing.pt" "$OUT/$sf-stream.safetensors" > "$RUN/export-$sf.log" 2>&1
+      state=$RUN/$sf/self_forcing.pt done=$RUN/export/$sf-stream.safetensors
+      [ -f "$state" ] || continue
+      if [ "$done" -nt "$state" ]; then  # EVAL_AFTER exported this state already (its card: $RUN/export)
+        cp "$done" "$OUT/"
+      else
+        python3 -m worldsim.train.sf_state "$state" "$OUT/$sf-stream.safetensors" > "$RUN/export-$sf.log" 2>&1
+      fi
     done
     cp "$RUN/$name/export/$name.safetensors" "$RUN/$name/export/$name-student.safetensors" "$OUT/" 2>/dev/null
     for f in "$RUN/$name"/teacher/teacher.state*.safetensors; do [ -f "$f" ] && cp "$f" "$OUT/$name.${f##*/teacher.}"; done
