@@ -47,10 +47,10 @@ def horizon_section(
     return p, s, bp, bs, margin
 
 
-def _windows(horizons: tuple[int, ...]) -> list[tuple[str, slice]]:
-    """Frames (previous horizon, horizon] of each horizon, from frame 2 on, as slices of a `[T, ...]`
+def _windows(horizons: tuple[int, ...], first: int = 2) -> list[tuple[str, slice]]:
+    """Frames (previous horizon, horizon] of each horizon, from frame `first` on, as slices of a `[T, ...]`
     curve (frame f at index f - 1)."""
-    out, lo = [], 1
+    out, lo = [], first - 1
     for h in sorted(horizons):
         out.append((str(h), slice(lo, max(lo, h))))
         lo = max(lo, h)
@@ -108,12 +108,10 @@ def contrast_section(
     frames up to each horizon (frame 1 included: contrast needs no previous frame): the ratio of means,
     generated / real, and the mean brightness error. Informational: no pass or fail of its own.
     """
-    out, lo = {"ratio_by_horizon": {}, "brightness_error_by_horizon": {}}, 0
-    for h in sorted(horizons):
-        w = slice(lo, max(lo + 1, h))
-        out["ratio_by_horizon"][str(h)] = _ratio(gen_std[w], real_std[w])
-        out["brightness_error_by_horizon"][str(h)] = _r(gray_err[w].nanmean(), 2)
-        lo = max(lo + 1, h)
+    out = {"ratio_by_horizon": {}, "brightness_error_by_horizon": {}}
+    for h, w in _windows(horizons, first=1):
+        out["ratio_by_horizon"][h] = _ratio(gen_std[w], real_std[w])
+        out["brightness_error_by_horizon"][h] = _r(gray_err[w].nanmean(), 2)
     ratio = _ratio(gen_std, real_std)
     out.update(real_std=_r(real_std.nanmean(), 2), generated_std=_r(gen_std.nanmean(), 2), ratio=ratio,
                brightness_error=_r(gray_err.nanmean(), 2))  # fmt: skip
