@@ -28,7 +28,9 @@
 #          $EVAL_CHECKPOINT (tiny-student) into $RUN/eval/full-eval.json (bundle packs it);
 # EVAL_AFTER="sf sf2": when each of those runs ends, its student is exported and gets the full eval, one
 # after another (~7.5 min each beside a student run; two at once did not finish in 510 s), into
-# $RUN/eval/full-eval-<run>.json: a session trains and scores in one machine's time.
+# $RUN/eval/full-eval-<run>.json, and then scripts/player_tests.py sets them beside the shipped
+# tiny-student (standing still, walking away and back, turning in circles: $RUN/eval/player_tests.png):
+# a session trains and scores in one machine's time.
 # A lent machine goes back when no call is in flight for ~30 s: poll with calls that sleep, back to back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -103,7 +105,10 @@ case "${1:-}" in
           python3 -m worldsim.train.sf_state "$RUN/$name/self_forcing.pt" "$RUN/export/$name-stream.safetensors" || continue
           python3 -m worldsim eval --checkpoint "$RUN/export/$name-stream.safetensors" --device cuda \
             --json "$RUN/eval/full-eval-$name.json" --out "$RUN/eval-$name"
-        done' evals "${after[@]}" > "$RUN/eval-after.log" 2>&1 < /dev/null &
+        done
+        # then every student exported so far beside the shipped one, as a player tries them (one image)
+        python3 scripts/player_tests.py tiny-student "$RUN"/export/*-stream.safetensors --device cuda \
+          --out "$RUN/eval"' evals "${after[@]}" > "$RUN/eval-after.log" 2>&1 < /dev/null &
       echo $! > "$RUN/eval-after.pid"  # `wait` waits for it too (between its evals no eval process runs)
       echo "the full eval of ${EVAL_AFTER} when each run ends (pid $!)" | tee -a "$OUT/start.log"
     fi
@@ -158,7 +163,9 @@ case "${1:-}" in
     python3 scripts/pack_texts.py "$OUT/texts.json" "$RUN"/*.log "$RUN"/*/metrics.jsonl "$RUN"/*/summary.log \
       "$RUN"/*/eval.json "$RUN"/*/student-eval.json "$RUN"/*/*.log "$RUN"/*/export/*.md "$RUN"/*/*/metrics.jsonl "$RUN"/*/ae-*/autoencoder.json "$RUN"/export/*.md "$RUN/$name/export/$name.md" "$RUN"/sweep_*.json \
       "$RUN"/eval/*.json "$OUT"/*.log "$OUT"/*.md && rm -f "$OUT"/*.log "$OUT"/*.md
-    # the full evals' plots, while the files stay within the 8 that come back (the models come first)
+    # the player tests' image, then the full evals' plots, while the files stay within the 8 that come
+    # back (the models come first)
+    [ -f "$RUN/eval/player_tests.png" ] && cp "$RUN/eval/player_tests.png" "$OUT/"
     for png in "$RUN"/eval-*/psnr_vs_horizon.png "$RUN"/eval-*/long_run.png; do
       [ -f "$png" ] && [ "$(find "$OUT" -maxdepth 1 -type f | wc -l)" -lt 8 ] || continue
       d=${png%/*}; cp "$png" "$OUT/${d##*/eval-}-${png##*/}"
