@@ -18,10 +18,11 @@
 #   sf     streamed self-forcing of the 1-step tiny student at context noise $SF_NOISE (0.1), regression
 #          weighed by depth (--regression-horizon $SF_HORIZON, 32), lr $SF_LR (1e-5), idle rollouts
 #          $SF_IDLE (0.15) of $SF_IDLE_FRAMES frames (256) with DMD weight $SF_IDLE_DMD (1) on them, frame
-#          statistics weight $SF_STATS (0: off), from $SF_TEACHER (tiny), continuing the student in $SF_INIT
+#          statistics weight $SF_STATS (0: off), hold weight $SF_HOLD (0: off; frames made with no key held
+#          to the frame before), from $SF_TEACHER (tiny), continuing the student in $SF_INIT
 #          when carried;
 #   sf2    a second student beside it (and sf3 a third), a recipe change apart: $SF2_HORIZON, $SF2_LR,
-#   sf3    $SF2_NOISE, $SF2_IDLE, $SF2_IDLE_DMD, $SF2_IDLE_FRAMES, $SF2_STATS, $SF2_INIT (SF3_...; each defaults to the
+#   sf3    $SF2_NOISE, $SF2_IDLE, $SF2_IDLE_DMD, $SF2_IDLE_FRAMES, $SF2_STATS, $SF2_HOLD, $SF2_INIT (SF3_...; each defaults to the
 #          sf run's), in $RUN/sf2 ($RUN/sf3);
 #   tinyr  the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr);
 #   eval   the full eval (64 sequences, horizons to 512, 2,000 idle frames, 18,000 frames) of
@@ -75,14 +76,14 @@ case "${1:-}" in
       echo "started eval of ${EVAL_CHECKPOINT:-tiny-student} (pid $!)" | tee -a "$OUT/start.log"
     fi
     start_sf() {  # name, init file, horizon, lr, context noise, idle fraction, DMD weight on idle, idle frames,
-                  # frame statistics weight
+                  # frame statistics weight, hold weight
       local init=(); [ -n "$2" ] && [ -f "$2" ] && init=(--init "$2")
       setsid nohup python3 -m worldsim train self-forcing --teacher "${SF_TEACHER:-tiny}" "${init[@]}" --device cuda \
         --out "$RUN/$1" --minutes "${SF_MIN:-20}" --steps 100000 --batch 16 --steps-per-frame 1 \
         --context-noise "$5" --regression-horizon "$3" --lr "$4" --idle-fraction "$6" \
-        --idle-dmd "$7" --idle-rollout-frames "$8" --stats-weight "$9" --ckpt-every 200 --no-progress \
+        --idle-dmd "$7" --idle-rollout-frames "$8" --stats-weight "$9" --hold-weight "${10}" --ckpt-every 200 --no-progress \
         > "$RUN/$1.log" 2>&1 < /dev/null &
-      echo "started $1 (pid $!) ${init[*]} horizon $3 lr $4 context noise $5 idle $6 (DMD $7, $8 frames) stats $9" | tee -a "$OUT/start.log"
+      echo "started $1 (pid $!) ${init[*]} horizon $3 lr $4 context noise $5 idle $6 (DMD $7, $8 frames) stats $9 hold ${10}" | tee -a "$OUT/start.log"
     }
     var() {  # var PREFIX NAME DEFAULT: $PREFIX_NAME, else $SF_NAME, else DEFAULT
       local a="${1}_$2" b="SF_$2"; echo "${!a:-${!b:-$3}}"
@@ -92,7 +93,8 @@ case "${1:-}" in
       [[ $jobs == *" $name "* ]] || continue
       P=${name^^}
       start_sf "$name" "$(var "$P" INIT "")" "$(var "$P" HORIZON 32)" "$(var "$P" LR 1e-5)" "$(var "$P" NOISE 0.1)" \
-        "$(var "$P" IDLE 0.15)" "$(var "$P" IDLE_DMD 1)" "$(var "$P" IDLE_FRAMES 256)" "$(var "$P" STATS 0)"
+        "$(var "$P" IDLE 0.15)" "$(var "$P" IDLE_DMD 1)" "$(var "$P" IDLE_FRAMES 256)" "$(var "$P" STATS 0)" \
+        "$(var "$P" HOLD 0)"
       pid_of[$name]=$!
     done
     after=()

@@ -201,6 +201,37 @@ def test_frame_statistics_see_brightness_and_contrast_but_not_where_things_are()
     assert bool(torch.isfinite(x.grad).all())
 
 
+def test_hold_asks_frames_made_with_no_key_to_equal_the_frame_before():
+    """`Chunk.hold`: zero when every keyless frame repeats its predecessor (the history's last frame for
+    the chunk's first), blind to frames made with a key (those may move), and its gradient reaches only
+    the newer frame of each pair (the one before is the target, not pulled along)."""
+    g = torch.Generator().manual_seed(6)
+    B, F, C, h, w = 2, 4, 3, 4, 4
+    ctx = torch.randn(B, 2, C, h, w, generator=g)
+    keys = torch.zeros(B, F, 6, dtype=torch.bool)
+    keys[0, 2, 0] = True  # row 0 walks at frame 2: that frame may differ from frame 1
+    still = ctx[:, -1:].expand(B, F, C, h, w).clone()
+
+    def chunk(x0, k=keys):
+        return Chunk(ctx, k[:, :2], k, x0, torch.zeros_like(x0), torch.zeros(B, dtype=torch.long))
+
+    assert chunk(still.clone()).hold().item() == 0.0
+    moved = still.clone()
+    moved[0, 2:] += 1.0  # the walk changes the view at frame 2; frame 3 (no key) repeats it
+    assert chunk(moved).hold().item() == 0.0
+    assert torch.allclose(chunk(moved, torch.zeros_like(keys)).hold(), torch.tensor(1.0 / (B * F)))
+    x = still.clone()
+    x[1, 1] += (
+        2.0  # one keyless frame off by 2: itself and the frame after it both differ from the one before
+    )
+    assert torch.allclose(chunk(x).hold(), torch.tensor(8.0 / (B * F)))
+    x.requires_grad_(True)
+    chunk(x).hold().backward()
+    assert bool((x.grad[1, 1] > 0).all())  # pushed back toward frame 0
+    assert bool((x.grad[1, 2] < 0).all())  # frame 2 pulled toward the (detached) frame 1
+    assert float(x.grad[0].abs().sum()) == 0.0
+
+
 def test_idle_dmd_weight_scales_only_the_idle_rows_dmd_gradient():
     """`--idle-dmd W`: the DMD gradient of an idle row is W times its gradient at weight 1; moving rows keep
     theirs, and W = 0 leaves idle rows no DMD gradient at all (the regression alone holds them)."""
@@ -287,6 +318,8 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
         "0",
         "--stats-weight",
         "0.5",
+        "--hold-weight",
+        "2",
         "--export",
         str(student),
     ]
@@ -295,13 +328,14 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
     assert m["streamed"] and m["rollout_frames"] == 32 and m["chunk"] == 2 and m["regression_weight"] == 1.0
     assert m["regression_horizon"] == 16 and m["idle_rollout_frames"] == 64 and m["idle_dmd"] == 0
     assert m["stats_weight"] == 0.5 and m["final"]["stats"] >= 0  # the statistics term ran and was logged
+    assert m["hold_weight"] == 2 and m["final"]["hold"] >= 0
     assert m["mean_rollout_depth"] == 2.0  # depths 0, 2, 4 of the three chunks
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["rollout_depth"] for r in rows] == [0.0]  # step 1 (rows every 5 steps)
     assert all(torch.isfinite(torch.tensor(v)) for v in m["final"].values())
     card = student.with_suffix(".md").read_text()
     assert "idle ones of 64 frames, DMD weight 0 on the idle ones" in card  # the recipe is on the card
-    assert "frame statistics weight 0.5" in card
+    assert "frame statistics weight 0.5" in card and "hold weight 2 on frames made with no key" in card
     ckpt = load_checkpoint(student)
     assert ckpt.config.context_noise == 0.2  # the level the student trained with is the one it deploys
     world = NeuralWorld.from_checkpoint(student, device="cpu", batch_size=1)
@@ -327,6 +361,8 @@ def test_self_forcing_streams_end_to_end(teacher_ckpt, tmp_path):  # noqa: F811
         (["--rollout-frames", "32", "--regression-horizon", "-1"], "--regression-horizon -1.0"),
         (["--rollout-frames", "32", "--stats-weight", "-1"], "--stats-weight -1.0"),
         (["--rollout-frames", "0", "--stats-weight", "1"], "--stats-weight 1.0"),
+        (["--rollout-frames", "32", "--hold-weight", "-1"], "--hold-weight -1.0"),
+        (["--rollout-frames", "0", "--hold-weight", "1"], "--hold-weight 1.0: a weight >= 0"),
     ],
 )
 def test_streaming_flags_refused(teacher_ckpt, tmp_path, flags, match):  # noqa: F811
@@ -366,6 +402,9 @@ def test_self_forcing_on_a_dataset(teacher_ckpt, dataset, tmp_path):  # noqa: F8
     with pytest.raises(UserError, match="--idle-fraction 0"):
         _train_args(teacher_ckpt, tmp_path / "idle", "--data", str(dataset), "--rollout-frames", "32",
                     "--idle-fraction", "0.2")  # fmt: skip
+    with pytest.raises(UserError, match="a recorded game moves on its own"):  # Atari's ball moves with no key
+        _train_args(teacher_ckpt, tmp_path / "hold", "--data", str(dataset), "--rollout-frames", "32",
+                    "--hold-weight", "1")  # fmt: skip
 
 
 def test_dataset_streams_hold_the_recorded_keys_and_frames(teacher_ckpt, dataset):  # noqa: F811

@@ -211,6 +211,10 @@ def add_self_forcing_arguments(p: argparse.ArgumentParser) -> None:
                    help="streaming: weight of the error of each generated frame's per-channel latent mean and "
                         "contrast to the true frame's, at every depth (a guard against slow drift that does "
                         "not blur; 0, the default: off)")  # fmt: skip
+    p.add_argument("--hold-weight", type=float, default=0.0, metavar="W",
+                   help="streaming, the built-in game: weight of the squared difference between a frame made "
+                        "while no key is held and the frame before it, at every depth of every rollout (the "
+                        "game's view does not change then); 0, the default: off")  # fmt: skip
     p.add_argument("--guidance", type=float, default=1.0, help="key guidance of the teacher score")
     p.add_argument("--t-min", type=float, default=0.02, help="lowest DMD / critic noise level")
     p.add_argument("--t-max", type=float, default=0.98, help="highest DMD / critic noise level")

@@ -119,6 +119,16 @@ def _settings(
             f"--stats-weight {args.stats_weight}: a weight >= 0 on streamed rollouts' frame statistics "
             "(0: off); it needs streaming (--rollout-frames N)"
         )
+    if args.hold_weight < 0 or (args.hold_weight and not R):
+        raise UserError(
+            f"--hold-weight {args.hold_weight}: a weight >= 0 on streamed frames made while no key is held "
+            "(0: off); it needs streaming (--rollout-frames N)"
+        )
+    if args.hold_weight and args.data:
+        raise UserError(
+            f"--hold-weight {args.hold_weight} with --data: it holds a view still while no key is held, as "
+            "the built-in game does; a recorded game moves on its own (pass --hold-weight 0)"
+        )
     if args.context_noise is None:
         args.context_noise = cfg.context_noise
     if not 0.0 <= args.context_noise < 1.0:
@@ -165,7 +175,10 @@ def train(args: argparse.Namespace) -> dict:
         m.requires_grad_(True).train()
     ema = copy.deepcopy(student).eval().requires_grad_(False)
     opt_g, opt_c = _adam(student, args.lr, device), _adam(critic, args.critic_lr, device)
-    step, history = 0, {"step": [], "dmd": [], "dmd_grad": [], "critic": [], "regression": [], "stats": []}
+    step, history = (
+        0,
+        {"step": [], "dmd": [], "dmd_grad": [], "critic": [], "regression": [], "stats": [], "hold": []},
+    )
     if state is not None:
         student.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -173,7 +186,8 @@ def train(args: argparse.Namespace) -> dict:
         opt_g.load_state_dict(state["opt_g"])
         opt_c.load_state_dict(state["opt_c"])
         step, history = state["step"], state["history"]
-        history.setdefault("stats", [])  # a state from before --stats-weight
+        for k in ("stats", "hold"):  # a state from before --stats-weight / --hold-weight
+            history.setdefault(k, [])
         log.info("resumed %s at step %d", state_path, step)
 
     B, Fc, S, R = args.batch, args.context_frames, cfg.steps, args.rollout_frames
@@ -237,6 +251,7 @@ def train(args: argparse.Namespace) -> dict:
             "regression_weight": args.regression_weight,
             "regression_horizon": args.regression_horizon,
             "stats_weight": args.stats_weight if R else None,
+            "hold_weight": args.hold_weight if R else None,
             "guidance": args.guidance,
             "final": last,
             "train_seconds_this_run": round(seconds, 1),
@@ -286,6 +301,9 @@ def train(args: argparse.Namespace) -> dict:
                 ls_ = gen.stats() if args.stats_weight else None
                 if ls_ is not None:
                     loss = loss + args.stats_weight * ls_
+                lh = gen.hold() if args.hold_weight else None
+                if lh is not None:
+                    loss = loss + args.hold_weight * lh
             depth = gen.depth.float().mean().item()  # host counters: no device sync
             depth_sum += depth
             opt_g.zero_grad(set_to_none=True)
@@ -306,15 +324,18 @@ def train(args: argparse.Namespace) -> dict:
                 history["regression"].append(lr_.item())
                 if ls_ is not None:
                     history["stats"].append(ls_.item())
+                if lh is not None:
+                    history["hold"].append(lh.item())
                 bar.set_postfix(dmd=f"{ld.item():.3e}", critic=f"{lc.item():.4f}", reg=f"{lr_.item():.4f}")
                 live.write(step=step, dmd=history["dmd"][-1], critic=history["critic"][-1], lr=args.lr,
                            regression=history["regression"][-1], grad_norm=round(gnorm.item(), 4),
                            rollout_depth=round(depth, 1), **({} if ls_ is None else {"stats": history["stats"][-1]}),
+                           **({} if lh is None else {"hold": history["hold"][-1]}),
                            clips_per_second=round((step - start_step) * B / max(time.monotonic() - t_start, 1e-6), 2))  # fmt: skip
             if step % args.log_every == 0:
-                log.info("step %d dmd %.3e critic %.4f regression %.4f%s gnorm %.3f %s",
+                log.info("step %d dmd %.3e critic %.4f regression %.4f%s%s gnorm %.3f %s",
                          step, ld.item(), lc.item(), lr_.item(), "" if ls_ is None else f" stats {ls_.item():.4f}",
-                         gnorm.item(), figs)  # fmt: skip
+                         "" if lh is None else f" hold {lh.item():.4f}", gnorm.item(), figs)  # fmt: skip
             if step % args.ckpt_every == 0:
                 save_state(state_path, args, cfg, student, ema, critic, opt_g, opt_c, ae, teacher, teacher_info,
                            step, history, run_metrics(None), starts)  # fmt: skip

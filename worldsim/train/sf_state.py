@@ -24,7 +24,7 @@ HPARAMS = (
     "context", "critic_steps", "critic_lr", "lr", "batch", "frames", "context_frames", "steps_per_frame",
     "regression_weight", "guidance", "t_min", "t_max", "context_max", "ema_decay", "grad_clip", "seed",
     "rollout_frames", "chunk", "idle_fraction", "context_noise", "data", "source", "regression_horizon",
-    "idle_dmd", "idle_rollout_frames", "stats_weight",
+    "idle_dmd", "idle_rollout_frames", "stats_weight", "hold_weight",
 )  # fmt: skip
 
 
@@ -169,6 +169,7 @@ def export_student(state_path: str | Path, out_path: str | Path, *, eval_result:
             else ""
         )
         + (f", frame statistics weight {sf['stats_weight']:g}" if sf.get("stats_weight") else "")
+        + (f", hold weight {sf['hold_weight']:g} on frames made with no key" if sf.get("hold_weight") else "")
         + f"; {sf.get('generator_steps')} generator steps, batch "
         f"{sf.get('batch')}, {sf.get('context_frames')} context + {sf.get('rollout_frames')} rollout frames"
         + (

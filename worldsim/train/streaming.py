@@ -73,6 +73,19 @@ class Chunk:
         ds = x.std((-2, -1)) - z.std((-2, -1))  # torch's std backward stays finite on a flat channel
         return (dm.pow(2) + ds.pow(2)).mean()
 
+    def hold(self) -> torch.Tensor:
+        """Squared error of each frame made while no key is held to the frame before it (the chunk's own
+        previous frame, detached, or the last history frame), at every depth of every rollout, moving or
+        idle, averaged over all the chunk's frames: in the built-in game a view does not change while no
+        key is held, wherever the student believes it is, so this needs no true frame (deep in a moving
+        rollout, where the regression has faded and DMD alone would carry the teacher's drift into a still
+        view; docs/design.md §7.3)."""
+        x = self.x0.float()  # [B,F,C,h,w]
+        prev = torch.cat([self.ctx_z[:, -1:].float(), x[:, :-1].detach()], 1)
+        err = (x - prev).pow(2).flatten(2).mean(-1)  # [B,F]
+        still = ~self.keys.any(-1)  # [B,F] no key held: the frame must equal the one before
+        return (err * still.to(err.dtype)).mean()
+
     def regression(self, horizon: float = 0.0) -> torch.Tensor:
         """MSE of the chunk's frames to the true latents. `horizon` H > 0 weighs a frame generated d frames
         into a moving rollout by exp(-d / H): deep in a rollout the student's view has drifted from the
