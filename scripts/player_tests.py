@@ -18,16 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from worldsim.evaluation import plots
-from worldsim.game import GameWorld
-from worldsim.metrics import psnr
-from worldsim.neural import NeuralWorld
-from worldsim.world import KEY_NAMES
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without the package installed
+
+from worldsim.evaluation import plots  # noqa: E402
+from worldsim.game import GameWorld  # noqa: E402
+from worldsim.metrics import psnr  # noqa: E402
+from worldsim.neural import NeuralWorld  # noqa: E402
+from worldsim.world import KEY_NAMES  # noqa: E402
 
 CONTEXT = 4  # real still frames each world starts from
 SITUATIONS = ("still", "away", "circles")
