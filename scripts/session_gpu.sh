@@ -109,8 +109,8 @@ case "${1:-}" in
             --json "$RUN/eval/full-eval-$name.json" --out "$RUN/eval-$name"
         done
         # then every student exported so far beside the shipped one, as a player tries them (one image)
-        python3 scripts/player_tests.py tiny-student "$RUN"/export/*-stream.safetensors --device cuda \
-          --out "$RUN/eval"' evals "${after[@]}" > "$RUN/eval-after.log" 2>&1 < /dev/null &
+        ls "$RUN"/export/*-stream.safetensors > /dev/null 2>&1 && python3 scripts/player_tests.py tiny-student \
+          "$RUN"/export/*-stream.safetensors --device cuda --out "$RUN/eval"' evals "${after[@]}" > "$RUN/eval-after.log" 2>&1 < /dev/null &
       echo $! > "$RUN/eval-after.pid"  # `wait` waits for it too (between its evals no eval process runs)
       echo "the full eval of ${EVAL_AFTER} when each run ends (pid $!)" | tee -a "$OUT/start.log"
     fi
