@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without the package installed
 
-from worldsim.evaluation import plots  # noqa: E402
+from worldsim.evaluation import plots, scores  # noqa: E402
 from worldsim.game import GameWorld  # noqa: E402
 from worldsim.metrics import psnr  # noqa: E402
 from worldsim.neural import NeuralWorld  # noqa: E402
@@ -60,15 +60,15 @@ def depths_for(situation: str, frames: int) -> list[int]:
 
 
 def rollout(world: NeuralWorld | GameWorld, keys: torch.Tensor, depths: list[int], desc: str) -> dict:
-    """Step every situation's game at once; keep the frames at `depths` and per-frame gray stats."""
+    """Step every situation's game at once; keep the frames at `depths`, and every frame's brightness and
+    contrast as the eval measures them (`scores.gray_mean`, `scores.frame_contrast`)."""
     keep, gray, std = {}, [], []
     for t in tqdm(range(keys.shape[1]), desc=desc, leave=False, mininterval=2.0):
         f = world.step(keys[:, t])  # [S,H,W,3] uint8
         if t + 1 in depths:
             keep[t + 1] = f.cpu()
-        g = f.float().mean(-1)
-        gray.append(g.mean((1, 2)).cpu())
-        std.append(g.flatten(1).std(1).cpu())
+        gray.append(scores.gray_mean(f).cpu())
+        std.append(scores.frame_contrast(f).cpu())
     return {"frames": keep, "gray": torch.stack(gray, 1), "std": torch.stack(std, 1)}
 
 

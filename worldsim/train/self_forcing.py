@@ -175,10 +175,7 @@ def train(args: argparse.Namespace) -> dict:
         m.requires_grad_(True).train()
     ema = copy.deepcopy(student).eval().requires_grad_(False)
     opt_g, opt_c = _adam(student, args.lr, device), _adam(critic, args.critic_lr, device)
-    step, history = (
-        0,
-        {"step": [], "dmd": [], "dmd_grad": [], "critic": [], "regression": [], "stats": [], "hold": []},
-    )
+    step, history = 0, {k: [] for k in ("step", "dmd", "dmd_grad", "critic", "regression", "stats", "hold")}
     if state is not None:
         student.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
