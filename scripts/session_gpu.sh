@@ -24,7 +24,9 @@
 #   sf2    a second student beside it (and sf3 a third), a recipe change apart: $SF2_HORIZON, $SF2_LR,
 #   sf3    $SF2_NOISE, $SF2_IDLE, $SF2_IDLE_DMD, $SF2_IDLE_FRAMES, $SF2_STATS, $SF2_HOLD, $SF2_INIT (SF3_...; each defaults to the
 #          sf run's), in $RUN/sf2 ($RUN/sf3);
-#   tinyr  the tiny teacher on the context recipe (teacher_gpu.sh recipe; resumed from $RESUME/tinyr);
+#   tinyr  the tiny teacher on the context recipe (teacher_gpu.sh recipe, $TEACHER_MIN minutes (20), from
+#          $TEACHER_INIT (tiny) with $TEACHER_FLAGS, e.g. --prev-frame; resumed from $RESUME/tinyr); `bundle`
+#          exports it (8-bit) and gives it the quick eval and the player tests beside the shipped tiny;
 #   eval   the full eval (64 sequences, horizons to 512, 2,000 idle frames, 18,000 frames) of
 #          $EVAL_CHECKPOINT (tiny-student) into $RUN/eval/full-eval.json (bundle packs it);
 # EVAL_AFTER="sf sf2": when each of those runs ends, its student is exported and gets the full eval, one
@@ -146,8 +148,16 @@ case "${1:-}" in
     ;;
   bundle)
     name=${NAME:-breakout}
-    [ -f "$RUN/tinyr/teacher.pt" ] && python3 -m worldsim train export "$RUN/tinyr/teacher.pt" \
-      "$RUN/export/tinyr.safetensors" --int8 > "$RUN/export-tinyr.log" 2>&1 && cp "$RUN/export/tinyr.safetensors" "$OUT/"
+    mkdir -p "$RUN/export" "$RUN/eval"
+    if [ -f "$RUN/tinyr/teacher.pt" ] && python3 -m worldsim train export "$RUN/tinyr/teacher.pt" \
+      "$RUN/export/tinyr.safetensors" --int8 > "$RUN/export-tinyr.log" 2>&1; then
+      cp "$RUN/export/tinyr.safetensors" "$OUT/"
+      python3 -m worldsim eval --checkpoint "$RUN/export/tinyr.safetensors" --quick --device cuda \
+        --json "$RUN/eval/quick-tinyr.json" --out "$RUN/eval-quick-tinyr" > "$RUN/eval-tinyr.log" 2>&1
+      python3 scripts/player_tests.py tiny "$RUN/export/tinyr.safetensors" --device cuda \
+        --out "$RUN/eval-teacher" >> "$RUN/eval-tinyr.log" 2>&1 && cp "$RUN/eval-teacher/player_tests.png" "$OUT/teacher_player_tests.png"
+      cp "$RUN/eval-teacher/player_tests.json" "$RUN/eval/teacher_player_tests.json" 2>/dev/null
+    fi
     cp "$RUN"/tinyr/teacher.state*.safetensors "$OUT/" 2>/dev/null
     for sf in sf sf2 sf3; do
       state=$RUN/$sf/self_forcing.pt done=$RUN/export/$sf-stream.safetensors

@@ -68,7 +68,9 @@ case "${1:-}" in
     # tiny from the shipped window-32 teacher, on the recipe for long rollouts: context levels <= 0.1 with
     # 30% of the context frames up to 0.5, colour offsets on a quarter of the context frames, a quarter of
     # the rows on the model's own predictions; clips of 3 windows. Flags: the H200's fastest variant.
-    start_run tinyr --init tiny --window 32 --local-window 8 --global-every 4 --clip-frames 96 \
+    # $TEACHER_INIT (default the shipped tiny), $TEACHER_FLAGS added (e.g. --prev-frame: frame stacking)
+    # shellcheck disable=SC2086
+    start_run tinyr --init "${TEACHER_INIT:-tiny}" ${TEACHER_FLAGS:-} --window 32 --local-window 8 --global-every 4 --clip-frames 96 \
       --context-max 0.1 --context-aug-prob 0.3 --context-aug-max 0.5 --context-offset 0.3 --own-prob 0.25 \
       --lr 2e-4 --warmup 200 --batch 64 --steps 200000 --ckpt-every 500 ${RECIPE_FLAGS:---compile --attention flex}
     ;;

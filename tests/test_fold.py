@@ -45,9 +45,10 @@ def _both_protocols(m, x, t, keys, junk, attend=None):
 
 @pytest.mark.parametrize(
     "changes",
-    [dict(sinks=0), dict(sinks=1), dict(block_frames=2, window=4, sinks=2)],
-    ids=["nosink", "sink1", "block2-sink2"],
-)
+    [dict(sinks=0), dict(sinks=1), dict(block_frames=2, window=4, sinks=2), dict(sinks=1, prev_frame=True),
+     dict(block_frames=2, window=4, sinks=2, prev_frame=True)],
+    ids=["nosink", "sink1", "block2-sink2", "stacked", "block2-stacked"],
+)  # fmt: skip
 @torch.no_grad()
 def test_folded_pass_equals_write_then_step(changes):
     m = _dit(**changes)
@@ -98,12 +99,13 @@ def _play(world, cfg, F):
 
 
 @pytest.mark.parametrize(
-    ("sinks", "context_noise", "guidance"),
-    [(0, 0.0, 1.0), (1, 0.0, 1.0), (1, 0.2, 1.0), (0, 0.2, 2.0)],
-    ids=["nosink", "sink1", "sink1-ctxnoise", "nosink-ctxnoise-guided"],
-)
-def test_folded_world_equals_unfolded(sinks, context_noise, guidance):
-    dit = _dit(sinks=sinks, context_noise=context_noise)
+    ("sinks", "context_noise", "guidance", "prev_frame"),
+    [(0, 0.0, 1.0, False), (1, 0.0, 1.0, False), (1, 0.2, 1.0, False), (0, 0.2, 2.0, False),
+     (1, 0.2, 2.0, True)],
+    ids=["nosink", "sink1", "sink1-ctxnoise", "nosink-ctxnoise-guided", "stacked-ctxnoise-guided"],
+)  # fmt: skip
+def test_folded_world_equals_unfolded(sinks, context_noise, guidance, prev_frame):
+    dit = _dit(sinks=sinks, context_noise=context_noise, prev_frame=prev_frame)
     cfg = dit.cfg
     torch.manual_seed(1)
     ae = Autoencoder(cfg.autoencoder).eval()

@@ -25,9 +25,10 @@ def _generate(m, cache, x, t, keys, *, junk_passes=2, rows=None):
 
 @pytest.mark.parametrize(
     "changes",
-    [dict(), dict(sinks=0), dict(block_frames=2, window=4, sinks=2)],
-    ids=["sink1", "nosink", "block2-sink2"],
-)
+    [dict(), dict(sinks=0), dict(block_frames=2, window=4, sinks=2), dict(prev_frame=True),
+     dict(block_frames=2, window=4, sinks=2, prev_frame=True)],
+    ids=["sink1", "nosink", "block2-sink2", "stacked", "block2-stacked"],
+)  # fmt: skip
 @torch.no_grad()
 def test_cached_generation_equals_full_forward(changes):
     m = _model(**changes)
@@ -41,7 +42,7 @@ def test_cached_generation_equals_full_forward(changes):
     # and the window really bounds the context: frame 0 reaches at most depth * window frames ahead
     x2 = x.clone()
     x2[:, 0] += 1.0
-    horizon = cfg.depth * cfg.window
+    horizon = cfg.depth * cfg.window + cfg.prev_frame  # frame stacking: frame 1's input holds frame 0
     torch.testing.assert_close(m(x2, t, keys)[:, horizon:], full[:, horizon:], atol=2e-5, rtol=1e-4)
     assert not torch.allclose(m(x2, t, keys)[:, 1], full[:, 1])
 
@@ -70,7 +71,7 @@ def test_frame_ten_thousand_behaves_like_frame_ten():
 
 @torch.no_grad()
 def test_cache_tensors_are_never_reallocated():
-    m = _model()
+    m = _model(prev_frame=True)
     cfg = m.cfg
     B = 3
     cache = KVCache(cfg, B)
@@ -86,9 +87,10 @@ def test_cache_tensors_are_never_reallocated():
     assert [(a.data_ptr(), a.shape, a.dtype) for a in cache.tensors()] == before
 
 
+@pytest.mark.parametrize("prev_frame", [False, True], ids=["plain", "stacked"])
 @torch.no_grad()
-def test_reset_one_game_leaves_the_others_alone():
-    m = _model()
+def test_reset_one_game_leaves_the_others_alone(prev_frame):
+    m = _model(prev_frame=prev_frame)
     cfg = m.cfg
     F = cfg.window + 3
     x, t, keys = _inputs(cfg, 2, 2 * F)
@@ -102,9 +104,10 @@ def test_reset_one_game_leaves_the_others_alone():
     torch.testing.assert_close(out[0], m(x[:1, F:], t[:1, F:], keys[:1, F:])[0], atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("prev_frame", [False, True], ids=["plain", "stacked"])
 @torch.no_grad()
-def test_rows_subset_matches_full_batch():
-    m = _model()
+def test_rows_subset_matches_full_batch(prev_frame):
+    m = _model(prev_frame=prev_frame)
     cfg = m.cfg
     x, t, keys = _inputs(cfg, 3, cfg.window + 2)
     a, b = KVCache(cfg, 3), KVCache(cfg, 3)

@@ -95,10 +95,7 @@ class Pending:
 
 
 def _advance(cache: KVCache, rows: torch.Tensor | None, active: torch.Tensor | None) -> None:
-    if active is not None:  # all rows, only the active ones move (static shapes for the graph)
-        cache.length.add_(active * cache.cfg.block_frames)
-    else:
-        cache.advance(rows)
+    cache.advance(rows, active=active)  # with `active`, all rows, only the active ones move (static shapes)
 
 
 def _levels(level: Level, like: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ _FIELDS: Spec = {
     "block_frames": (int, 1, 64), "window": (int, 1, 4096), "sinks": (int, 0, 64),
     "attention": (str, 1, 16), "local_window": (int, 0, 4096), "global_every": (int, 0, 256),
     "steps": (int, 1, 1000), "schedule": (str, 1, 16), "schedule_shift": (float, 1e-3, 1e3),
-    "context_noise": (float, 0.0, 1.0), "version": (int, 0, 10**6),
+    "context_noise": (float, 0.0, 1.0), "prev_frame": (bool, 0, 1), "version": (int, 0, 10**6),
 }  # fmt: skip
 MAX_PARAMS = 4e9  # DiT parameters; the anchor presets are ~1.5e9
 MAX_CACHED_TOKENS = 1 << 20  # (sinks + window) * tokens per frame; self-forcing's anchor: 32,760
@@ -65,6 +65,11 @@ class ModelConfig:
     # the level for frames made while no key is held (None: context_noise): a still view holds on
     # noised context, a moving one needs its detail (docs/design.md §5)
     idle_context_noise: float | None = None
+    # Frame stacking (docs/design.md §4): each frame's tokens also take the previous frame's latents and
+    # noise level (as they entered the sequence: in the cache, at the context level), through a
+    # zero-initialised projection, so holding or shifting the last frame is one linear map away instead
+    # of a precise attention pattern. False: attention alone carries the past (files without the field).
+    prev_frame: bool = False
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -227,6 +232,8 @@ class ModelConfig:
         d["key_names"] = list(self.key_names)
         if d["idle_context_noise"] is None:  # unset: files older code reads too
             del d["idle_context_noise"]
+        if not d["prev_frame"]:  # likewise
+            del d["prev_frame"]
         if isinstance(d["autoencoder"]["image_size"], tuple):
             d["autoencoder"]["image_size"] = list(d["autoencoder"]["image_size"])
         return d

@@ -166,6 +166,8 @@ class DiT(nn.Module):
         # from outside. Cached passes take theirs as an argument (`forward_cached(attend=)`).
         self.attention = cfg.attention
         self.patch_in = nn.Linear(C * p * p, D)
+        # frame stacking (cfg.prev_frame): the previous frame's patch and its noise level, per token
+        self.prev_in = nn.Linear(C * p * p + 1, D) if cfg.prev_frame else None
         self.t_embed = TimestepEmbedder(D)
         self.key_embed = KeyEmbedder(cfg.num_keys, D)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))  # shared by all blocks
@@ -192,6 +194,9 @@ class DiT(nn.Module):
         for lin in (self.modulation[1], self.final.modulation[1], self.final.linear):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
+        if self.prev_in is not None:  # zero: a model grown from one without it starts as that model
+            nn.init.zeros_(self.prev_in.weight)
+            nn.init.zeros_(self.prev_in.bias)
         for blk in self.blocks:
             nn.init.zeros_(blk.table)
         if self.cfg.sinks:
@@ -238,8 +243,29 @@ class DiT(nn.Module):
                 f"got {tuple(keys.shape)}"
             )
 
-    def _run(self, x: torch.Tensor, c: torch.Tensor, attend: AttendFn) -> torch.Tensor:
+    def previous(
+        self, x: torch.Tensor, t: torch.Tensor, first: torch.Tensor, first_t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each frame's previous frame `[B,F,C,h,w]` and its level `[B,F]`: `x`, `t` shifted by one frame,
+        `first [B,C,h,w]` (level `first_t [B]`) before the first."""
+        return (
+            torch.cat([first[:, None].to(x.dtype), x[:, :-1]], 1),
+            torch.cat([first_t[:, None].to(t.dtype), t[:, :-1]], 1),
+        )
+
+    def _run(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        attend: AttendFn,
+        prev: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         tokens = self.patch_in(self.patchify(x))  # [B,F,N,D]
+        if self.prev_in is not None:  # frame stacking: + prev_in(previous frame's patch, its level)
+            px, pt = prev
+            patches = self.patchify(px)  # [B,F,N,C*p*p]
+            level = pt.to(patches.dtype)[..., None, None].expand(*patches.shape[:-1], 1)
+            tokens = tokens + self.prev_in(torch.cat([patches, level], -1))
         mod = self.modulation(c).unflatten(-1, (6, -1))  # [B,F,6,D]
         for i, blk in enumerate(self.blocks):
             tokens = blk(tokens, mod, lambda q, k, v, i=i: attend(i, q, k, v))
@@ -299,7 +325,10 @@ class DiT(nn.Module):
                 return attn_lib.flex(q, k, v, mask)
             return attn_lib.sdpa(q, k, v, mask)
 
-        return self._run(x, self.condition(t, keys, drop_keys), attend)
+        prev = None
+        if self.prev_in is not None:  # the clip's first frame has none: zero latents at level 1
+            prev = self.previous(x, t, x.new_zeros(B, *x.shape[2:]), t.new_ones(B))
+        return self._run(x, self.condition(t, keys, drop_keys), attend, prev)
 
     # inference: one block against the KV cache ----------------------------------------------------
     def forward_cached(
@@ -360,7 +389,14 @@ class DiT(nn.Module):
             out = backend(q, kc, vc, view, cfg.layer_window(i) < cfg.window)
             return out.to(x.dtype)
 
-        v = self._run(x, self.condition(t, keys, drop_keys), attend_layer)  # [R,Fq,C,h,w]
+        prev = None
+        if self.prev_in is not None:  # the frame before the block: the last one written (or pending)
+            px, pt = cache.previous(view, pending)
+            prev = self.previous(x, t, px, pt)
+            if pending or not staged:  # this pass's last finished frame: the next block's previous
+                last = Fb - 1 if pending else Fq - 1
+                cache.record_last(view, x[:, last].detach(), t[:, last].detach())
+        v = self._run(x, self.condition(t, keys, drop_keys), attend_layer, prev)  # [R,Fq,C,h,w]
         return v[:, Fb:] if pending else v
 
     def num_params(self) -> int:

@@ -13,6 +13,10 @@ Frame counters (`length`, `slot_frame`) are device tensors: nothing on the per-f
 on the host, and filling and steady state have the same static shapes (a valid-slot mask covers the
 filling phase), so one CUDA graph can serve both. `reset(rows)` restarts some games of the batch
 without touching the others.
+With frame stacking (`cfg.prev_frame`) the cache also keeps, per game, the latents and level of the last
+finished frame (what the next block's first frame stacks): `last` is recorded by the pass that carries
+a finished frame (the write pass, or folded the pending one) and becomes `prev` at `advance`; a folded
+staged pass reads `last` (the pending block, not yet advanced past), every other pass `prev`.
 """
 
 from __future__ import annotations
@@ -72,6 +76,12 @@ class KVCache:
         self._stage_index = (self.slots * N + torch.arange(Fb * N, device=device))[None]  # [1, Fb*N]
         self._tokens = torch.arange(N, device=device)  # [N]
         self._all_rows = torch.arange(batch_size, device=device)  # [B]
+        self._stack: list[torch.Tensor] = []
+        if cfg.prev_frame:  # [B,C,h,w] latents and [B] levels: prev, then last (see the module docstring)
+            z = (batch_size, cfg.latent_channels, *cfg.latent_hw)
+            self.prev_z, self.last_z = (torch.zeros(z, device=device, dtype=dtype) for _ in range(2))
+            self.prev_t, self.last_t = (torch.ones(batch_size, device=device, dtype=dtype) for _ in range(2))
+            self._stack = [self.prev_z, self.prev_t, self.last_z, self.last_t]
 
     @property
     def device(self) -> torch.device:
@@ -83,7 +93,7 @@ class KVCache:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the cache owns (for checks that nothing is reallocated)."""
-        return [self._k, self._v, self.slot_frame, self.length]
+        return [self._k, self._v, self.slot_frame, self.length, *self._stack]
 
     # lifecycle --------------------------------------------------------------------------------
     def reset(self, rows: torch.Tensor | None = None) -> None:
@@ -93,19 +103,56 @@ class KVCache:
             self.length.zero_()
             self._k.zero_()
             self._v.zero_()
+            for buf, empty in zip(self._stack, (0.0, 1.0, 0.0, 1.0)):  # no previous frame: zeros at level 1
+                buf.fill_(empty)
             return
         rows = rows.to(self.device)
         self.slot_frame.index_fill_(0, rows, -1)
         self.length.index_fill_(0, rows, 0)
         self._k.index_fill_(1, rows, 0.0)
         self._v.index_fill_(1, rows, 0.0)
+        for buf, empty in zip(self._stack, (0.0, 1.0, 0.0, 1.0)):
+            buf.index_fill_(0, rows, empty)
 
-    def advance(self, rows: torch.Tensor | None = None) -> None:
-        """The current block is final (its write pass is done, or, folded, it is pending): move on."""
-        if rows is None:
-            self.length.add_(self.cfg.block_frames)
+    def advance(self, rows: torch.Tensor | None = None, *, active: torch.Tensor | None = None) -> None:
+        """The current block is final (its write pass is done, or, folded, it is pending): move on.
+        `active` (`[B]` 0/1, with rows=None): only those rows move (static shapes for the engine's graph)."""
+        Fb = self.cfg.block_frames
+        if active is not None:
+            self.length.add_(active * Fb)
+        elif rows is None:
+            self.length.add_(Fb)
         else:
-            self.length.index_add_(0, rows, torch.full_like(rows, self.cfg.block_frames))
+            self.length.index_add_(0, rows, torch.full_like(rows, Fb))
+        if not self._stack:
+            return
+        if active is not None:  # the moving rows' last finished frame becomes their previous one
+            on = active.bool()
+            self.prev_z.copy_(torch.where(on[:, None, None, None], self.last_z, self.prev_z))
+            self.prev_t.copy_(torch.where(on, self.last_t, self.prev_t))
+        elif rows is None:
+            self.prev_z.copy_(self.last_z)
+            self.prev_t.copy_(self.last_t)
+        else:
+            self.prev_z.index_copy_(0, rows, self.last_z.index_select(0, rows))
+            self.prev_t.index_copy_(0, rows, self.last_t.index_select(0, rows))
+
+    # frame stacking (cfg.prev_frame) ------------------------------------------------------------
+    def previous(self, view: CacheView, pending: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frame before the pass's first query frame: latents `[R,C,h,w]` and level `[R]`."""
+        z, t = (self.last_z, self.last_t) if view.staged and not pending else (self.prev_z, self.prev_t)
+        if view.rows is None:
+            return z, t
+        return z.index_select(0, view.rows), t.index_select(0, view.rows)
+
+    def record_last(self, view: CacheView, z: torch.Tensor, t: torch.Tensor) -> None:
+        """The pass's last finished frame `z [R,C,h,w]` at level `t [R]` (the next block's previous)."""
+        if view.rows is None:
+            self.last_z.copy_(z)
+            self.last_t.copy_(t)
+        else:
+            self.last_z.index_copy_(0, view.rows, z.to(self.dtype))
+            self.last_t.index_copy_(0, view.rows, t.to(self.dtype))
 
     # one forward pass -------------------------------------------------------------------------
     def begin(

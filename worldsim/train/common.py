@@ -31,6 +31,29 @@ def check_positive(**values: float | int | None) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {v}")
 
 
+# the parameters a model grown with --prev-frame has that the one it starts from lacks (zero-initialised)
+GROWN = frozenset({"prev_in.weight", "prev_in.bias"})
+
+
+def load_grown(model: nn.Module, state: dict, origin: str) -> None:
+    """Load `state` into `model`; parameters in `GROWN` that `state` lacks are zeroed, so the model
+    computes what `state`'s did. Anything else missing or left over is refused."""
+    missing = set(model.state_dict()) - set(state)
+    extra = set(state) - set(model.state_dict())
+    if missing - GROWN or extra:
+        raise UserError(
+            f"{origin}: its weights do not fit this model (missing {sorted(missing - GROWN)[:4]}, "
+            f"unexpected {sorted(extra)[:4]}); frame stacking is the only field a start may add"
+        )
+    with torch.no_grad():  # zero whatever the model held there (a student copied from a stacked teacher)
+        for name in missing:
+            model.get_parameter(name).zero_()
+    model.load_state_dict(state, strict=not missing)
+    if missing:
+        log.info("%s: frame stacking added (%s zero-initialised: the model starts as %s)",
+                 origin, ", ".join(sorted(missing)), origin)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------
 # Budgets and schedules
 # ---------------------------------------------------------------------------------------------------

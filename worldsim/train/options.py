@@ -150,6 +150,14 @@ def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
         help="with --local-window: every G-th layer sees the whole window (0 = all layers local)",
     )
     p.add_argument(
+        "--prev-frame",
+        action="store_const",
+        const=True,
+        default=None,
+        help="frame stacking: each frame's tokens also take the previous frame's latents and level "
+        "(a new run, or grown from --init through a zero-initialised projection: it starts as --init)",
+    )
+    p.add_argument(
         "--export",
         default=None,
         metavar="FILE",

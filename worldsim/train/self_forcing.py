@@ -168,7 +168,7 @@ def train(args: argparse.Namespace) -> dict:
         starts = {"frames": datasets.start_frames(Dataset(args.data), cfg.image_hw[0])}
     if state is None and args.init:  # continue a student (the critic still starts from the teacher)
         weights, budget_before = load_student(args.init, cfg)
-        student.load_state_dict(weights)
+        common.load_grown(student, weights, f"--init {args.init}")  # a stacked teacher grows the student too
     out.mkdir(parents=True, exist_ok=True)  # after every input was read: a failed start leaves no folder
     live = resume.MetricsLog(out)
     for m in (student, critic):

@@ -120,8 +120,8 @@ def _train(args, dist_info, device, out: Path) -> dict:
     model = build_dit(cfg).to(device)  # same seed on every rank; DDP broadcasts rank 0's weights anyway
     if args.attention:
         model.attention = args.attention  # the training forward's backend (the config keeps the deployed one)
-    if init is not None:  # same parameters whatever the mask: only the attention pattern changes
-        model.load_state_dict(init)
+    if init is not None:  # same parameters whatever the mask (only the attention pattern changes), and
+        common.load_grown(model, init, f"--init {args.init}")  # --prev-frame adds its zero projection
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)

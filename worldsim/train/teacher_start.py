@@ -1,5 +1,5 @@
 """Where a teacher run starts from: a shipped checkpoint or train state (`--init`), the autoencoder it trains
-on (`--autoencoder`), and the sparse-attention fields the command line may change (`--window`, ...)."""
+on (`--autoencoder`), and the config fields the command line may change (`--window`, `--prev-frame`, ...)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,18 @@ from worldsim.train.sf_state import load_teacher
 log = logging.getLogger(__name__)
 
 
+_FIELDS = ("window", "local_window", "global_every", "prev_frame")  # what a new run's command line may set
+
+
 def with_mask(cfg, args):
-    """The config with the command line's sparse-attention fields (None: keep the config's)."""
-    changes = {
-        k: getattr(args, k)
-        for k in ("window", "local_window", "global_every")
-        if getattr(args, k, None) is not None
-    }
+    """The config with the command line's attention and frame-stacking fields (None: keep the config's)."""
+    changes = {k: getattr(args, k) for k in _FIELDS if getattr(args, k, None) is not None}
     if not changes:
         return cfg
     try:
         return cfg.replace(**changes)
     except ValueError as e:
-        raise UserError(f"--window/--local-window/--global-every: {e}") from e
+        raise UserError(f"--window/--local-window/--global-every/--prev-frame: {e}") from e
 
 
 def with_autoencoder(cfg, ae_cfg, patch_size: int | None):
@@ -52,7 +51,7 @@ def with_autoencoder(cfg, ae_cfg, patch_size: int | None):
 
 
 def check_resume_mask(cfg, args) -> None:
-    for k in ("window", "local_window", "global_every"):
+    for k in _FIELDS:
         given = getattr(args, k, None)
         if given is not None and given != getattr(cfg, k):
             flag = "--" + k.replace("_", "-")
