@@ -57,7 +57,7 @@ def _session_script(a, b, num_keys: int, atol: int, partial: bool = True) -> Non
     assert torch.equal(a.cache.length.cpu(), b.world.cache.length.cpu())
 
 
-@pytest.mark.parametrize("changes", [{}, {"context_noise": 0.1}])
+@pytest.mark.parametrize("changes", [{}, {"context_noise": 0.1}, {"context_noise": 0.1, "prev_frame": True}])
 def test_engine_step_equals_neural_world_eager(tmp_path, changes):
     path = _checkpoint(tmp_path, **changes)
     eager = NeuralWorld.from_checkpoint(path, device="cpu", batch_size=3)
@@ -102,10 +102,11 @@ def test_latent_engine_multi_frame_blocks():
 
 
 @cuda
+@pytest.mark.parametrize("prev_frame", [False, True], ids=["plain", "stacked"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_graph_replay_equals_eager(tmp_path, dtype):
+def test_cuda_graph_replay_equals_eager(tmp_path, dtype, prev_frame):
     torch.backends.cuda.matmul.allow_tf32 = False
-    path = _checkpoint(tmp_path, context_noise=0.05)
+    path = _checkpoint(tmp_path, context_noise=0.05, prev_frame=prev_frame)
     eager = NeuralWorld.from_checkpoint(path, device="cuda", batch_size=3, dtype=dtype)
     engine = GraphWorld.from_checkpoint(path, device="cuda", batch_size=3, dtype=dtype)
     assert engine.graph.enabled

@@ -149,8 +149,8 @@ def test_triton_ring_attention_backend_matches_sdpa(fold, dtype):
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("context_noise", [0.0, 0.2])
-def test_folded_cuda_graph_world_equals_unfolded_eager_world(context_noise):
+@pytest.mark.parametrize(("context_noise", "prev_frame"), [(0.0, False), (0.2, False), (0.2, True)])
+def test_folded_cuda_graph_world_equals_unfolded_eager_world(context_noise, prev_frame):
     """The folded engine step replayed as one CUDA graph (slots joining and leaving) gives the latents of
     the unfolded eager NeuralWorld (fp32)."""
     import copy
@@ -159,7 +159,7 @@ def test_folded_cuda_graph_world_equals_unfolded_eager_world(context_noise):
     from worldsim.model.autoencoder import Autoencoder
     from worldsim.neural import NeuralWorld
 
-    m = _model(context_noise=context_noise).cpu()
+    m = _model(context_noise=context_noise, prev_frame=prev_frame).cpu()
     cfg = m.cfg
     torch.manual_seed(1)
     ae = Autoencoder(cfg.autoencoder).eval()
