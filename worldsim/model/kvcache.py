@@ -28,6 +28,9 @@ import torch
 from worldsim.model.attention import additive, expand_frame_mask, frame_mask
 from worldsim.model.config import ModelConfig
 
+# what a game with no previous frame stacks (prev_z, prev_t, last_z, last_t): zeros at level 1
+_EMPTY = (0.0, 1.0, 0.0, 1.0)
+
 
 @dataclass
 class CacheView:
@@ -103,7 +106,7 @@ class KVCache:
             self.length.zero_()
             self._k.zero_()
             self._v.zero_()
-            for buf, empty in zip(self._stack, (0.0, 1.0, 0.0, 1.0)):  # no previous frame: zeros at level 1
+            for buf, empty in zip(self._stack, _EMPTY):
                 buf.fill_(empty)
             return
         rows = rows.to(self.device)
@@ -111,7 +114,7 @@ class KVCache:
         self.length.index_fill_(0, rows, 0)
         self._k.index_fill_(1, rows, 0.0)
         self._v.index_fill_(1, rows, 0.0)
-        for buf, empty in zip(self._stack, (0.0, 1.0, 0.0, 1.0)):
+        for buf, empty in zip(self._stack, _EMPTY):
             buf.index_fill_(0, rows, empty)
 
     def advance(self, rows: torch.Tensor | None = None, *, active: torch.Tensor | None = None) -> None:
